@@ -1,0 +1,3 @@
+from smartthumb.runner.cli import main
+
+raise SystemExit(main())

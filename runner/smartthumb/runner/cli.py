@@ -1,0 +1,122 @@
+"""`smartthumb crop ...`: the contract the local engine and the Kubernetes Job both invoke.
+
+Prints the RunResult JSON on stdout. Exit codes: 0 done, 2 bad input or usage (one line on
+stderr), 3 MemoryError, 1 anything else. A kernel OOM kill is seen by the caller as signal 9.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from pydantic import ValidationError
+
+from smartthumb.runner.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OUT_OF_MEMORY, RunnerError
+from smartthumb.runner.limits import Limits
+from smartthumb.runner.spec import Mode, OutputFormat, ThumbnailSpec
+from smartthumb.runner.termination import write_termination_message
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus the message; callers want a single line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"smartthumb: error: {message}\n")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="smartthumb", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    crop = commands.add_parser("crop", help="make one thumbnail from one or more images")
+    crop.add_argument("inputs", nargs="+", type=Path, help="input image files (pages in order)")
+    crop.add_argument("-o", "--output", type=Path, required=True, help="where to write the image")
+    crop.add_argument("--spec", help="the whole ThumbnailSpec as JSON (overrides the flags below)")
+    crop.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.pair.value)
+    crop.add_argument("--width", type=int)
+    crop.add_argument("--height", type=int)
+    crop.add_argument("--aspect", help="crop: W:H when width or height is missing")
+    crop.add_argument("--format", choices=[f.value for f in OutputFormat], default="jpeg")
+    crop.add_argument("--quality", type=int, default=82)
+    crop.add_argument("--grayscale", action="store_true")
+    crop.add_argument("--upscale", action="store_true", help="allow enlarging small sources")
+    crop.add_argument("--skip-edges", type=int, default=2)
+    crop.add_argument("--gap", type=int, default=5)
+    crop.add_argument(
+        "--fallback", action="store_true", help="light composer: no detectors, tiny memory"
+    )
+    crop.add_argument("--fallback-reason", help="why the fallback runs (becomes worker_warning)")
+    crop.add_argument(
+        "--termination-log", type=Path, help="also write the result here (Kubernetes, <= 4 KiB)"
+    )
+    crop.add_argument("--max-pixels", type=int, help="refuse sources above this many pixels")
+    return parser
+
+
+def _spec_from_args(args: argparse.Namespace) -> ThumbnailSpec:
+    if args.spec:
+        return ThumbnailSpec.model_validate_json(args.spec)
+    return ThumbnailSpec(
+        mode=args.mode,
+        width=args.width,
+        height=args.height,
+        aspect=args.aspect,
+        format=args.format,
+        quality=args.quality,
+        grayscale=args.grayscale,
+        upscale=args.upscale,
+        skip_edges=args.skip_edges,
+        gap=args.gap,
+    )
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "spec"
+    return f"invalid {where}: {first['msg']}"
+
+
+def _fail(code: int, message: str, termination_log: Path | None) -> int:
+    print(f"smartthumb: error: {message}", file=sys.stderr)
+    if termination_log is not None:
+        write_termination_message(termination_log, {"error": message, "exit_code": code})
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    termination_log: Path | None = args.termination_log
+    try:
+        spec = _spec_from_args(args)
+    except ValidationError as error:
+        return _fail(EXIT_BAD_INPUT, _describe(error), termination_log)
+    limits = Limits.from_env()
+    if args.max_pixels is not None:
+        if args.max_pixels <= 0:
+            return _fail(EXIT_BAD_INPUT, "--max-pixels must be positive", termination_log)
+        limits = limits.model_copy(update={"max_pixels": args.max_pixels})
+
+    # Imported here so that `--help` and argument errors stay fast.
+    from smartthumb.runner.pipeline import make_thumbnail
+
+    try:
+        result = make_thumbnail(
+            args.inputs,
+            spec,
+            args.output,
+            fallback=args.fallback,
+            fallback_reason=args.fallback_reason,
+            limits=limits,
+        )
+    except RunnerError as error:
+        return _fail(error.exit_code, str(error), termination_log)
+    except MemoryError:
+        return _fail(EXIT_OUT_OF_MEMORY, "out of memory", termination_log)
+    except Exception as error:  # noqa: BLE001 - the contract is one line, never a traceback
+        return _fail(EXIT_INTERNAL, f"internal error: {type(error).__name__}: {error}", termination_log)
+    document = result.model_dump(mode="json")
+    print(result.model_dump_json())
+    if termination_log is not None:
+        write_termination_message(termination_log, document)
+    return 0

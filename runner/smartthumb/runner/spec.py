@@ -1,0 +1,149 @@
+"""What a thumbnail should be (ThumbnailSpec) and what the runner reports (RunResult).
+
+These models are the single source of truth: the CLI, the HTTP API, the job store and the
+ThumbnailJob CRD schema are all derived from them.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_SIDE = 8192
+"""Largest output width or height; anything bigger is refused as absurd."""
+
+
+class Mode(str, Enum):
+    pair = "pair"
+    crop = "crop"
+    fit = "fit"
+    resize = "resize"
+
+
+class OutputFormat(str, Enum):
+    jpeg = "jpeg"
+    png = "png"
+    webp = "webp"
+    avif = "avif"
+
+    @property
+    def media_type(self) -> str:
+        return f"image/{self.value}"
+
+    @property
+    def extension(self) -> str:
+        return "jpg" if self is OutputFormat.jpeg else self.value
+
+
+Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
+
+PAIR_DEFAULT_WIDTH = 1200
+
+
+class ThumbnailSpec(BaseModel):
+    """How to turn the input images into one thumbnail."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+    mode: Mode = Field(
+        Mode.pair,
+        description=(
+            "pair: best two pages side by side on a 16:9 canvas; crop: subject-aware crop to "
+            "width x height (or aspect); fit: inside width x height, aspect kept; resize: exact "
+            "width x height."
+        ),
+    )
+    width: Side | None = Field(None, description="Output width in pixels (pair: default 1200).")
+    height: Side | None = Field(None, description="Output height in pixels (pair: width*9/16).")
+    aspect: str | None = Field(
+        None,
+        pattern=r"^[1-9][0-9]{0,3}:[1-9][0-9]{0,3}$",
+        description="crop only: aspect ratio W:H used when width or height is missing.",
+    )
+    format: OutputFormat = Field(OutputFormat.jpeg, description="Output image format.")
+    quality: int = Field(82, ge=1, le=100, description="Encoder quality (jpeg, webp, avif).")
+    grayscale: bool = Field(False, description="Convert the output to grayscale.")
+    upscale: bool = Field(False, description="fit/crop: allow enlarging a small source.")
+    skip_edges: int = Field(
+        2, ge=0, le=50, description="pair: the first/last N pages are penalised (not excluded)."
+    )
+    gap: int = Field(5, ge=0, le=400, description="pair: pixels between the two panels.")
+
+    @model_validator(mode="after")
+    def _sizes_fit_the_mode(self) -> ThumbnailSpec:
+        if self.mode is Mode.resize and (self.width is None or self.height is None):
+            raise ValueError("mode 'resize' needs both width and height")
+        if self.mode is Mode.fit and self.width is None and self.height is None:
+            raise ValueError("mode 'fit' needs width or height")
+        if self.mode is Mode.crop:
+            if self.width is None and self.height is None:
+                raise ValueError("mode 'crop' needs width and height, or one of them and aspect")
+            if (self.width is None or self.height is None) and self.aspect is None:
+                raise ValueError("mode 'crop' needs both width and height, or aspect with one")
+        if self.aspect is not None and self.mode is not Mode.crop:
+            raise ValueError("aspect applies to mode 'crop' only")
+        if self.mode is Mode.pair:
+            width, height = self.pair_canvas()
+            if width < 2 * 1 + self.gap + 1:
+                raise ValueError("pair canvas is too narrow for two panels and the gap")
+        return self
+
+    def pair_canvas(self) -> tuple[int, int]:
+        """The 16:9 canvas of mode pair (either side may be given explicitly)."""
+        width = self.width or (
+            round(self.height * 16 / 9) if self.height else PAIR_DEFAULT_WIDTH
+        )
+        height = self.height or max(1, round(width * 9 / 16))
+        return min(width, MAX_SIDE), height
+
+    def crop_size(self) -> tuple[int, int]:
+        """Target size of mode crop, completing a missing side from the aspect ratio."""
+        if self.width and self.height:
+            return self.width, self.height
+        aw, ah = (int(part) for part in (self.aspect or "1:1").split(":"))
+        if self.width:
+            return self.width, max(1, min(MAX_SIDE, round(self.width * ah / aw)))
+        assert self.height is not None
+        return max(1, min(MAX_SIDE, round(self.height * aw / ah))), self.height
+
+
+class Box(BaseModel):
+    """A rectangle in the source image's pixel coordinates (after EXIF rotation)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+class InputReport(BaseModel):
+    """What the runner made of one input image."""
+
+    index: int
+    width: int = Field(description="Source width after EXIF rotation.")
+    height: int
+    score: float | None = Field(None, description="pair: visual-interest score of the page.")
+    crop: Box | None = Field(None, description="The region of this input that was used.")
+    detector: str | None = Field(None, description="What decided the crop (face, saliency, ...).")
+
+
+class OutputReport(BaseModel):
+    format: OutputFormat
+    width: int
+    height: int
+    bytes: int
+
+
+class RunResult(BaseModel):
+    """The runner's answer, printed as JSON on stdout (and the termination message)."""
+
+    mode: Mode
+    method: str = Field(description="What produced the thumbnail, e.g. 'pair:face+saliency'.")
+    fallback_used: bool = False
+    worker_warning: str | None = None
+    output: OutputReport
+    selected: list[int] = Field(default_factory=list, description="Indexes of the inputs used.")
+    inputs: list[InputReport] = Field(default_factory=list)
+    timings_ms: dict[str, float] = Field(default_factory=dict)
