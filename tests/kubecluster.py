@@ -16,7 +16,8 @@
 waits until the apiserver is ready, the controller manager and scheduler are healthy and the
 fake node is Ready, and yields a :class:`KubeCluster`. Teardown kills the process group of
 every component, also when a test (or the startup itself) fails; an ``atexit`` hook does the
-same if the interpreter is left some other way.
+same if the interpreter is left some other way, and each component is started under
+``setpriv --pdeathsig KILL`` so that the kernel kills it if the test process is killed.
 
 How a pod ends is chosen per pod (kwok Stages, see ``hack/kwok/stages.yaml``):
 
@@ -57,9 +58,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -88,6 +90,7 @@ SIMULATE_DURATION_ANNOTATION = "smartthumb.io/simulate-duration"
 SIMULATE_MESSAGE_ANNOTATION = "smartthumb.io/simulate-message"
 SIMULATE_EXIT_CODE_ANNOTATION = "smartthumb.io/simulate-exit-code"
 
+SETPRIV = shutil.which("setpriv")
 STARTUP_TIMEOUT = float(os.environ.get("SMARTTHUMB_CLUSTER_STARTUP_TIMEOUT", "120"))
 
 
@@ -185,7 +188,9 @@ class KubeCluster:
         env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}"
         return env
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
             [str(self.bin_dir / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
             input=input,
@@ -214,7 +219,13 @@ class KubeCluster:
             c.stop()
 
 
-def wait_for(what: str, probe: Callable[[], bool], cluster: KubeCluster | None, timeout: float, component: Component | None = None) -> None:
+def wait_for(
+    what: str,
+    probe: Callable[[], bool],
+    cluster: KubeCluster | None,
+    timeout: float,
+    component: Component | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -234,11 +245,17 @@ def wait_for(what: str, probe: Callable[[], bool], cluster: KubeCluster | None, 
     logs = ""
     if component is not None:
         logs = f"\nlast lines of {component.log}:\n{_tail(component.log)}"
-    raise ClusterStartError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error!r}){logs}")
+    raise ClusterStartError(
+        f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error!r}){logs}"
+    )
 
 
 def _https_ok(url: str, *, token: str | None = None, ca_file: Path | None = None) -> bool:
-    ctx = ssl.create_default_context(cafile=str(ca_file)) if ca_file else ssl._create_unverified_context()  # noqa: S323
+    ctx = (
+        ssl.create_default_context(cafile=str(ca_file))
+        if ca_file
+        else ssl._create_unverified_context()
+    )
     req = urllib.request.Request(url)
     if token:
         req.add_header("Authorization", f"Bearer {token}")
@@ -252,7 +269,9 @@ def _https_ok(url: str, *, token: str | None = None, ca_file: Path | None = None
 def _openssl(*args: str, cwd: Path) -> None:
     openssl = shutil.which("openssl")
     if openssl is None:
-        raise ClusterStartError("openssl is needed to make the test certificates (apt-get install openssl)")
+        raise ClusterStartError(
+            "openssl is needed to make the test certificates (apt-get install openssl)"
+        )
     subprocess.run([openssl, *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
@@ -292,9 +311,16 @@ def write_kubeconfig(path: Path, server: str, ca_file: Path, token: str) -> None
     conf = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "smartthumb-test", "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
+        "clusters": [
+            {
+                "name": "smartthumb-test",
+                "cluster": {"server": server, "certificate-authority": str(ca_file)},
+            }
+        ],
         "users": [{"name": "admin", "user": {"token": token}}],
-        "contexts": [{"name": "smartthumb-test", "context": {"cluster": "smartthumb-test", "user": "admin"}}],
+        "contexts": [
+            {"name": "smartthumb-test", "context": {"cluster": "smartthumb-test", "user": "admin"}}
+        ],
         "current-context": "smartthumb-test",
     }
     path.write_text(json.dumps(conf, indent=2))  # JSON is YAML
@@ -306,7 +332,7 @@ _LIVE: list[KubeCluster] = []
 
 @atexit.register
 def _stop_all() -> None:
-    for cluster in list(_LIVE):
+    for cluster in _LIVE:
         cluster.stop()
 
 
@@ -326,16 +352,24 @@ def start_kube_cluster(bin_dir: Path, workdir: Path) -> Iterator[KubeCluster]:
     kubeconfig = workdir / "kubeconfig"
     write_kubeconfig(kubeconfig, server, pki / "ca.crt", token)
     cluster = KubeCluster(
-        bin_dir=bin_dir, workdir=workdir, kubeconfig=kubeconfig, server=server, token=token, ca_file=pki / "ca.crt"
+        bin_dir=bin_dir,
+        workdir=workdir,
+        kubeconfig=kubeconfig,
+        server=server,
+        token=token,
+        ca_file=pki / "ca.crt",
     )
     _LIVE.append(cluster)
 
     def start(name: str, *args: str) -> Component:
         log = logs / f"{name}.log"
         fh = open(log, "ab")  # noqa: SIM115 - handed to the child
+        # setpriv (util-linux) makes the kernel SIGKILL the component if this test process
+        # dies without running its teardown (kill -9, a CI time-out).
+        prefix = [SETPRIV, "--pdeathsig", "KILL", "--"] if SETPRIV else []
         try:
             proc = subprocess.Popen(
-                [str(bin_dir / name), *args],
+                [*prefix, str(bin_dir / name), *args],
                 stdin=subprocess.DEVNULL,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
@@ -363,8 +397,12 @@ def start_kube_cluster(bin_dir: Path, workdir: Path) -> Iterator[KubeCluster]:
         )
         wait_for(
             "etcd /health",
-            lambda: json.loads(urllib.request.urlopen(f"http://127.0.0.1:{etcd_port}/health", timeout=5).read())["health"]
-            == "true",
+            lambda: (
+                json.loads(
+                    urllib.request.urlopen(f"http://127.0.0.1:{etcd_port}/health", timeout=5).read()
+                )["health"]
+                == "true"
+            ),
             cluster,
             STARTUP_TIMEOUT,
             etcd,
@@ -442,7 +480,10 @@ def start_kube_cluster(bin_dir: Path, workdir: Path) -> Iterator[KubeCluster]:
                     "kind": "Node",
                     "metadata": {
                         "name": NODE_NAME,
-                        "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                        "annotations": {
+                            "kwok.x-k8s.io/node": "fake",
+                            "node.alpha.kubernetes.io/ttl": "0",
+                        },
                         "labels": {
                             "type": "kwok",
                             "kubernetes.io/hostname": NODE_NAME,
@@ -459,7 +500,9 @@ def start_kube_cluster(bin_dir: Path, workdir: Path) -> Iterator[KubeCluster]:
 
             def node_ready() -> bool:
                 node = core.read_node(NODE_NAME)
-                return any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+                return any(
+                    c.type == "Ready" and c.status == "True" for c in (node.status.conditions or [])
+                )
 
             wait_for(f"node {NODE_NAME} Ready (kwok)", node_ready, cluster, STARTUP_TIMEOUT, kwok)
             wait_for(

@@ -11,15 +11,13 @@ import json
 import subprocess
 import time
 import uuid
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
-
-kubernetes = pytest.importorskip("kubernetes")
-from kubernetes import client  # noqa: E402
-from kubernetes.client.rest import ApiException  # noqa: E402
-
-from kubecluster import SIMULATE_LABEL, KubeCluster  # noqa: E402
+from kubecluster import SIMULATE_LABEL, KubeCluster
+from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 pytestmark = pytest.mark.cluster
 
@@ -109,7 +107,9 @@ def test_server_version_is_the_pinned_release(kube_cluster: KubeCluster) -> None
     assert versions["clientVersion"]["gitVersion"] == server["gitVersion"]
 
 
-def test_crd_server_side_validation_rejects_bad_objects(api: client.ApiClient, namespace: str) -> None:
+def test_crd_server_side_validation_rejects_bad_objects(
+    api: client.ApiClient, namespace: str
+) -> None:
     ext = client.ApiextensionsV1Api(api)
     custom = client.CustomObjectsApi(api)
     group, plural = f"g{uuid.uuid4().hex[:6]}.test.smartthumb.io", "widgets"
@@ -136,7 +136,10 @@ def test_crd_server_side_validation_rejects_bad_objects(api: client.ApiClient, n
                                     "properties": {
                                         "width": {"type": "integer", "minimum": 1, "maximum": 4096},
                                         "minWidth": {"type": "integer"},
-                                        "format": {"type": "string", "enum": ["png", "jpeg", "webp"]},
+                                        "format": {
+                                            "type": "string",
+                                            "enum": ["png", "jpeg", "webp"],
+                                        },
                                     },
                                     "x-kubernetes-validations": [
                                         {
@@ -157,12 +160,20 @@ def test_crd_server_side_validation_rejects_bad_objects(api: client.ApiClient, n
 
         def established() -> bool:
             got = ext.read_custom_resource_definition(crd["metadata"]["name"])
-            return any(c.type == "Established" and c.status == "True" for c in (got.status.conditions or []))
+            return any(
+                c.type == "Established" and c.status == "True"
+                for c in (got.status.conditions or [])
+            )
 
         poll("the CRD to be Established", established)
 
         def create(name: str, spec: dict[str, Any]) -> Any:
-            body = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": name}, "spec": spec}
+            body = {
+                "apiVersion": f"{group}/v1",
+                "kind": "Widget",
+                "metadata": {"name": name},
+                "spec": spec,
+            }
             return custom.create_namespaced_custom_object(group, "v1", namespace, plural, body)
 
         # The discovery of a brand-new CRD can lag a moment behind Established.
@@ -205,7 +216,11 @@ def test_job_completes(api: client.ApiClient, namespace: str) -> None:
     batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
     batch.create_namespaced_job(namespace, job_manifest("ok"))
 
-    cond = poll("Job ok to Complete", lambda: job_condition(batch, "ok", namespace, "Complete", "Failed"), 60)
+    cond = poll(
+        "Job ok to Complete",
+        lambda: job_condition(batch, "ok", namespace, "Complete", "Failed"),
+        60,
+    )
     assert cond.type == "Complete"
     job = batch.read_namespaced_job("ok", namespace)
     assert job.status.succeeded == 1
@@ -226,12 +241,19 @@ def test_oom_marked_job_fails_with_oomkilled_pod(api: client.ApiClient, namespac
         # fails the Job at once (podFailurePolicy, GA in 1.31).
         backoffLimit=3,
         podFailurePolicy={
-            "rules": [{"action": "FailJob", "onExitCodes": {"containerName": "runner", "operator": "In", "values": [137]}}]
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {"containerName": "runner", "operator": "In", "values": [137]},
+                }
+            ]
         },
     )
     batch.create_namespaced_job(namespace, manifest)
 
-    cond = poll("Job oom to fail", lambda: job_condition(batch, "oom", namespace, "Complete", "Failed"), 60)
+    cond = poll(
+        "Job oom to fail", lambda: job_condition(batch, "oom", namespace, "Complete", "Failed"), 60
+    )
     assert cond.type == "Failed"
     assert cond.reason == "PodFailurePolicy", cond
 
@@ -242,11 +264,15 @@ def test_oom_marked_job_fails_with_oomkilled_pod(api: client.ApiClient, namespac
     assert terminated.exit_code == 137
 
 
-def test_failed_job_without_policy_is_backoff_limit_exceeded(api: client.ApiClient, namespace: str) -> None:
+def test_failed_job_without_policy_is_backoff_limit_exceeded(
+    api: client.ApiClient, namespace: str
+) -> None:
     batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
     batch.create_namespaced_job(namespace, job_manifest("err", labels={SIMULATE_LABEL: "error"}))
 
-    cond = poll("Job err to fail", lambda: job_condition(batch, "err", namespace, "Complete", "Failed"), 60)
+    cond = poll(
+        "Job err to fail", lambda: job_condition(batch, "err", namespace, "Complete", "Failed"), 60
+    )
     assert (cond.type, cond.reason) == ("Failed", "BackoffLimitExceeded")
     (pod,) = job_pods(core, "err", namespace)
     terminated = pod.status.container_statuses[0].state.terminated
@@ -269,7 +295,9 @@ def test_ttl_after_finished_deletes_the_job(api: client.ApiClient, namespace: st
 
 def test_owner_reference_garbage_collection(api: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(api)
-    parent = core.create_namespaced_config_map(namespace, {"metadata": {"name": "parent"}, "data": {"a": "1"}})
+    parent = core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "parent"}, "data": {"a": "1"}}
+    )
     owner = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -277,7 +305,9 @@ def test_owner_reference_garbage_collection(api: client.ApiClient, namespace: st
         "uid": parent.metadata.uid,
         "blockOwnerDeletion": True,
     }
-    core.create_namespaced_config_map(namespace, {"metadata": {"name": "child", "ownerReferences": [owner]}})
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "child", "ownerReferences": [owner]}}
+    )
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "unrelated"}})
 
     core.delete_namespaced_config_map("parent", namespace, propagation_policy="Background")
@@ -296,5 +326,7 @@ def test_owner_reference_garbage_collection(api: client.ApiClient, namespace: st
 def test_helm_runs(kube_cluster: KubeCluster) -> None:
     if not kube_cluster.helm.exists():
         pytest.skip(f"helm is not built in {kube_cluster.bin_dir}")
-    out = subprocess.run([str(kube_cluster.helm), "version", "--short"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [str(kube_cluster.helm), "version", "--short"], capture_output=True, text=True, check=True
+    )
     assert out.stdout.startswith("v3."), out.stdout
