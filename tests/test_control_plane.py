@@ -15,7 +15,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from kubecluster import SIMULATE_LABEL, KubeCluster
+from kubecluster import (
+    SIMULATE_LABEL,
+    SIMULATE_MEMORY_NEED_ANNOTATION,
+    SIMULATE_MESSAGE_ANNOTATION,
+    KubeCluster,
+)
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -61,7 +66,14 @@ def namespace(api: client.ApiClient) -> Iterator[str]:
     core.delete_namespace(name)
 
 
-def job_manifest(name: str, *, labels: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
+def job_manifest(
+    name: str,
+    *,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    memory: str = "256Mi",
+    **spec: Any,
+) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -69,14 +81,14 @@ def job_manifest(name: str, *, labels: dict[str, str] | None = None, **spec: Any
         "spec": {
             "backoffLimit": 0,
             "template": {
-                "metadata": {"labels": labels or {}},
+                "metadata": {"labels": labels or {}, "annotations": annotations or {}},
                 "spec": {
                     "restartPolicy": "Never",
                     "containers": [
                         {
                             "name": "runner",
                             "image": "smartthumb-runner:test",
-                            "resources": {"limits": {"memory": "256Mi"}},
+                            "resources": {"limits": {"memory": memory}},
                         }
                     ],
                 },
@@ -277,6 +289,53 @@ def test_failed_job_without_policy_is_backoff_limit_exceeded(
     (pod,) = job_pods(core, "err", namespace)
     terminated = pod.status.container_statuses[0].state.terminated
     assert (terminated.reason, terminated.exit_code) == ("Error", 1)
+
+
+def test_sigkill_without_oom_reason_and_termination_message(
+    api: client.ApiClient, namespace: str
+) -> None:
+    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+    manifest = job_manifest(
+        "killed",
+        labels={SIMULATE_LABEL: "sigkill"},
+        annotations={SIMULATE_MESSAGE_ANNOTATION: '{"stage": "decode"}'},
+    )
+    batch.create_namespaced_job(namespace, manifest)
+
+    cond = poll(
+        "Job killed to fail",
+        lambda: job_condition(batch, "killed", namespace, "Complete", "Failed"),
+        60,
+    )
+    assert cond.type == "Failed"
+    (pod,) = job_pods(core, "killed", namespace)
+    terminated = pod.status.container_statuses[0].state.terminated
+    assert (terminated.reason, terminated.exit_code) == ("Error", 137)
+    assert json.loads(terminated.message) == {"stage": "decode"}
+
+
+def test_memory_limit_below_simulated_need_is_oomkilled(
+    api: client.ApiClient, namespace: str
+) -> None:
+    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+    need = {SIMULATE_MEMORY_NEED_ANNOTATION: "512Mi"}
+    batch.create_namespaced_job(namespace, job_manifest("small", annotations=need, memory="128Mi"))
+    batch.create_namespaced_job(namespace, job_manifest("large", annotations=need, memory="1Gi"))
+
+    small = poll(
+        "Job small to end",
+        lambda: job_condition(batch, "small", namespace, "Complete", "Failed"),
+        60,
+    )
+    large = poll(
+        "Job large to end",
+        lambda: job_condition(batch, "large", namespace, "Complete", "Failed"),
+        60,
+    )
+    assert (small.type, large.type) == ("Failed", "Complete")
+    (pod,) = job_pods(core, "small", namespace)
+    terminated = pod.status.container_statuses[0].state.terminated
+    assert (terminated.reason, terminated.exit_code) == ("OOMKilled", 137)
 
 
 def test_ttl_after_finished_deletes_the_job(api: client.ApiClient, namespace: str) -> None:
