@@ -120,6 +120,12 @@ def missing_binaries(bin_dir: Path) -> list[str]:
     return [b for b in BINARIES if not os.access(bin_dir / b, os.X_OK)]
 
 
+def build_failures(bin_dir: Path) -> str:
+    """What ``hack/testbin.sh`` recorded about tools that failed to build, if anything."""
+    records = sorted((bin_dir / ".stamps").glob("*.failed"))
+    return "\n".join(f"--- {r.stem} failed to build:\n{_tail(r, 15)}" for r in records)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -549,7 +555,10 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
     bin_dir = testbin_dir()
     missing = missing_binaries(bin_dir)
     if missing:
-        msg = f"control-plane binaries missing from {bin_dir}: {', '.join(missing)} (run `make testbin`)"
+        msg = (
+            f"control-plane binaries missing from {bin_dir}: {', '.join(missing)} "
+            f"(run `make testbin`)\n{build_failures(bin_dir)}"
+        )
         if _require_cluster():
             pytest.fail(msg)
         pytest.skip(msg)
