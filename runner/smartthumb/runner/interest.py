@@ -82,13 +82,15 @@ class PageScore:
 BLANK_CONTRAST = 0.02
 EDGE_PAGE_PENALTY = 0.6
 TEXT_PENALTY = 0.35
+TEXT_EDGE_DENSITY = 0.2
+"""Photos and drawings stay below ~0.12 edge pixels per pixel at 256 px; text pages do not."""
 
 
 def score_page(rgb: np.ndarray, index: int, count: int, skip_edges: int) -> PageScore:
     """Score a page for the pair thumbnail: lively art wins; blank and text pages lose.
 
-    Text pages (credits, author notes) are mostly paper-white with dense, colourless,
-    high-contrast strokes; art has mid-tones and colour.
+    Text pages (credits, author notes) are dense, colourless, high-contrast strokes on
+    paper: far more edges than any drawing or photo has at this scale, and no colour.
     """
     gray = luminance(rgb)
     contrast = float(gray.std())
@@ -98,12 +100,12 @@ def score_page(rgb: np.ndarray, index: int, count: int, skip_edges: int) -> Page
     paper = float((gray > 0.88).mean())
     midtones = float(((gray > 0.2) & (gray < 0.8)).mean())
     blank = contrast < BLANK_CONTRAST
-    text_heavy = paper > 0.6 and midtones < 0.15 and colourfulness < 0.08 and edge_density > 0.04
+    text_heavy = edge_density > TEXT_EDGE_DENSITY and colourfulness < 0.06 and paper > 0.3
     edge_page = index < skip_edges or index >= count - skip_edges
     score = (
         0.35 * min(1.0, contrast / 0.25)
-        + 0.35 * min(1.0, edge_density / 0.25)
-        + 0.20 * min(1.0, colourfulness / 0.35)
+        + 0.30 * min(1.0, edge_density / 0.12)
+        + 0.25 * min(1.0, colourfulness / 0.3)
         + 0.10 * midtones
     )
     if blank:
