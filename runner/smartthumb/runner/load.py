@@ -12,8 +12,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from smartthumb.runner.errors import BadInputError
 from smartthumb.runner.limits import Limits
 
-SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "AVIF", "GIF", "BMP", "TIFF")
-"""Only these parsers ever see client bytes; everything else is refused as unsupported."""
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "GIF", "BMP", "TIFF")
+"""Only these parsers ever see client bytes (multi-picture JPEGs open as JPEG)."""
 
 _ROTATED_ORIENTATIONS = {5, 6, 7, 8}
 _EXIF_ORIENTATION = 0x0112
