@@ -78,7 +78,12 @@ class Receiver:
                 with receiver.received:
                     status, headers = receiver.statuses.pop(0) if receiver.statuses else (200, {})
                     receiver.requests.append(
-                        {"headers": dict(self.headers), "body": body.decode(), "status": status}
+                        {
+                            "headers": dict(self.headers),
+                            "body": body.decode(),
+                            "status": status,
+                            "at": time.monotonic(),
+                        }
                     )
                     receiver.received.notify_all()
                 self.send_response(status)
