@@ -22,15 +22,18 @@ class EngineSettings(BaseModel):
         1000, ge=1, description="Most queued jobs; submitting more raises QueueFullError (429)."
     )
     memory_limit_mb: int = Field(
-        1536,
+        1024,
         ge=64,
         description=(
             "Address-space limit (RLIMIT_AS) of one runner process, in MiB. It counts virtual "
-            "memory, including the ~400 MiB that the preloaded numpy/OpenCV already map."
+            "memory, including the ~410 MiB the preloaded runner (numpy, OpenCV, face model) "
+            "already maps; a 48-megapixel source needs about 640 MiB in all."
         ),
     )
     fallback_memory_limit_mb: int = Field(
-        1024, ge=64, description="The same limit for the light fallback after an out-of-memory."
+        768,
+        ge=64,
+        description="The same limit for the light fallback that runs after an out-of-memory.",
     )
     job_timeout_s: float = Field(1800, gt=0, description="A runner still running after this is killed.")
     ttl_s: float = Field(7200, gt=0, description="A finished job and its files are deleted after this.")

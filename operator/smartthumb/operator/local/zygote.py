@@ -38,15 +38,25 @@ def _send(message: dict[str, Any]) -> None:
 
 
 def _warm_up() -> None:
-    """Run one tiny job here, so that lazy set-up (Pillow's plugin registry, compiled
-    patterns, pydantic validators) is done once instead of in every child; then freeze the
-    heap so the children's garbage collector does not copy every page it touches."""
+    """Run a tiny fit and crop here, so that lazy set-up (OpenCV and its shared libraries, the
+    face model, Pillow's plugins, pydantic validators) happens once instead of in every child,
+    then freeze the heap so the children's garbage collector does not copy every page."""
+    with contextlib.suppress(ImportError):  # OpenCV is the runner's optional "smart" extra
+        import cv2
+
+        # Fork safety: no thread pool may exist in the server (a child would inherit its
+        # locks without its threads); the parallelism is across jobs anyway.
+        cv2.setNumThreads(1)
     with tempfile.TemporaryDirectory(prefix="smartthumb-warmup-") as directory:
         source = Path(directory) / "warmup.png"
-        Image.new("RGB", (32, 32), "gray").save(source)
-        spec = ThumbnailSpec(mode="fit", width=16, height=16).model_dump_json()
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            main(["crop", "--spec", spec, "-o", str(Path(directory) / "out.jpg"), str(source)])
+        Image.radial_gradient("L").convert("RGB").save(source)
+        for spec in (
+            ThumbnailSpec(mode="fit", width=16, height=16),
+            ThumbnailSpec(mode="crop", width=16, height=16),
+        ):
+            argv = ["crop", "--spec", spec.model_dump_json(), "-o", f"{directory}/out.jpg"]
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                main([*argv, str(source)])
     gc.collect()
     gc.freeze()
 
