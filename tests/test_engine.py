@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
-
 from smartthumb.operator.local import InputError, InputFile, LocalEngine, QueueFullError
 from smartthumb.operator.local.store import JobStore
 from smartthumb.operator.metrics import Metrics
@@ -43,7 +42,12 @@ def test_a_job_runs_to_done_with_a_real_thumbnail(tmp_path: Path):
         stored = list((tmp_path / "jobs" / job.id / "inputs").iterdir())
         assert [path.name for path in stored] == ["000.jpg"]  # the server names files
         assert [j.id for j in engine.list_batch("b1")] == [job.id]
-        assert engine.stats().model_dump() == {"queued": 0, "running": 0, "capacity": 1000, "workers": 2}
+        assert engine.stats().model_dump() == {
+            "queued": 0,
+            "running": 0,
+            "capacity": 1000,
+            "workers": 2,
+        }
 
 
 def test_an_input_given_by_path_is_read_in_place(tmp_path: Path):
@@ -99,7 +103,9 @@ def test_out_of_memory_in_the_main_runner_falls_back(tmp_path: Path):
         (False, RunOutcome.oom),
         (True, RunOutcome.ok),
     ]
-    assert registry.get_sample_value("smartthumb_runner_out_of_memory_total", {"runner": "main"}) == 1
+    assert (
+        registry.get_sample_value("smartthumb_runner_out_of_memory_total", {"runner": "main"}) == 1
+    )
     assert registry.get_sample_value("smartthumb_fallbacks_total") == 1
     assert registry.get_sample_value("smartthumb_jobs_finished_total", {"state": "done"}) == 1
 
@@ -159,9 +165,15 @@ def test_a_job_left_running_by_a_dead_process_is_rerun(tmp_path: Path):
     # What a crash mid-run leaves behind: the row says running.
     store = JobStore(tmp_path / "smartthumb.sqlite3")
     now = datetime.now(UTC)
-    store.save(job.model_copy(update={
-        "state": JobState.running, "started_at": now, "runs": [RunRecord(fallback=False, started_at=now)],
-    }))
+    store.save(
+        job.model_copy(
+            update={
+                "state": JobState.running,
+                "started_at": now,
+                "runs": [RunRecord(fallback=False, started_at=now)],
+            }
+        )
+    )
     store.close()
     with running_engine(tmp_path) as restarted:
         done = restarted.wait(job.id, timeout=30)

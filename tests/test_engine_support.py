@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-
+from prometheus_client import CollectorRegistry
 from smartthumb.operator.local import EngineSettings, InputFile, LocalEngine
 from smartthumb.operator.metrics import Metrics
-from prometheus_client import CollectorRegistry
 from smartthumb.runner.spec import ThumbnailSpec
 
 RESIZE = ThumbnailSpec(mode="resize", width=200, height=200)
@@ -73,7 +72,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 with receiver.received:
                     status, headers = receiver.statuses.pop(0) if receiver.statuses else (200, {})

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from smartthumb.operator.lifecycle import (
     DeleteArtifacts,
     DeliverWebhook,
@@ -39,7 +38,9 @@ def make_job(webhook: bool = False) -> Job:
         spec=ThumbnailSpec(mode="resize", width=200, height=200),
         input_names=["a.jpg"],
         created_at=T0,
-        webhook=WebhookDelivery(enabled=webhook, url="https://example.com/hook" if webhook else None),
+        webhook=WebhookDelivery(
+            enabled=webhook, url="https://example.com/hook" if webhook else None
+        ),
     )
 
 
@@ -111,7 +112,11 @@ def test_oom_on_the_fallback_fails_with_a_clear_error():
     [
         (RunOutcome.bad_input, "cannot identify image a.jpg", "cannot identify image a.jpg"),
         (RunOutcome.bad_input, None, "the input is unusable"),
-        (RunOutcome.internal, "ZeroDivisionError", "internal error in the runner (ZeroDivisionError)"),
+        (
+            RunOutcome.internal,
+            "ZeroDivisionError",
+            "internal error in the runner (ZeroDivisionError)",
+        ),
         (RunOutcome.timeout, "no result within 1800 s", "timed out (no result within 1800 s)"),
     ],
 )
@@ -147,13 +152,17 @@ def test_runner_exit_reported_as_interrupted_requeues():
     assert job.state is JobState.queued
 
 
-@pytest.mark.parametrize("state", [JobState.running, JobState.done, JobState.failed, JobState.expired])
+@pytest.mark.parametrize(
+    "state", [JobState.running, JobState.done, JobState.failed, JobState.expired]
+)
 def test_only_a_queued_job_starts(state):
     with pytest.raises(InvalidTransition):
         decide(make_job().model_copy(update={"state": state}), Started(), at(1), POLICY)
 
 
-@pytest.mark.parametrize("state", [JobState.queued, JobState.done, JobState.failed, JobState.expired])
+@pytest.mark.parametrize(
+    "state", [JobState.queued, JobState.done, JobState.failed, JobState.expired]
+)
 def test_only_a_running_job_exits(state):
     job = make_job().model_copy(update={"state": state})
     with pytest.raises(InvalidTransition):
@@ -163,7 +172,9 @@ def test_only_a_running_job_exits(state):
 @pytest.mark.parametrize("state", [JobState.done, JobState.failed, JobState.expired])
 def test_a_finished_job_cannot_be_interrupted(state):
     with pytest.raises(InvalidTransition):
-        decide(make_job().model_copy(update={"state": state}), Interrupted(reason="x"), at(1), POLICY)
+        decide(
+            make_job().model_copy(update={"state": state}), Interrupted(reason="x"), at(1), POLICY
+        )
 
 
 @pytest.mark.parametrize("outcome", [RunOutcome.ok, RunOutcome.bad_input])
@@ -201,7 +212,10 @@ def test_other_codes_retry_with_backoff(code):
 
 
 def test_a_redirect_is_reported_as_not_followed():
-    assert "redirects are not followed" in answer(finished_with_webhook(), status_code=302).job.webhook.last_error
+    assert (
+        "redirects are not followed"
+        in answer(finished_with_webhook(), status_code=302).job.webhook.last_error
+    )
 
 
 def test_410_stops():
@@ -224,13 +238,19 @@ def test_retry_after_is_honoured_when_longer(code):
 
 
 def test_retry_after_never_shortens_the_backoff_nor_applies_to_other_codes():
-    assert answer(finished_with_webhook(), status_code=503, retry_after_s=1).job.webhook.next_attempt_at > at(10)
-    assert answer(finished_with_webhook(), status_code=500, retry_after_s=600).job.webhook.next_attempt_at < at(20)
+    assert answer(
+        finished_with_webhook(), status_code=503, retry_after_s=1
+    ).job.webhook.next_attempt_at > at(10)
+    assert answer(
+        finished_with_webhook(), status_code=500, retry_after_s=600
+    ).job.webhook.next_attempt_at < at(20)
 
 
 def test_retry_after_is_capped():
     policy = POLICY.model_copy(update={"webhook_backoff_max_s": 60})
-    transition = decide(finished_with_webhook(), WebhookResponse(status_code=429, retry_after_s=9999), at(3), policy)
+    transition = decide(
+        finished_with_webhook(), WebhookResponse(status_code=429, retry_after_s=9999), at(3), policy
+    )
     assert transition.job.webhook.next_attempt_at == at(63)
 
 

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from standardwebhooks import Webhook
-
 from smartthumb.operator.local import LocalEngine
-from smartthumb.operator.models import Job, JobState
+from smartthumb.operator.models import Job
 from smartthumb.operator.netguard import (
     GuardedTransport,
     InvalidWebhookURL,
@@ -22,6 +20,7 @@ from smartthumb.operator.netguard import (
     check_url,
 )
 from smartthumb.operator.webhooks import parse_retry_after
+from standardwebhooks import Webhook
 from test_engine_support import RESIZE, Receiver, jpeg_input, running_engine, settings, wait_until
 
 SECRET = "whsec_" + base64.b64encode(b"smartthumb-test-secret-32-bytes!").decode()
@@ -49,12 +48,16 @@ def free_port() -> int:
 
 def settled(engine: LocalEngine, job_id: str) -> Job:
     """The job once its webhook is delivered or given up."""
-    wait_until(lambda: (job := engine.get(job_id)).webhook.attempts and job.webhook.next_attempt_at is None)
+    wait_until(
+        lambda: (job := engine.get(job_id)).webhook.attempts and job.webhook.next_attempt_at is None
+    )
     return engine.get(job_id)
 
 
 def test_a_signed_webhook_is_delivered_once_with_the_job(tmp_path: Path, receiver: Receiver):
-    with running_engine(tmp_path, webhook_secret=SECRET, public_url="https://thumbs.example/", **FAST_RETRIES) as engine:
+    with running_engine(
+        tmp_path, webhook_secret=SECRET, public_url="https://thumbs.example/", **FAST_RETRIES
+    ) as engine:
         job = engine.submit(RESIZE, [jpeg_input()], webhook_url=receiver.url)
         assert job.webhook.enabled and job.webhook.url == receiver.url
         delivered = settled(engine, job.id)
@@ -75,7 +78,9 @@ def test_a_signed_webhook_is_delivered_once_with_the_job(tmp_path: Path, receive
 
 def test_a_failed_job_is_reported_too(tmp_path: Path, receiver: Receiver):
     with running_engine(tmp_path, **FAST_RETRIES) as engine:
-        job = engine.submit(RESIZE, [jpeg_input().model_copy(update={"data": b"garbage"})], webhook_url=receiver.url)
+        job = engine.submit(
+            RESIZE, [jpeg_input().model_copy(update={"data": b"garbage"})], webhook_url=receiver.url
+        )
         settled(engine, job.id)
     payload = receiver.payload()
     assert payload["status"] == "failed" and payload["image_url"] is None and payload["error"]
@@ -168,7 +173,9 @@ def test_private_addresses_are_refused_at_submit(tmp_path: Path, url: str):
         engine.stop()
 
 
-@pytest.mark.parametrize("url", ["ftp://example.com/x", "not a url", "http:///path", "http://nonexistent.invalid/"])
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/x", "not a url", "http:///path", "http://nonexistent.invalid/"]
+)
 def test_malformed_or_unresolvable_urls_are_refused(url: str):
     with pytest.raises(InvalidWebhookURL):
         check_url(url, allow=False)
@@ -199,9 +206,11 @@ def test_only_public_addresses_pass_by_default(address: str, allowed: bool):
 
 def test_the_connect_time_check_uses_the_resolved_address(receiver: Receiver):
     url = f"http://localhost:{receiver.port}/hooks/thumbnail"
-    with httpx.Client(transport=GuardedTransport(allow=False)) as client:
-        with pytest.raises(RefusedAddress):
-            client.post(url, content=b"{}")
+    with (
+        httpx.Client(transport=GuardedTransport(allow=False)) as client,
+        pytest.raises(RefusedAddress),
+    ):
+        client.post(url, content=b"{}")
     with httpx.Client(transport=GuardedTransport(allow=LOOPBACK)) as client:
         assert client.post(url, content=b"{}").status_code == 200
     assert receiver.requests[0]["headers"]["Host"] == f"localhost:{receiver.port}"

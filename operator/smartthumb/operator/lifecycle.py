@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, Field
-
 from smartthumb.operator.models import Job, JobState, RunOutcome, RunRecord
 from smartthumb.runner.spec import RunResult
 
@@ -150,7 +149,9 @@ def _close_run(job: Job, outcome: RunOutcome, message: str | None, now: datetime
     return run.fallback
 
 
-def _runner_exited(job: Job, event: RunnerExited, now: datetime, policy: LifecyclePolicy) -> Transition:
+def _runner_exited(
+    job: Job, event: RunnerExited, now: datetime, policy: LifecyclePolicy
+) -> Transition:
     _require(job, JobState.running, event="runner exited")
     if event.outcome is RunOutcome.interrupted:
         return _interrupt(job, event.message or "interrupted", now)
@@ -172,7 +173,9 @@ def _runner_exited(job: Job, event: RunnerExited, now: datetime, policy: Lifecyc
         case RunOutcome.oom if not was_fallback:
             job.fallback_reason = f"the main runner ran out of memory{detail}"
             job.runs.append(RunRecord(fallback=True, started_at=now))
-            return Transition(job=job, actions=[RunRunner(fallback=True, reason=job.fallback_reason)])
+            return Transition(
+                job=job, actions=[RunRunner(fallback=True, reason=job.fallback_reason)]
+            )
         case RunOutcome.oom:
             error = f"out of memory: the main runner and the light fallback both ran out{detail}"
         case RunOutcome.bad_input:

@@ -7,8 +7,13 @@ from collections.abc import Callable, Iterator
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-
-from smartthumb.operator.lifecycle import Event, RunnerExited, RunRunner, Transition, WebhookResponse
+from smartthumb.operator.lifecycle import (
+    Event,
+    RunnerExited,
+    RunRunner,
+    Transition,
+    WebhookResponse,
+)
 from smartthumb.operator.models import Job, QueueStats, RunOutcome
 
 
@@ -78,7 +83,9 @@ class Metrics:
             outcome = (
                 "delivered"
                 if delivery.delivered
-                else "retrying" if delivery.next_attempt_at else "abandoned"
+                else "retrying"
+                if delivery.next_attempt_at
+                else "abandoned"
             )
             self.webhook_attempts.labels(outcome).inc()
 

@@ -6,7 +6,6 @@ from datetime import datetime
 from enum import Enum
 
 from pydantic import BaseModel, Field
-
 from smartthumb.runner.spec import RunResult, ThumbnailSpec
 
 

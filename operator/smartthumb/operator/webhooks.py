@@ -12,11 +12,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from standardwebhooks import Webhook
-
 from smartthumb.operator.lifecycle import WebhookResponse
 from smartthumb.operator.models import Job, JobState
 from smartthumb.operator.netguard import AllowPrivate, GuardedTransport, InvalidWebhookURL
+from standardwebhooks import Webhook
 
 EVENT = "thumbnail.job.completed"
 

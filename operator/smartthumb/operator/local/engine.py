@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, model_validator
-
 from smartthumb.operator.lifecycle import (
     Action,
     DeleteArtifacts,
@@ -138,7 +137,9 @@ class LocalEngine:
         """Let running jobs finish for up to `timeout` seconds (0 when not graceful), then kill
         what still runs and put it back in the queue, where the next start() finds it."""
         self._stopping.set()
-        workers = [thread for thread in self._threads if thread.name.startswith("smartthumb-worker")]
+        workers = [
+            thread for thread in self._threads if thread.name.startswith("smartthumb-worker")
+        ]
         for _ in workers:
             self._queue.put(None)
         deadline = time.monotonic() + (timeout if graceful else 0)
@@ -362,7 +363,7 @@ class LocalEngine:
             job = self._store.get(job_id)
             if job is not None and job.webhook.next_attempt_at is not None:
                 self._apply(job_id, self._webhooks.deliver(job))
-        except Exception:  # noqa: BLE001 - a bug here must not kill the sender thread silently
+        except Exception:
             log.exception("webhook delivery of job %s failed", job_id)
         finally:
             with self._lock:

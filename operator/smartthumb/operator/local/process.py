@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from pydantic import ValidationError
-
 from smartthumb.operator.lifecycle import RunnerExited, RunRunner
 from smartthumb.operator.models import RunOutcome
 from smartthumb.runner.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_OUT_OF_MEMORY
@@ -86,9 +85,7 @@ class RunnerProcess:
         def read(path: Path) -> str:
             return path.read_text(errors="replace") if path.exists() else ""
 
-        return classify(
-            self.exit_code, read(self.stdout), read(self.stderr), self.memory_limit_mb
-        )
+        return classify(self.exit_code, read(self.stdout), read(self.stderr), self.memory_limit_mb)
 
 
 class ForkServer:

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic.networks import IPvAnyNetwork
-from standardwebhooks import Webhook
-
 from smartthumb.operator.lifecycle import LifecyclePolicy
+from standardwebhooks import Webhook
 
 
 class EngineSettings(BaseModel):
@@ -35,8 +34,12 @@ class EngineSettings(BaseModel):
         ge=64,
         description="The same limit for the light fallback that runs after an out-of-memory.",
     )
-    job_timeout_s: float = Field(1800, gt=0, description="A runner still running after this is killed.")
-    ttl_s: float = Field(7200, gt=0, description="A finished job and its files are deleted after this.")
+    job_timeout_s: float = Field(
+        1800, gt=0, description="A runner still running after this is killed."
+    )
+    ttl_s: float = Field(
+        7200, gt=0, description="A finished job and its files are deleted after this."
+    )
     public_url: str = Field(
         "http://127.0.0.1:8080", description="Base of the job_url and image_url sent in webhooks."
     )

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-
 from smartthumb.operator.local import child
 from smartthumb.runner import pipeline  # noqa: F401 - the preload is the point
 from smartthumb.runner.cli import main
@@ -55,7 +54,10 @@ def _warm_up() -> None:
             ThumbnailSpec(mode="crop", width=16, height=16),
         ):
             argv = ["crop", "--spec", spec.model_dump_json(), "-o", f"{directory}/out.jpg"]
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            with (
+                contextlib.redirect_stdout(io.StringIO()),
+                contextlib.redirect_stderr(io.StringIO()),
+            ):
                 main([*argv, str(source)])
     gc.collect()
     gc.freeze()
