@@ -13,6 +13,7 @@ from smartthumb.operator.local import InputError, InputFile, LocalEngine, QueueF
 from smartthumb.operator.local.store import JobStore
 from smartthumb.operator.metrics import Metrics
 from smartthumb.operator.models import JobState, RunOutcome, RunRecord
+from images import save_photo
 from test_engine_support import (
     RESIZE,
     jpeg_input,
@@ -86,13 +87,20 @@ def test_bad_input_fails_without_fallback(tmp_path: Path):
     assert registry.get_sample_value("smartthumb_jobs_finished_total", {"state": "failed"}) == 1
 
 
+def png_input(directory: Path) -> InputFile:
+    """A 1920x1080 photo as PNG: no draft decoding, so the runner must map ~6 MiB anew."""
+    path = save_photo(directory, "astronaut", size=(1920, 1080), fmt="PNG", suffix="png")
+    return InputFile(name=path.name, path=path)
+
+
 def test_out_of_memory_in_the_main_runner_falls_back(tmp_path: Path):
-    # 64 MiB of address space is far below what the preloaded runner maps: it dies at once.
+    # 64 MiB of address space is far below what the preloaded runner already maps: the first
+    # new mapping (decoding the image) fails with MemoryError.
     registry = CollectorRegistry()
     engine = LocalEngine(settings(tmp_path, memory_limit_mb=64), metrics=Metrics(registry))
     engine.start()
     try:
-        done = engine.wait(engine.submit(RESIZE, [jpeg_input()]).id, timeout=30)
+        done = engine.wait(engine.submit(RESIZE, [png_input(tmp_path)]).id, timeout=30)
     finally:
         engine.stop()
     assert done.state is JobState.done
@@ -112,7 +120,7 @@ def test_out_of_memory_in_the_main_runner_falls_back(tmp_path: Path):
 
 def test_out_of_memory_in_the_fallback_too_fails_clearly(tmp_path: Path):
     with running_engine(tmp_path, memory_limit_mb=64, fallback_memory_limit_mb=64) as engine:
-        failed = engine.wait(engine.submit(RESIZE, [jpeg_input()]).id, timeout=30)
+        failed = engine.wait(engine.submit(RESIZE, [png_input(tmp_path)]).id, timeout=30)
     assert failed.state is JobState.failed
     assert failed.error.startswith("out of memory: the main runner and the light fallback both")
     assert [run.outcome for run in failed.runs] == [RunOutcome.oom, RunOutcome.oom]
