@@ -1,15 +1,5 @@
-"""smartthumb's image work: a pure function of (input images, ThumbnailSpec)."""
+"""smartthumb's image work: a pure function of (input images, ThumbnailSpec).
 
-from smartthumb.runner.errors import BadInputError, RunnerError
-from smartthumb.runner.pipeline import make_thumbnail
-from smartthumb.runner.spec import Mode, OutputFormat, RunResult, ThumbnailSpec
-
-__all__ = [
-    "BadInputError",
-    "Mode",
-    "OutputFormat",
-    "RunResult",
-    "RunnerError",
-    "ThumbnailSpec",
-    "make_thumbnail",
-]
+Kept import-light on purpose: the API and operator import `smartthumb.runner.spec` without
+pulling in the image pipeline. Use `smartthumb.runner.pipeline.make_thumbnail` for the work.
+"""

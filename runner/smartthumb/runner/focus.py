@@ -1,0 +1,43 @@
+"""Where the subject is: an interest map plus face/person boxes, from the best detector
+available (YOLO if the operator supplied weights, BlazeFace faces, OpenCV saliency), with
+a numpy-only edge measure for the light fallback runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from smartthumb.runner.geometry import Face
+from smartthumb.runner.interest import box_blur, edge_interest, normalise
+
+
+@dataclass
+class Focus:
+    interest: np.ndarray
+    faces: list[Face] = field(default_factory=list)
+    detector: str = "edges"
+
+
+def light_focus(rgb: np.ndarray) -> Focus:
+    """No OpenCV, no models: edges and colour only (the fallback runner's view)."""
+    return Focus(interest=edge_interest(rgb), detector="edges")
+
+
+def smart_focus(rgb: np.ndarray) -> Focus:
+    """Saliency plus detected subjects; each detector that found something is named."""
+    import cv2  # heavy: imported only by the full runner
+
+    from smartthumb.runner import subjects
+
+    rgb8 = np.ascontiguousarray((rgb * 255).astype(np.uint8))
+    saliency = cv2.saliency.StaticSaliencySpectralResidual_create()
+    ok, saliency_map = saliency.computeSaliency(cv2.cvtColor(rgb8, cv2.COLOR_RGB2BGR))
+    interest = edge_interest(rgb)
+    if ok:
+        blur = max(1, min(rgb.shape[:2]) // 30)
+        interest = normalise(0.6 * normalise(box_blur(saliency_map.astype(np.float32), blur))
+                             + 0.4 * interest)
+    found, names = subjects.detect(rgb8)
+    detector = "+".join(names) if names else ("saliency" if ok else "edges")
+    return Focus(interest=interest, faces=found, detector=detector)

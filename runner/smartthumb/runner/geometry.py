@@ -1,0 +1,142 @@
+"""Pure geometry: output sizes, panel layout and the best crop window over an interest map."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FACE_WEIGHT = 0.6
+"""A whole face in frame is worth this share of the image's total interest."""
+CUT_FACE_PENALTY = 0.3
+"""Cutting a face in half costs this share: a crop through someone's head looks broken."""
+CENTRE_BIAS = 0.12
+"""Between equally interesting windows, prefer the central one."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A rectangle in normalised image coordinates (0..1 on both axes)."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+
+    def to_pixels(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) in pixels, clamped to the image."""
+        left = max(0, min(width - 1, round(self.x * width)))
+        top = max(0, min(height - 1, round(self.y * height)))
+        right = max(left + 1, min(width, round((self.x + self.width) * width)))
+        bottom = max(top + 1, min(height, round((self.y + self.height) * height)))
+        return left, top, right, bottom
+
+    def overlap(self, other: Window) -> float:
+        """Intersection over the smaller area."""
+        ix = max(0.0, min(self.x + self.width, other.x + other.width) - max(self.x, other.x))
+        iy = max(0.0, min(self.y + self.height, other.y + other.height) - max(self.y, other.y))
+        smaller = min(self.width * self.height, other.width * other.height)
+        return ix * iy / smaller if smaller > 0 else 0.0
+
+
+FULL = Window(0.0, 0.0, 1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Face:
+    """A detected face (or person) box in normalised coordinates, with its confidence."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    confidence: float = 1.0
+
+    def with_hair_and_chin(self) -> Face:
+        """Detectors box the inner face; a good crop keeps the hair and chin too."""
+        height = self.y1 - self.y0
+        return Face(self.x0, max(0.0, self.y0 - 0.6 * height), self.x1,
+                    min(1.0, self.y1 + 0.2 * height), self.confidence)
+
+
+def fit_size(
+    src_w: int, src_h: int, box_w: int | None, box_h: int | None, *, upscale: bool
+) -> tuple[int, int]:
+    """Largest size inside the box with the source's aspect; never larger unless asked."""
+    scales = [limit / side for limit, side in ((box_w, src_w), (box_h, src_h)) if limit]
+    scale = min(scales) if scales else 1.0
+    if not upscale:
+        scale = min(scale, 1.0)
+    return max(1, round(src_w * scale)), max(1, round(src_h * scale))
+
+
+def shrink_to_source(
+    target_w: int, target_h: int, src_w: int, src_h: int, *, upscale: bool
+) -> tuple[int, int]:
+    """The crop's output size: the target, or smaller with the same aspect if the region is."""
+    if upscale or (src_w >= target_w and src_h >= target_h):
+        return target_w, target_h
+    scale = min(src_w / target_w, src_h / target_h)
+    return max(1, round(target_w * scale)), max(1, round(target_h * scale))
+
+
+def panel_widths(canvas_width: int, gap: int) -> tuple[int, int]:
+    """Two panels that exactly fill the canvas around the gap (no stray 1-px column)."""
+    usable = canvas_width - gap
+    left = (usable + 1) // 2
+    return left, usable - left
+
+
+def best_window(
+    interest: np.ndarray,
+    aspect: float,
+    faces: list[Face] = (),  # type: ignore[assignment]
+    *,
+    avoid: Window | None = None,
+) -> Window:
+    """The largest window of `aspect` (w/h) over the image that holds the most interest.
+
+    The window spans the image fully along one axis and slides along the other, so the
+    search is one-dimensional and exact. `avoid` steers away from a window already used
+    (a single page used for both panels gets two different views).
+    """
+    map_h, map_w = interest.shape
+    image_aspect = map_w / map_h
+    slide_horizontally = aspect < image_aspect
+    if slide_horizontally:
+        length = aspect / image_aspect  # window width as a share of the image width
+        profile = interest.sum(axis=0)
+    else:
+        length = image_aspect / aspect  # window height as a share of the image height
+        profile = interest.sum(axis=1)
+    samples = profile.size
+    span = max(1, min(samples, round(length * samples)))
+    cumulative = np.concatenate([[0.0], np.cumsum(profile, dtype=np.float64)])
+    sums = cumulative[span:] - cumulative[:-span]
+    total = float(cumulative[-1]) or 1.0
+    starts = np.arange(sums.size) / samples
+    scores = sums / total
+    for face in faces:
+        grown = face.with_hair_and_chin()
+        lo, hi = (grown.x0, grown.x1) if slide_horizontally else (grown.y0, grown.y1)
+        inside = np.clip(np.minimum(starts + length, hi) - np.maximum(starts, lo), 0, None)
+        share = inside / max(hi - lo, 1e-6)
+        cut = (share > 0.02) & (share < 0.98)
+        scores = scores + face.confidence * (FACE_WEIGHT * share - CUT_FACE_PENALTY * cut)
+    if sums.size > 1:
+        centre = (starts + length / 2 - 0.5) / 0.5
+        scores = scores - CENTRE_BIAS * np.abs(centre) * max(float(scores.max()), 0.0)
+    if avoid is not None:
+        windows = [_window(s, length, slide_horizontally) for s in starts]
+        overlaps = np.array([avoid.overlap(w) for w in windows])
+        scores = scores - 2.0 * np.clip(overlaps - 0.5, 0, None) * max(float(scores.max()), 0.0)
+    start = float(starts[int(np.argmax(scores))])
+    return _window(start, length, slide_horizontally)
+
+
+def _window(start: float, length: float, slide_horizontally: bool) -> Window:
+    length = min(1.0, length)
+    start = min(max(0.0, start), 1.0 - length)
+    if slide_horizontally:
+        return Window(start, 0.0, length, 1.0)
+    return Window(0.0, start, 1.0, length)

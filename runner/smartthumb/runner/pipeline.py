@@ -1,0 +1,283 @@
+"""make_thumbnail: (input images, ThumbnailSpec) -> one image file and a RunResult."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from smartthumb.runner.encode import ALPHA_FORMATS, save
+from smartthumb.runner.errors import BadInputError
+from smartthumb.runner.focus import Focus, light_focus, smart_focus
+from smartthumb.runner.geometry import (
+    FULL,
+    Window,
+    best_window,
+    fit_size,
+    panel_widths,
+    shrink_to_source,
+)
+from smartthumb.runner.interest import ANALYSIS_SIDE, analysis_copy, score_page
+from smartthumb.runner.limits import Limits
+from smartthumb.runner.load import Source, decode, open_source
+from smartthumb.runner.spec import Box, InputReport, Mode, RunResult, ThumbnailSpec
+
+RESAMPLE = Image.Resampling.LANCZOS
+REDUCING_GAP = 2.5
+"""Shrink by whole factors first (fast box filter), Lanczos for the last 2.5x: same look."""
+MAX_INPUTS = 200
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.last = self.started
+        self.timings: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(self.timings.get(name, 0.0) + (now - self.last) * 1000, 2)
+        self.last = now
+
+    def finish(self) -> dict[str, float]:
+        self.timings["total"] = round((time.perf_counter() - self.started) * 1000, 2)
+        return self.timings
+
+
+def make_thumbnail(
+    inputs: Sequence[Path],
+    spec: ThumbnailSpec,
+    output: Path,
+    *,
+    fallback: bool = False,
+    fallback_reason: str | None = None,
+    limits: Limits | None = None,
+) -> RunResult:
+    """Produce the thumbnail described by `spec` at `output`.
+
+    `fallback` is the light composer used after an OOM: no OpenCV, no models, pages
+    analysed at a smaller size; the result is still a thumbnail of the requested mode.
+    """
+    limits = limits or Limits()
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise BadInputError("no input images given")
+    if len(paths) > MAX_INPUTS:
+        raise BadInputError(f"{len(paths)} inputs given, at most {MAX_INPUTS} are accepted")
+    if spec.mode is not Mode.pair and len(paths) != 1:
+        raise BadInputError(f"mode '{spec.mode.value}' takes exactly one input, got {len(paths)}")
+    focus_of = light_focus if fallback else smart_focus
+    clock = _Clock()
+    if spec.mode is Mode.pair:
+        result = _pair(paths, spec, output, limits, focus_of, clock, fallback)
+    else:
+        result = _single(paths[0], spec, output, limits, focus_of, clock, fallback)
+    result.fallback_used = fallback
+    result.worker_warning = fallback_reason if fallback else None
+    if fallback:
+        result.method = f"fallback:{result.method}"
+    result.timings_ms = clock.finish()
+    return result
+
+
+def _scale_for(source: Source, need_w: float, need_h: float) -> float:
+    return max(need_w / source.width, need_h / source.height)
+
+
+def _single(
+    path: Path,
+    spec: ThumbnailSpec,
+    output: Path,
+    limits: Limits,
+    focus_of: Callable[[np.ndarray], Focus],
+    clock: _Clock,
+    fallback: bool,
+) -> RunResult:
+    source = open_source(path, limits)
+    keep_alpha = spec.format in ALPHA_FORMATS
+    detector: str | None = None
+    try:
+        if spec.mode is Mode.fit:
+            size = fit_size(source.width, source.height, spec.width, spec.height,
+                            upscale=spec.upscale)
+            image = decode(source, _scale_for(source, *size), keep_alpha=keep_alpha)
+            clock.lap("decode")
+            window = FULL
+        elif spec.mode is Mode.resize:
+            assert spec.width and spec.height  # guaranteed by the spec's validator
+            size = (spec.width, spec.height)
+            image = decode(source, _scale_for(source, *size), keep_alpha=keep_alpha)
+            clock.lap("decode")
+            window = FULL
+        else:
+            target_w, target_h = spec.crop_size()
+            aspect = target_w / target_h
+            # The window spans the whole image along one axis: decode for that span.
+            span_w = min(source.width, source.height * aspect)
+            size = shrink_to_source(target_w, target_h, round(span_w), round(span_w / aspect),
+                                    upscale=spec.upscale)
+            image = decode(source, size[0] / span_w, keep_alpha=keep_alpha)
+            clock.lap("decode")
+            focus = focus_of(analysis_copy(image))
+            window = best_window(focus.interest, aspect, focus.faces)
+            detector = focus.detector
+            clock.lap("analyse")
+        left, top, right, bottom = window.to_pixels(image.width, image.height)
+        thumb = image.resize(size, RESAMPLE, box=(left, top, right, bottom),
+                             reducing_gap=REDUCING_GAP)
+        clock.lap("resize")
+        report = save(thumb, output, spec.format, spec.quality, grayscale=spec.grayscale)
+        clock.lap("encode")
+    finally:
+        source.close()
+    crop = _box(window, source)
+    method = spec.mode.value if detector is None else f"{spec.mode.value}:{detector}"
+    return RunResult(
+        mode=spec.mode,
+        method=method,
+        output=report,
+        selected=[0],
+        inputs=[InputReport(index=0, width=source.width, height=source.height, crop=crop,
+                            detector=detector)],
+    )
+
+
+def _box(window: Window, source: Source) -> Box:
+    left, top, right, bottom = window.to_pixels(source.width, source.height)
+    return Box(x=left, y=top, width=right - left, height=bottom - top)
+
+
+@dataclass
+class _Page:
+    index: int
+    path: Path
+    width: int
+    height: int
+    score: float
+    usable: bool
+    window: Window
+    detector: str
+
+
+FALLBACK_ANALYSIS_SIDE = 160
+
+
+def _survey(
+    index: int,
+    path: Path,
+    count: int,
+    spec: ThumbnailSpec,
+    panel_aspect: float,
+    limits: Limits,
+    focus_of: Callable[[np.ndarray], Focus],
+    side: int,
+) -> _Page:
+    """Score one page and find its best panel window, holding only a small copy of it."""
+    source = open_source(path, limits)
+    try:
+        small = decode(source, side / max(source.width, source.height))
+        rgb = analysis_copy(small, side)
+    finally:
+        source.close()
+    page = score_page(rgb, index, count, spec.skip_edges)
+    focus = focus_of(rgb)
+    # A face on the page makes it a better cover than a busy background.
+    score = page.score * (1.25 if focus.faces else 1.0)
+    return _Page(
+        index=index, path=path, width=source.width, height=source.height,
+        score=round(score, 4), usable=not page.blank,
+        window=best_window(focus.interest, panel_aspect, focus.faces), detector=focus.detector,
+    )
+
+
+def _choose(pages: list[_Page]) -> list[_Page]:
+    """The two best usable pages in reading order; one usable page is used twice."""
+    candidates = [page for page in pages if page.usable] or pages
+    best = sorted(candidates, key=lambda page: (-page.score, page.index))[:2]
+    if len(best) == 1:
+        return [best[0], best[0]]
+    return sorted(best, key=lambda page: page.index)
+
+
+def _panel(page: _Page, window: Window, size: tuple[int, int], limits: Limits) -> Image.Image:
+    source = open_source(page.path, limits)
+    try:
+        need_w = size[0] / window.width
+        need_h = size[1] / window.height
+        image = decode(source, _scale_for(source, need_w, need_h))
+        box = window.to_pixels(image.width, image.height)
+        return image.resize(size, RESAMPLE, box=box, reducing_gap=REDUCING_GAP)
+    finally:
+        source.close()
+
+
+def _pair(
+    paths: list[Path],
+    spec: ThumbnailSpec,
+    output: Path,
+    limits: Limits,
+    focus_of: Callable[[np.ndarray], Focus],
+    clock: _Clock,
+    fallback: bool,
+) -> RunResult:
+    canvas_w, canvas_h = spec.pair_canvas()
+    left_w, right_w = panel_widths(canvas_w, spec.gap)
+    panel_aspect = left_w / canvas_h
+    side = FALLBACK_ANALYSIS_SIDE if fallback else ANALYSIS_SIDE
+    pages = [
+        _survey(i, path, len(paths), spec, panel_aspect, limits, focus_of, side)
+        for i, path in enumerate(paths)
+    ]
+    clock.lap("analyse")
+    chosen = _choose(pages)
+    windows = [chosen[0].window, chosen[1].window]
+    if chosen[0] is chosen[1]:
+        # Same page twice: show two different parts of it, top (or left) part first.
+        second = _second_view(chosen[0], panel_aspect, limits, focus_of, side)
+        windows = sorted([chosen[0].window, second], key=lambda w: (w.y, w.x))
+    canvas = Image.new("RGB", (canvas_w, canvas_h), (0, 0, 0))
+    for page, window, (x, width) in zip(
+        chosen, windows, ((0, left_w), (left_w + spec.gap, right_w)), strict=True
+    ):
+        canvas.paste(_panel(page, window, (width, canvas_h), limits), (x, 0))
+    clock.lap("compose")
+    report = save(canvas, output, spec.format, spec.quality, grayscale=spec.grayscale)
+    clock.lap("encode")
+    selected = [page.index for page in chosen]
+    reports = []
+    for page in pages:
+        crop = None
+        if page.index in selected:
+            used = windows[selected.index(page.index)]
+            left, top, right, bottom = used.to_pixels(page.width, page.height)
+            crop = Box(x=left, y=top, width=right - left, height=bottom - top)
+        reports.append(InputReport(index=page.index, width=page.width, height=page.height,
+                                   score=page.score, crop=crop, detector=page.detector))
+    detectors = sorted({page.detector for page in chosen})
+    return RunResult(
+        mode=Mode.pair,
+        method=f"pair:{'+'.join(detectors)}",
+        output=report,
+        selected=selected,
+        inputs=reports,
+    )
+
+
+def _second_view(
+    page: _Page,
+    panel_aspect: float,
+    limits: Limits,
+    focus_of: Callable[[np.ndarray], Focus],
+    side: int,
+) -> Window:
+    source = open_source(page.path, limits)
+    try:
+        rgb = analysis_copy(decode(source, side / max(source.width, source.height)), side)
+    finally:
+        source.close()
+    focus = focus_of(rgb)
+    return best_window(focus.interest, panel_aspect, focus.faces, avoid=page.window)

@@ -1,0 +1,193 @@
+"""The runner's CLI contract, run as a real process: exit codes, one-line errors, JSON out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+from images import photo, save_photo, write_pages
+from PIL import Image
+
+from smartthumb.runner.termination import TERMINATION_MESSAGE_LIMIT
+
+
+def run_cli(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "smartthumb.runner", *map(str, args)],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, needle: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith("smartthumb: error:")
+    assert needle.lower() in lines[0].lower(), lines[0]
+    assert result.stdout == ""
+
+
+def test_success_prints_the_result_json_and_writes_the_termination_message(tmp_path: Path) -> None:
+    source = save_photo(tmp_path, "astronaut")
+    out = tmp_path / "out" / "thumb.webp"
+    log = tmp_path / "termination-log"
+    result = run_cli("crop", "--mode", "crop", "--width", "300", "--height", "300",
+                     "--format", "webp", "-o", out, "--termination-log", log, source)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["mode"] == "crop" and document["output"]["format"] == "webp"
+    assert document["method"] == "crop:face"
+    assert set(document["timings_ms"]) >= {"decode", "analyse", "encode", "total"}
+    assert Image.open(out).size == (300, 300)
+    assert json.loads(log.read_text())["output"] == document["output"]
+
+
+def test_spec_json_is_accepted_whole(tmp_path: Path) -> None:
+    source = save_photo(tmp_path, "coffee")
+    spec = json.dumps({"mode": "fit", "width": 512, "grayscale": True, "quality": 80})
+    result = run_cli("crop", "--spec", spec, "-o", tmp_path / "t.jpg", source)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["output"]["width"] == 512
+    assert Image.open(tmp_path / "t.jpg").mode == "L"
+
+
+def test_termination_message_fits_in_4_kib_for_many_pages(tmp_path: Path) -> None:
+    page = photo("coffee").resize((120, 180))
+    pages = write_pages(tmp_path, [page] * 60)
+    log = tmp_path / "termination-log"
+    result = run_cli("crop", "--fallback", "-o", tmp_path / "p.jpg", "--termination-log", log,
+                     *pages)
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)["inputs"]) == 60
+    message = log.read_bytes()
+    assert len(message) <= TERMINATION_MESSAGE_LIMIT
+    compacted = json.loads(message)
+    assert compacted["fallback_used"] is True and compacted["output"]["width"] == 1200
+    assert {entry["index"] for entry in compacted.get("inputs", [])} <= set(compacted["selected"])
+
+
+def test_fallback_never_imports_opencv(tmp_path: Path) -> None:
+    source = save_photo(tmp_path, "astronaut")
+    code = (
+        "import sys; from smartthumb.runner.cli import main; "
+        f"rc = main(['crop', '--fallback', '--mode', 'crop', '--width', '100', '--height', "
+        f"'100', '-o', {str(tmp_path / 'f.jpg')!r}, {str(source)!r}]); "
+        "assert rc == 0; assert 'cv2' not in sys.modules, 'fallback imported OpenCV'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def _png_bomb(path: Path, width: int, height: int) -> None:
+    """A tiny file that declares a huge 1-bit image (the classic PNG decompression bomb)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (len(body).to_bytes(4, "big") + kind + body
+                + zlib.crc32(kind + body).to_bytes(4, "big"))
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])
+    rows = zlib.compress(b"\x00" * ((width + 7) // 8 + 1) * height, 9)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows)
+                     + chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def good_jpeg(tmp_path: Path) -> Path:
+    return save_photo(tmp_path, "chelsea")
+
+
+def bad_inputs(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40)
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.jpg"
+    text.write_text("this is not an image\n" * 20)
+    unsupported = tmp_path / "picture.tga"
+    photo("chelsea").save(unsupported, "TGA")
+    bomb = tmp_path / "bomb.png"
+    _png_bomb(bomb, 10_000, 10_000)
+    return {
+        "corrupt": (corrupt, "corrupt"),
+        "truncated": (truncated, "truncated"),
+        "zero-byte": (empty, "not a supported image"),
+        "non-image": (text, "not a supported image"),
+        "unsupported format": (unsupported, "not a supported image"),
+        "decompression bomb": (bomb, "decompression bomb"),
+        "missing file": (tmp_path / "nope.jpg", "not found"),
+        "directory": (tmp_path, "directory"),
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "corrupt", "truncated", "zero-byte", "non-image", "unsupported format",
+    "decompression bomb", "missing file", "directory",
+])
+def test_bad_images_exit_2_with_one_line(tmp_path: Path, good_jpeg: Path, case: str) -> None:
+    path, needle = bad_inputs(tmp_path, good_jpeg)[case]
+    out = tmp_path / "out.jpg"
+    result = run_cli("crop", "--mode", "fit", "--width", "100", "-o", out, path)
+    assert_one_line_error(result, 2, needle)
+    assert not out.exists(), "nothing half-written is left behind"
+
+
+def test_bad_page_among_good_ones_names_the_file(tmp_path: Path, good_jpeg: Path) -> None:
+    broken = tmp_path / "page-7.jpg"
+    broken.write_bytes(good_jpeg.read_bytes()[:500])
+    result = run_cli("crop", "-o", tmp_path / "o.jpg", good_jpeg, broken)
+    assert_one_line_error(result, 2, "page-7.jpg")
+
+
+def test_pixel_limit_is_configurable(tmp_path: Path, good_jpeg: Path) -> None:
+    result = run_cli("crop", "--mode", "fit", "--width", "100", "--max-pixels", "1000",
+                     "-o", tmp_path / "o.jpg", good_jpeg)
+    assert_one_line_error(result, 2, "above the limit")
+    env = {"SMARTTHUMB_MAX_PIXELS": "1000", "PATH": "/usr/bin:/bin"}
+    result = run_cli("crop", "--mode", "fit", "--width", "100", "-o", tmp_path / "o.jpg",
+                     good_jpeg, env=env)
+    assert_one_line_error(result, 2, "above the limit")
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--mode", "resize", "--width", "0", "--height", "10"], "width"),
+    (["--mode", "resize", "--width", "-5", "--height", "10"], "width"),
+    (["--mode", "fit", "--width", "100000"], "width"),
+    (["--mode", "resize", "--width", "100"], "needs both width and height"),
+    (["--mode", "crop", "--width", "100"], "crop"),
+    (["--mode", "sideways"], "invalid choice"),
+    (["--width", "abc"], "invalid int"),
+    (["--quality", "0"], "quality"),
+    (["--spec", '{"mode": "fit", "width": 10, "colour": "red"}'], "colour"),
+    (["--spec", "{not json"], "invalid"),
+    (["--max-pixels", "0"], "max-pixels"),
+])
+def test_bad_requests_exit_2_with_one_line(
+    tmp_path: Path, good_jpeg: Path, args: list[str], needle: str
+) -> None:
+    result = run_cli("crop", *args, "-o", tmp_path / "o.jpg", good_jpeg)
+    assert_one_line_error(result, 2, needle)
+
+
+def test_several_inputs_for_a_single_image_mode_is_refused(tmp_path: Path, good_jpeg: Path) -> None:
+    result = run_cli("crop", "--mode", "fit", "--width", "10", "-o", tmp_path / "o.jpg",
+                     good_jpeg, good_jpeg)
+    assert_one_line_error(result, 2, "exactly one input")
+
+
+def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_cli("sharpen", tmp_path)
+    assert_one_line_error(result, 2, "invalid choice")
+
+
+def test_internal_errors_exit_1_with_one_line(tmp_path: Path, good_jpeg: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = run_cli("crop", "--mode", "fit", "--width", "50", "-o", blocker / "out.jpg",
+                     good_jpeg)
+    assert_one_line_error(result, 1, "internal error")
