@@ -10,14 +10,13 @@ from importlib.metadata import version
 import anyio
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
-
 from smartthumb.api.deps import require_token
 from smartthumb.api.errors import install_error_handlers
 from smartthumb.api.limits import BodySizeLimit
 from smartthumb.api.routers import batches, health, jobs, metrics, thumbnail, uploads, web
 from smartthumb.api.settings import ApiSettings
 from smartthumb.operator.local.engine import LocalEngine
+from starlette.concurrency import run_in_threadpool
 
 LONG_POLLS = 200
 """Threads that may sit in engine.wait at once (they block on a condition, not the CPU)."""
@@ -56,9 +55,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.public_url = (
-        engine_settings.public_url if settings.public_url_configured else None
-    )
+    app.state.public_url = engine_settings.public_url if settings.public_url_configured else None
     app.state.accepting = False
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
     install_error_handlers(app)

@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 from PIL import Image
-
 from smartthumb.runner.spec import OutputFormat
 
 _PILLOW_FORMATS = {

@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
 from smartthumb.api.errors import ApiError
 from smartthumb.api.settings import ApiSettings
 from smartthumb.operator.local.engine import LocalEngine

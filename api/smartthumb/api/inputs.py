@@ -16,7 +16,6 @@ from pathlib import Path, PurePath
 
 from fastapi import UploadFile
 from PIL import Image, UnidentifiedImageError
-
 from smartthumb.api.errors import ApiError
 from smartthumb.api.settings import ApiSettings
 from smartthumb.operator.local.engine import InputFile

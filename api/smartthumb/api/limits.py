@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 from smartthumb.api.errors import ApiError, error_response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 def _too_large(limit: int) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uvicorn
-
 from smartthumb.api.app import create_app
 from smartthumb.api.settings import ApiSettings
 

@@ -12,7 +12,6 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-
 from smartthumb.operator.local.settings import EngineSettings
 
 MiB = 1024 * 1024

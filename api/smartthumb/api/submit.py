@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from smartthumb.api.errors import ApiError
 from smartthumb.operator.local.engine import InputFile, LocalEngine, QueueFullError
 from smartthumb.operator.models import Job
+from smartthumb.operator.netguard import InvalidWebhookURL
 from smartthumb.runner.spec import ThumbnailSpec
 
 
@@ -20,6 +21,8 @@ def submit(
 ) -> Job:
     try:
         return engine.submit(spec, inputs, webhook_url=webhook_url, batch_id=batch_id)
+    except InvalidWebhookURL as error:
+        raise ApiError(400, "webhook_url_refused", str(error))
     except QueueFullError as error:
         raise ApiError(
             429, "queue_full", f"the queue is full ({error}); retry later", {"Retry-After": "5"}

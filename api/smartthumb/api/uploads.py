@@ -5,8 +5,6 @@ from __future__ import annotations
 import uuid
 
 from fastapi import UploadFile
-from starlette.concurrency import run_in_threadpool
-
 from smartthumb.api.errors import ApiError
 from smartthumb.api.inputs import check_count, upload_input
 from smartthumb.api.settings import ApiSettings
@@ -14,6 +12,7 @@ from smartthumb.api.submit import submit
 from smartthumb.operator.local.engine import InputFile, LocalEngine
 from smartthumb.operator.models import Job
 from smartthumb.runner.spec import ThumbnailSpec
+from starlette.concurrency import run_in_threadpool
 
 
 async def submit_batch(

@@ -3,7 +3,7 @@ describes a job, so the status vocabulary and the URLs never drift apart."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from smartthumb.api.links import Links
 from smartthumb.api.schemas.batches import FileResult, FileState
@@ -33,7 +33,7 @@ def expires_in(job: Job, ttl_s: float) -> int:
     """Seconds left; before the job finishes, the TTL it will get then (it counts from the end)."""
     if job.expires_at is None:
         return int(ttl_s)
-    return max(0, int((job.expires_at - datetime.now(timezone.utc)).total_seconds()))
+    return max(0, int((job.expires_at - datetime.now(UTC)).total_seconds()))
 
 
 def job_result(job: Job, links: Links) -> JobResult | None:

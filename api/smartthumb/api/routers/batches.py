@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, UploadFile
-
 from smartthumb.api.deps import EngineDep, SettingsDep
 from smartthumb.api.errors import ApiError, documented
 from smartthumb.api.links import Links, LinksDep

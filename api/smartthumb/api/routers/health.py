@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-
 from smartthumb.api.deps import EngineDep
 from smartthumb.api.schemas.health import Health, Readiness
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
-
 from smartthumb.api.access import find_job, finished_output
 from smartthumb.api.deps import EngineDep, SettingsDep
 from smartthumb.api.errors import documented

@@ -7,8 +7,6 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
-from starlette.concurrency import run_in_threadpool
-
 from smartthumb.api.access import find_job, finished_output
 from smartthumb.api.convert import parse_format, variant
 from smartthumb.api.deps import EngineDep, SettingsDep
@@ -26,6 +24,7 @@ from smartthumb.api.submit import submit
 from smartthumb.api.views import job_accepted, job_status
 from smartthumb.operator.local.engine import InputFile, LocalEngine
 from smartthumb.operator.models import JobState
+from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(tags=["thumbnail jobs (seed 000)"])
 

@@ -74,7 +74,9 @@ async def upload(
 )
 def upload_status(job_id: str, engine: EngineDep) -> UploadStatus:
     job = find_job(engine, job_id)
-    return UploadStatus(id=job.id, task_id=job.id, status=_CELERY_STATES[job.state], error=job.error)
+    return UploadStatus(
+        id=job.id, task_id=job.id, status=_CELERY_STATES[job.state], error=job.error
+    )
 
 
 @router.get(

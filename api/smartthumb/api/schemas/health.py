@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel
-
 from smartthumb.operator.models import QueueStats
 
 

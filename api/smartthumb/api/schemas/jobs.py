@@ -7,7 +7,6 @@ from enum import Enum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from smartthumb.api.schemas.batches import FileResult, FileState
 from smartthumb.runner.spec import Mode, OutputFormat, Side, ThumbnailSpec
 

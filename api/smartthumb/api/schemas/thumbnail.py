@@ -6,7 +6,6 @@ from datetime import datetime
 from enum import Enum
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
-
 from smartthumb.runner.spec import Box, OutputReport, ThumbnailSpec
 
 
@@ -29,7 +28,8 @@ class ThumbnailRequest(ThumbnailSpec):
 
     image_path: str | None = Field(None, description="One file under the server's input root.")
     image_paths: list[str] = Field(
-        default_factory=list, description="Files under the server's input root (SMARTTHUMB_INPUT_ROOT)."
+        default_factory=list,
+        description="Files under the server's input root (SMARTTHUMB_INPUT_ROOT).",
     )
     image_files: list[ImageFile] = Field(default_factory=list, description="Uploaded images.")
     webhook_url: AnyHttpUrl | None = Field(
@@ -141,5 +141,7 @@ class JobWaitQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     wait: float = Field(
-        0, ge=0, description="Long-poll: answer once the job is done/failed or after this many seconds."
+        0,
+        ge=0,
+        description="Long-poll: answer once the job is done/failed or after this many seconds.",
     )
