@@ -13,8 +13,9 @@ ANALYSIS_SIDE = 256
 
 def analysis_copy(image: Image.Image, side: int = ANALYSIS_SIDE) -> np.ndarray:
     """A small float32 RGB copy in [0, 1] (aspect kept)."""
-    small = image.copy()
-    small.thumbnail((side, side), Image.Resampling.BILINEAR)
+    scale = min(1.0, side / max(image.size))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    small = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
     return np.asarray(small.convert("RGB"), dtype=np.float32) / 255.0
 
 
@@ -32,8 +33,10 @@ def edge_map(gray: np.ndarray) -> np.ndarray:
 
 
 def saturation(rgb: np.ndarray) -> np.ndarray:
-    high = rgb.max(axis=2)
-    low = rgb.min(axis=2)
+    # Pairwise maximum over the channels: far faster than a reduction along the last axis.
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    high = np.maximum(np.maximum(red, green), blue)
+    low = np.minimum(np.minimum(red, green), blue)
     return np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0).astype(np.float32)
 
 
