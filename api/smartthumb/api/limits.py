@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from smartthumb.api.errors import ApiError, error_response
+from fastapi.responses import JSONResponse
+from smartthumb.api.errors import error_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-def _too_large(limit: int) -> str:
-    return f"request body is larger than the limit of {limit} bytes"
-
-
 class BodySizeLimit:
-    """Answers 413 for a declared Content-Length over the limit, and stops a body (chunked or
-    lying about its length) as soon as more than `limit` bytes have arrived."""
+    """Answers 413 for a declared Content-Length over the limit, and for a body (chunked, or
+    longer than declared) that passes the limit while it streams."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
+
+    def _response(self) -> JSONResponse:
+        message = f"request body is larger than the limit of {self.limit} bytes"
+        return error_response(413, "payload_too_large", message)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -24,18 +25,25 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            response = error_response(413, "payload_too_large", _too_large(self.limit))
-            await response(scope, receive, send)
+            await self._response()(scope, receive, send)
             return
         received = 0
+        exceeded = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.limit:
-                # Raised inside the route's body read, so the ApiError handler answers it.
-                raise ApiError(413, "payload_too_large", _too_large(self.limit))
+                # End the body here; whatever the route makes of the stub is replaced below.
+                exceeded = True
+                return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
-        await self.app(scope, counting_receive, send)
+        async def guarded_send(message: Message) -> None:
+            if not exceeded:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await self._response()(scope, receive, send)
+
+        await self.app(scope, counting_receive, guarded_send)

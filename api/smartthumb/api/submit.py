@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from smartthumb.api.errors import ApiError
-from smartthumb.operator.local.engine import InputFile, LocalEngine, QueueFullError
+from smartthumb.operator.local.engine import InputError, InputFile, LocalEngine, QueueFullError
 from smartthumb.operator.models import Job
 from smartthumb.operator.netguard import InvalidWebhookURL
 from smartthumb.runner.spec import ThumbnailSpec
@@ -21,6 +21,8 @@ def submit(
 ) -> Job:
     try:
         return engine.submit(spec, inputs, webhook_url=webhook_url, batch_id=batch_id)
+    except InputError as error:
+        raise ApiError(400, "invalid_input", str(error))
     except InvalidWebhookURL as error:
         raise ApiError(400, "webhook_url_refused", str(error))
     except QueueFullError as error:

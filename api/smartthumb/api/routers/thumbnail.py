@@ -22,7 +22,7 @@ from smartthumb.api.schemas.thumbnail import (
 )
 from smartthumb.api.submit import submit
 from smartthumb.api.views import job_accepted, job_status
-from smartthumb.operator.local.engine import InputFile, LocalEngine
+from smartthumb.operator.local.engine import InputFile, LocalEngine, UnknownJobError
 from smartthumb.operator.models import JobState
 from starlette.concurrency import run_in_threadpool
 
@@ -80,8 +80,8 @@ async def get_job(
 def _wait(engine: LocalEngine, job_id: str, timeout: float) -> None:
     try:
         engine.wait(job_id, timeout)
-    except TimeoutError:
-        pass  # the status document says it is still queued or processing
+    except (TimeoutError, UnknownJobError):
+        pass  # the status document that follows says where the job stands
 
 
 def _status(engine: LocalEngine, job_id: str, links: Links, ttl_s: float) -> JobStatus:
