@@ -146,12 +146,14 @@ class RssSampler:
         pids, frontier = [self.pid], [self.pid]
         while frontier:
             parent = frontier.pop()
-            try:
-                children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-            except OSError:
-                continue
-            frontier += [int(child) for child in children]
-            pids += [int(child) for child in children]
+            # Each thread lists the children it started; the engine starts them from threads.
+            for task in Path(f"/proc/{parent}/task").glob("*/children"):
+                try:
+                    children = [int(child) for child in task.read_text().split()]
+                except OSError:
+                    continue
+                frontier += children
+                pids += children
         return pids
 
     @staticmethod

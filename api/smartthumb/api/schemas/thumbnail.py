@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import Enum
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
-from smartthumb.runner.spec import Box, OutputReport, ThumbnailSpec
+from smartthumb.runner.spec import Box, OutputReport, Side, ThumbnailSpec
 
 
 class ImageFile(BaseModel):
@@ -133,7 +133,7 @@ class ImageQuery(BaseModel):
     format: str | None = Field(
         None, pattern=r"^(jpe?g|png|webp|avif)$", description="jpg|jpeg|png|webp|avif."
     )
-    width: int | None = Field(None, ge=1, le=8192, description="Narrower copy; never enlarged.")
+    width: Side | None = Field(None, description="Narrower copy; never enlarged.")
     quality: int | None = Field(None, ge=1, le=100, description="Encoder quality.")
 
 
