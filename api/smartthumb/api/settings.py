@@ -26,6 +26,13 @@ class ApiSettings(EngineSettings, BaseSettings):
         Path("var/smartthumb"),
         description="Holds the SQLite store and each job's inputs and outputs.",
     )
+    public_url: str = Field(
+        "http://127.0.0.1:8080",
+        description=(
+            "Base of every URL handed out (job_url, image_url, webhooks), e.g. behind a proxy. "
+            "Unset: API answers use the URL the client called, webhooks http://HOST:PORT."
+        ),
+    )
     host: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
     port: int = Field(8080, ge=0, le=65535, description="TCP port of the HTTP server.")
     input_root: Path | None = Field(
