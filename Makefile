@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 MODELS := $(VENV)/.models
 
-.PHONY: install run test testbin browser bench clean
+.PHONY: install run test testbin browser bench yolo clean
 
 $(INSTALLED): runner/pyproject.toml operator/pyproject.toml api/pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,20 @@ testbin:
 test: install browser
 	$(BIN)/python -m pytest
 
+# The optional YOLO extra in its own venv: ultralytics pulls torch (GBs) and opencv-python,
+# whose cv2 would replace the contrib build; the contrib wheel is reinstalled over it.
+YOLO_VENV := .venv-yolo
+$(YOLO_VENV)/.installed: runner/pyproject.toml
+	$(PYTHON) -m venv $(YOLO_VENV)
+	$(YOLO_VENV)/bin/pip install --quiet -e './runner[smart,yolo]'
+	$(YOLO_VENV)/bin/pip install --quiet --force-reinstall --no-deps opencv-contrib-python-headless
+	SMARTTHUMB_MODEL_DIR= $(YOLO_VENV)/bin/python -m smartthumb.runner.models
+	touch $@
+
+yolo: $(YOLO_VENV)/.installed
+
 bench: install
 	$(BIN)/python bench/bench_runner.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(YOLO_VENV) .pytest_cache

@@ -195,3 +195,33 @@ def test_fallback_is_light_and_says_so(tmp_path: Path) -> None:
     assert result.method.startswith("fallback:pair")
     assert 1 not in result.selected
     assert Image.open(tmp_path / "fb.jpg").size == (1200, 675)
+
+
+def _gif(path: Path) -> None:
+    frames = [photo("coffee").resize((150, 100)), photo("chelsea").resize((150, 100))]
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+
+
+def _png16(path: Path) -> None:
+    ramp = np.linspace(0, 65535, 200 * 300).reshape(200, 300).astype(np.uint16)
+    Image.fromarray(ramp).save(path)
+
+
+@pytest.mark.parametrize(("name", "write"), [
+    ("animated.gif", _gif),
+    ("grey16.png", _png16),
+    ("cmyk.jpg", lambda path: photo("coffee").convert("CMYK").save(path)),
+    ("palette.bmp", lambda path: photo("coffee").convert("P").save(path)),
+    ("photo.tiff", lambda path: photo("coffee").save(path)),
+    ("photo.webp", lambda path: photo("coffee").save(path, quality=90)),
+    ("photo.avif", lambda path: photo("coffee").save(path, quality=90)),
+])
+def test_every_supported_input_format_is_read(tmp_path: Path, name: str, write) -> None:
+    source = tmp_path / name
+    write(source)
+    out = tmp_path / "out.png"
+    make_thumbnail([source], ThumbnailSpec(mode=Mode.crop, width=60, height=40,
+                                           format=OutputFormat.png), out)
+    pixels = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    assert pixels.shape == (40, 60, 3)
+    assert pixels.std() > 5, "the picture survived decoding (not a flat colour)"
