@@ -36,7 +36,7 @@ def runner_argv(spec: ThumbnailSpec, inputs: list[Path], output: Path, run: RunR
     return [*argv, *(str(path.absolute()) for path in inputs)]
 
 
-def classify(exit_code: int | None, stdout: str, stderr: str) -> RunnerExited:
+def classify(exit_code: int | None, stdout: str, stderr: str, memory_limit_mb: int) -> RunnerExited:
     """How a run ended, from its exit status (None: unknown, the fork server died) and output."""
     lines = [line for line in stderr.splitlines() if line.strip()]
     message = lines[-1].removeprefix("smartthumb: error: ") if lines else None
@@ -49,9 +49,10 @@ def classify(exit_code: int | None, stdout: str, stderr: str) -> RunnerExited:
     if exit_code == EXIT_BAD_INPUT:
         return RunnerExited(outcome=RunOutcome.bad_input, message=message)
     if exit_code in OOM_EXIT_CODES:
-        if exit_code != EXIT_OUT_OF_MEMORY:
-            message = "killed by SIGKILL"
-        return RunnerExited(outcome=RunOutcome.oom, message=message)
+        how = "MemoryError" if exit_code == EXIT_OUT_OF_MEMORY else "killed by SIGKILL"
+        return RunnerExited(
+            outcome=RunOutcome.oom, message=f"{how} at the {memory_limit_mb} MiB memory limit"
+        )
     if exit_code is None:
         message = "the runner's fork server died"
     elif exit_code < 0:
@@ -62,8 +63,11 @@ def classify(exit_code: int | None, stdout: str, stderr: str) -> RunnerExited:
 class RunnerProcess:
     """One run: stdout and stderr go to `<log_stem>.out` / `.err`."""
 
-    def __init__(self, server: ForkServer, run_id: int, log_stem: Path) -> None:
+    def __init__(
+        self, server: ForkServer, run_id: int, log_stem: Path, memory_limit_mb: int
+    ) -> None:
         self._server = server
+        self.memory_limit_mb = memory_limit_mb
         self.run_id = run_id
         self.stdout = log_stem.with_suffix(".out")
         self.stderr = log_stem.with_suffix(".err")
@@ -82,7 +86,9 @@ class RunnerProcess:
         def read(path: Path) -> str:
             return path.read_text(errors="replace") if path.exists() else ""
 
-        return classify(self.exit_code, read(self.stdout), read(self.stderr))
+        return classify(
+            self.exit_code, read(self.stdout), read(self.stderr), self.memory_limit_mb
+        )
 
 
 class ForkServer:
@@ -124,7 +130,7 @@ class ForkServer:
 
     def run(self, argv: list[str], log_stem: Path, memory_limit_mb: int) -> RunnerProcess:
         with self._lock:
-            run = RunnerProcess(self, next(self._ids), log_stem)
+            run = RunnerProcess(self, next(self._ids), log_stem, memory_limit_mb)
             if not self._alive:
                 run.ended.set()  # exit code None: reported as "the fork server died"
                 return run
@@ -136,7 +142,7 @@ class ForkServer:
                     "argv": argv,
                     "stdout": str(run.stdout),
                     "stderr": str(run.stderr),
-                    "memory_limit_mb": memory_limit_mb,
+                    "memory_limit_mb": run.memory_limit_mb,
                 }
             )
         return run

@@ -13,19 +13,42 @@ can hand the child a lock held by another thread.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import io
 import json
 import os
 import selectors
 import signal
+import tempfile
+from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from smartthumb.operator.local import child
 from smartthumb.runner import pipeline  # noqa: F401 - the preload is the point
+from smartthumb.runner.cli import main
 from smartthumb.runner.errors import EXIT_INTERNAL
+from smartthumb.runner.spec import ThumbnailSpec
 
 
 def _send(message: dict[str, Any]) -> None:
     os.write(1, (json.dumps(message) + "\n").encode())
+
+
+def _warm_up() -> None:
+    """Run one tiny job here, so that lazy set-up (Pillow's plugin registry, compiled
+    patterns, pydantic validators) is done once instead of in every child; then freeze the
+    heap so the children's garbage collector does not copy every page it touches."""
+    with tempfile.TemporaryDirectory(prefix="smartthumb-warmup-") as directory:
+        source = Path(directory) / "warmup.png"
+        Image.new("RGB", (32, 32), "gray").save(source)
+        spec = ThumbnailSpec(mode="fit", width=16, height=16).model_dump_json()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            main(["crop", "--spec", spec, "-o", str(Path(directory) / "out.jpg"), str(source)])
+    gc.collect()
+    gc.freeze()
 
 
 class _Server:
@@ -107,4 +130,5 @@ class _Server:
 
 
 if __name__ == "__main__":
+    _warm_up()
     _Server().serve()
