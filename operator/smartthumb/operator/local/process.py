@@ -19,6 +19,9 @@ from smartthumb.runner.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_OUT_OF_MEMORY
 from smartthumb.runner.spec import RunResult, ThumbnailSpec
 
 OOM_EXIT_CODES = {EXIT_OUT_OF_MEMORY, -signal.SIGKILL, 128 + signal.SIGKILL}
+# Under an address-space limit, native code whose allocation fails often crashes instead of
+# raising: a segfault or a C++ abort there is most likely memory, and the fallback is cheap.
+CRASH_SIGNALS = {-signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS}
 # One job per process (the parallelism is across jobs): idle thread pools only inflate RLIMIT_AS.
 SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -47,8 +50,11 @@ def classify(exit_code: int | None, stdout: str, stderr: str, memory_limit_mb: i
         return RunnerExited(outcome=RunOutcome.ok, result=result)
     if exit_code == EXIT_BAD_INPUT:
         return RunnerExited(outcome=RunOutcome.bad_input, message=message)
-    if exit_code in OOM_EXIT_CODES:
-        how = "MemoryError" if exit_code == EXIT_OUT_OF_MEMORY else "killed by SIGKILL"
+    if exit_code in OOM_EXIT_CODES or exit_code in CRASH_SIGNALS:
+        if exit_code == EXIT_OUT_OF_MEMORY:
+            how = message or "MemoryError"
+        else:
+            how = f"killed by {signal.Signals(abs(exit_code) % 128).name}"
         return RunnerExited(
             outcome=RunOutcome.oom, message=f"{how} at the {memory_limit_mb} MiB memory limit"
         )
