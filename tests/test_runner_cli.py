@@ -191,3 +191,19 @@ def test_internal_errors_exit_1_with_one_line(tmp_path: Path, good_jpeg: Path) -
     result = run_cli("crop", "--mode", "fit", "--width", "50", "-o", blocker / "out.jpg",
                      good_jpeg)
     assert_one_line_error(result, 1, "internal error")
+
+
+def test_a_native_allocation_failure_counts_as_out_of_memory(tmp_path: Path, good_jpeg: Path) -> None:
+    # A real address-space limit: OpenCV cannot map its shared libraries, or its allocator
+    # fails; either way the runner must say "out of memory" (exit 3) so the fallback runs.
+    code = (
+        "import resource, sys\n"
+        "from smartthumb.runner.cli import main\n"
+        "limit = 200 * 1024 * 1024\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (limit, limit))\n"
+        "sys.exit(main(['crop', '--mode', 'crop', '--width', '100', '--height', '100', "
+        f"'-o', {str(tmp_path / 'o.jpg')!r}, {str(good_jpeg)!r}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert_one_line_error(result, 3, "out of memory")

@@ -84,6 +84,23 @@ def _fail(code: int, message: str, termination_log: Path | None) -> int:
     return code
 
 
+_OUT_OF_MEMORY_SIGNS = ("insufficient memory", "failed to allocate", "failed to map segment",
+                        "cannot allocate memory")
+
+
+def _is_out_of_memory(error: Exception) -> bool:
+    """Native libraries report a memory limit in their own words: OpenCV's cv2.error
+    ("Insufficient memory", "Failed to allocate"), a lazy import that cannot map a shared
+    library, numpy's "Unable to allocate" (a MemoryError subclass, caught before this)."""
+    text = str(error).lower()
+    return any(sign in text for sign in _OUT_OF_MEMORY_SIGNS)
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     termination_log: Path | None = args.termination_log
@@ -114,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         return _fail(EXIT_OUT_OF_MEMORY, "out of memory", termination_log)
     except Exception as error:  # noqa: BLE001 - the contract is one line, never a traceback
-        return _fail(EXIT_INTERNAL, f"internal error: {type(error).__name__}: {error}", termination_log)
+        if _is_out_of_memory(error):
+            return _fail(EXIT_OUT_OF_MEMORY, f"out of memory ({_first_line(error)})",
+                         termination_log)
+        return _fail(EXIT_INTERNAL, f"internal error: {type(error).__name__}: "
+                     f"{_first_line(error)}", termination_log)
     document = result.model_dump(mode="json")
     print(result.model_dump_json())
     if termination_log is not None:

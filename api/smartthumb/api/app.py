@@ -1,0 +1,69 @@
+"""create_app(settings): the FastAPI application, with the engine started and stopped by
+its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+
+import anyio
+from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
+from smartthumb.api.deps import require_token
+from smartthumb.api.errors import install_error_handlers
+from smartthumb.api.limits import BodySizeLimit
+from smartthumb.api.routers import batches, health, jobs, metrics, thumbnail, uploads, web
+from smartthumb.api.settings import ApiSettings
+from smartthumb.operator.local.engine import LocalEngine
+from starlette.concurrency import run_in_threadpool
+
+LONG_POLLS = 200
+"""Threads that may sit in engine.wait at once (they block on a condition, not the CPU)."""
+
+DESCRIPTION = """\
+Smart thumbnails as asynchronous jobs. Submit with `POST /thumbnail` (or a compatibility
+route), follow `GET /job/{id}`, fetch `GET /job/{id}/image`.
+
+Every error is `{"error": {"code", "message", "details"}}`. With `SMARTTHUMB_API_TOKENS`
+set, send `Authorization: Bearer <token>` (all but health, the web page and these docs).
+"""
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
+    engine_settings = settings.engine_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = LocalEngine(engine_settings)
+        await run_in_threadpool(engine.start)
+        app.state.engine = engine
+        app.state.wait_limiter = anyio.CapacityLimiter(LONG_POLLS)
+        app.state.accepting = True
+        try:
+            yield
+        finally:
+            app.state.accepting = False
+            # Graceful: running jobs finish, queued ones stay in the store for the next start.
+            await run_in_threadpool(engine.stop, True)
+
+    app = FastAPI(
+        title="smartthumb",
+        version=version("smartthumb-api"),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.public_url = engine_settings.public_url if settings.public_url_configured else None
+    app.state.accepting = False
+    app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
+    install_error_handlers(app)
+
+    app.include_router(health.router)
+    app.include_router(web.router)
+    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+    protected = [Depends(require_token)]
+    for router in (thumbnail.router, uploads.router, batches.router, jobs.router, metrics.router):
+        app.include_router(router, dependencies=protected)
+    return app

@@ -1,0 +1,43 @@
+"""Dependencies shared by the routers: settings, the engine, bearer-token auth."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from smartthumb.api.errors import ApiError
+from smartthumb.api.settings import ApiSettings
+from smartthumb.operator.local.engine import LocalEngine
+
+
+def get_settings(request: Request) -> ApiSettings:
+    return request.app.state.settings
+
+
+def get_engine(request: Request) -> LocalEngine:
+    return request.app.state.engine
+
+
+SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+EngineDep = Annotated[LocalEngine, Depends(get_engine)]
+
+_bearer = HTTPBearer(auto_error=False, description="One of SMARTTHUMB_API_TOKENS.")
+
+
+def require_token(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Checks the bearer token when tokens are configured; open otherwise."""
+    if not settings.api_tokens:
+        return
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
+        raise ApiError(401, "unauthorized", "missing bearer token", challenge)
+    offered = credentials.credentials.encode()
+    # Compare against every token so the time taken does not reveal which one matched.
+    matches = [hmac.compare_digest(offered, token.encode()) for token in settings.api_tokens]
+    if not any(matches):
+        raise ApiError(401, "unauthorized", "invalid bearer token", challenge)

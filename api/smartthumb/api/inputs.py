@@ -1,0 +1,115 @@
+"""Turns what a client sent (base64, multipart parts, server paths) into the engine's
+InputFile list, refusing obviously bad input with a 4xx before a job exists.
+
+The check is cheap: Pillow reads only the header (format and size), never the pixels; a
+truncated or otherwise broken image passes here and fails its job with the runner's message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import warnings
+from pathlib import Path, PurePath
+
+from fastapi import UploadFile
+from PIL import Image, UnidentifiedImageError
+from smartthumb.api.errors import ApiError
+from smartthumb.api.settings import ApiSettings
+from smartthumb.operator.local.engine import InputFile
+from smartthumb.runner.limits import Limits
+
+_DATA_URL_PREFIX = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
+
+
+def decode_base64(content: str, name: str, max_bytes: int) -> bytes:
+    """Strict base64 (a `data:...;base64,` prefix is allowed, as browsers produce it)."""
+    text = _DATA_URL_PREFIX.sub("", content.strip(), count=1)
+    if len(text) // 4 * 3 > max_bytes + 2:
+        raise too_large(name, max_bytes)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "invalid_base64", f"{name}: content_base64 is not valid base64")
+
+
+def too_large(name: str, max_bytes: int) -> ApiError:
+    return ApiError(413, "image_too_large", f"{name}: larger than the limit of {max_bytes} bytes")
+
+
+def image_format(source: bytes | Path, name: str) -> str:
+    """The Pillow format name of an image after a header-only check; 4xx if it is none."""
+    if isinstance(source, bytes) and not source:
+        raise ApiError(400, "invalid_image", f"{name}: the file is empty")
+    limit = Limits.from_env().max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        with opened as image:
+            width, height, kind = image.width, image.height, image.format
+    except Image.DecompressionBombError:
+        raise ApiError(413, "image_too_large", f"{name}: more than {limit} pixels")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ApiError(400, "invalid_image", f"{name}: not an image Pillow can read")
+    if width * height > limit:
+        raise ApiError(
+            413, "image_too_large", f"{name}: {width}x{height} is more than {limit} pixels"
+        )
+    return kind or "unknown"
+
+
+def inline_input(name: str, data: bytes, settings: ApiSettings) -> InputFile:
+    if len(data) > settings.max_inline_bytes:
+        raise too_large(name, settings.max_inline_bytes)
+    image_format(data, name)
+    return InputFile(name=safe_name(name), data=data)
+
+
+def safe_name(name: str) -> str:
+    """A client's file name kept for display only: no folders, no control characters."""
+    base = PurePath(name.replace("\\", "/")).name
+    cleaned = "".join(ch for ch in base if ch.isprintable())[:200]
+    return cleaned or "image"
+
+
+def path_input(raw: str, settings: ApiSettings) -> InputFile:
+    """A file under the input root; `..`, absolute paths elsewhere and symlink escapes are
+    refused. The resolved real path is what the engine reads."""
+    if settings.input_root is None:
+        raise ApiError(
+            400,
+            "image_paths_disabled",
+            "image_path/image_paths are disabled: the server has no SMARTTHUMB_INPUT_ROOT",
+        )
+    if "\x00" in raw or ".." in PurePath(raw).parts:
+        raise ApiError(400, "path_not_allowed", f"{raw!r}: '..' is not allowed in image paths")
+    root = settings.input_root.resolve()
+    try:
+        resolved = (root / raw).resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise ApiError(400, "input_not_found", f"{raw!r}: no such file under the input root")
+    if not resolved.is_relative_to(root):
+        raise ApiError(400, "path_not_allowed", f"{raw!r}: outside the input root")
+    if not resolved.is_file():
+        raise ApiError(400, "input_not_found", f"{raw!r}: not a regular file")
+    image_format(resolved, raw)
+    return InputFile(name=resolved.relative_to(root).as_posix(), path=resolved)
+
+
+def check_count(count: int, settings: ApiSettings) -> None:
+    if count == 0:
+        raise ApiError(400, "no_images", "no images: send image_files, image_paths or files")
+    if count > settings.max_images:
+        raise ApiError(
+            400, "too_many_images", f"{count} images; at most {settings.max_images} per request"
+        )
+
+
+async def upload_input(upload: UploadFile, settings: ApiSettings) -> InputFile:
+    """One multipart part; read only up to the limit, so an oversized part is not buffered."""
+    name = upload.filename or "image"
+    data = await upload.read(settings.max_inline_bytes + 1)
+    return inline_input(name, data, settings)

@@ -1,0 +1,102 @@
+"""Seed 002: POST /jobs, GET /jobs/{id}, GET /jobs/{id}/download. GET /jobs/{id} also
+carries seed 003's per-job fields (jobId, state, progress, result, failedReason)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+from smartthumb.api.access import find_job, finished_output
+from smartthumb.api.deps import EngineDep, SettingsDep
+from smartthumb.api.errors import documented
+from smartthumb.api.inputs import decode_base64, inline_input
+from smartthumb.api.links import LinksDep
+from smartthumb.api.schemas.jobs import (
+    SimpleJobAccepted,
+    SimpleJobRequest,
+    SimpleJobStatus,
+    SimpleStatus,
+)
+from smartthumb.api.submit import submit
+from smartthumb.api.views import FILE_STATES, file_result
+from smartthumb.operator.models import JobState
+from smartthumb.runner.spec import Mode, OutputFormat
+
+router = APIRouter(tags=["jobs (seeds 002, 003)"])
+
+_STATUSES = {
+    JobState.queued: SimpleStatus.pending,
+    JobState.running: SimpleStatus.processing,
+    JobState.done: SimpleStatus.completed,
+    JobState.failed: SimpleStatus.failed,
+}
+_OPERATIONS = {Mode.resize: "resize", Mode.fit: "thumbnail"}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@router.post(
+    "/jobs",
+    status_code=202,
+    response_model=SimpleJobAccepted,
+    responses=documented(400, 401, 413, 422, 429),
+    summary="Queue a resize (exact size) or thumbnail (fit inside) job",
+)
+def create_job(
+    body: SimpleJobRequest, engine: EngineDep, settings: SettingsDep, links: LinksDep
+) -> SimpleJobAccepted:
+    data = decode_base64(body.image_data, "image_data", settings.max_inline_bytes)
+    image = inline_input("image_data", data, settings)
+    # Seed 002: without output_format the output keeps the input's format (png or jpeg).
+    source_format = OutputFormat.png if data.startswith(_PNG_SIGNATURE) else OutputFormat.jpeg
+    job = submit(engine, body.spec(source_format), [image])
+    return SimpleJobAccepted(
+        job_id=job.id,
+        message="Image processing job submitted",
+        job_url=links.absolute(links.simple_job(job.id)),
+        download_url=links.absolute(links.download(job.id)),
+    )
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=SimpleJobStatus,
+    responses=documented(401, 404),
+    summary="Status of one job (seed 002 and seed 003 fields)",
+)
+def get_simple_job(job_id: str, engine: EngineDep, links: LinksDep) -> SimpleJobStatus:
+    job = find_job(engine, job_id)
+    done = job.state is JobState.done
+    download = links.absolute(links.download(job.id))
+    return SimpleJobStatus(
+        id=job.id,
+        job_id=job.id,
+        status=_STATUSES[job.state],
+        state=FILE_STATES[job.state],
+        progress=100 if job.state in (JobState.done, JobState.failed) else 0,
+        operation=_OPERATIONS.get(job.spec.mode, job.spec.mode.value),
+        width=job.spec.width,
+        height=job.spec.height,
+        output_format=job.spec.format.value,
+        output_path=download if done else None,
+        download_url=download,
+        created_at=job.created_at,
+        updated_at=job.finished_at or job.started_at or job.created_at,
+        error=job.error,
+        failed_reason=job.error,
+        result=file_result(job, links),
+    )
+
+
+@router.get(
+    "/jobs/{job_id}/download",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"image/*": {}}, "description": "The image."},
+        **documented(401, 404, 409, 422),
+    },
+    summary="The processed image",
+)
+def download(job_id: str, engine: EngineDep) -> FileResponse:
+    job = find_job(engine, job_id)
+    path = finished_output(engine, job)
+    fmt = job.spec.format
+    return FileResponse(path, media_type=fmt.media_type, filename=f"{job.id}.{fmt.extension}")

@@ -1,0 +1,116 @@
+"""Seed 000: POST /thumbnail, GET /job/{id}, GET /job/{id}/image."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+from smartthumb.api.access import find_job, finished_output
+from smartthumb.api.convert import parse_format, variant
+from smartthumb.api.deps import EngineDep, SettingsDep
+from smartthumb.api.errors import documented
+from smartthumb.api.inputs import check_count, decode_base64, inline_input, path_input
+from smartthumb.api.links import Links, LinksDep
+from smartthumb.api.schemas.thumbnail import (
+    ImageQuery,
+    JobAccepted,
+    JobStatus,
+    JobWaitQuery,
+    ThumbnailRequest,
+)
+from smartthumb.api.submit import submit
+from smartthumb.api.views import job_accepted, job_status
+from smartthumb.operator.local.engine import InputFile, LocalEngine, UnknownJobError
+from smartthumb.operator.models import JobState
+from starlette.concurrency import run_in_threadpool
+
+router = APIRouter(tags=["thumbnail jobs (seed 000)"])
+
+_TERMINAL = {JobState.done, JobState.failed, JobState.expired}
+
+
+@router.post(
+    "/thumbnail",
+    status_code=202,
+    response_model=JobAccepted,
+    responses=documented(400, 401, 413, 422, 429),
+    summary="Queue a thumbnail job",
+)
+def create_thumbnail(
+    body: ThumbnailRequest, engine: EngineDep, settings: SettingsDep, links: LinksDep
+) -> JobAccepted:
+    paths = ([body.image_path] if body.image_path else []) + body.image_paths
+    check_count(len(paths) + len(body.image_files), settings)
+    inputs: list[InputFile] = [path_input(path, settings) for path in paths]
+    for upload in body.image_files:
+        data = decode_base64(upload.content_base64, upload.filename, settings.max_inline_bytes)
+        inputs.append(inline_input(upload.filename, data, settings))
+    webhook = str(body.webhook_url) if body.webhook_url else None
+    job = submit(engine, body.spec(), inputs, webhook_url=webhook)
+    return job_accepted(job, engine.stats().queued, links, settings.ttl_s)
+
+
+@router.get(
+    "/job/{job_id}",
+    response_model=JobStatus,
+    responses=documented(401, 404, 422),
+    summary="Status, webhook delivery and result of a job",
+)
+async def get_job(
+    job_id: str,
+    query: Annotated[JobWaitQuery, Query()],
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    links: LinksDep,
+) -> JobStatus:
+    job = await run_in_threadpool(find_job, engine, job_id)
+    timeout = min(query.wait, settings.max_wait_s)
+    if timeout > 0 and job.state not in _TERMINAL:
+        # engine.wait blocks a thread on a condition; a limiter of its own keeps long-polls
+        # from starving the request threadpool.
+        await anyio.to_thread.run_sync(
+            _wait, engine, job_id, timeout, limiter=request.app.state.wait_limiter
+        )
+    return await run_in_threadpool(_status, engine, job_id, links, settings.ttl_s)
+
+
+def _wait(engine: LocalEngine, job_id: str, timeout: float) -> None:
+    try:
+        engine.wait(job_id, timeout)
+    except (TimeoutError, UnknownJobError):
+        pass  # the status document that follows says where the job stands
+
+
+def _status(engine: LocalEngine, job_id: str, links: Links, ttl_s: float) -> JobStatus:
+    return job_status(find_job(engine, job_id), engine.stats().queued, links, ttl_s)
+
+
+@router.get(
+    "/job/{job_id}/image",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"image/*": {}}, "description": "The image."},
+        **documented(401, 404, 409, 422),
+    },
+    summary="The thumbnail, optionally converted (cached on disk)",
+)
+def get_job_image(
+    job_id: str, query: Annotated[ImageQuery, Query()], engine: EngineDep
+) -> FileResponse:
+    job = find_job(engine, job_id)
+    source = finished_output(engine, job)
+    fmt = parse_format(query.format) if query.format else job.spec.format
+    if query.format is None and query.width is None and query.quality is None:
+        path = source
+    else:
+        path = variant(source, fmt, query.width, query.quality or job.spec.quality)
+    return FileResponse(
+        path,
+        media_type=fmt.media_type,
+        filename=f"{job.id}.{fmt.extension}",
+        content_disposition_type="inline",
+        headers={"Cache-Control": "private, max-age=3600"},
+    )

@@ -1,0 +1,92 @@
+"""ApiSettings: every SMARTTHUMB_* environment variable of `smartthumb-api`.
+
+It extends the engine's EngineSettings (workers, queue, TTL, webhooks: documented there) with
+the HTTP front's own fields, so one class describes the whole configuration and the README
+table is generated from it; `engine_settings()` hands the engine its part.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from smartthumb.operator.local.settings import EngineSettings
+
+MiB = 1024 * 1024
+
+
+class ApiSettings(EngineSettings, BaseSettings):
+    """Settings of `smartthumb-api` (environment prefix SMARTTHUMB_)."""
+
+    model_config = SettingsConfigDict(env_prefix="SMARTTHUMB_", extra="ignore")
+
+    data_dir: Path = Field(
+        Path("var/smartthumb"),
+        description="Holds the SQLite store and each job's inputs and outputs.",
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:8080",
+        description=(
+            "Base of every URL handed out (job_url, image_url, webhooks), e.g. behind a proxy. "
+            "Unset: API answers use the URL the client called, webhooks http://HOST:PORT."
+        ),
+    )
+    host: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port of the HTTP server.")
+    input_root: Path | None = Field(
+        None,
+        description=(
+            "Folder that `image_path`/`image_paths` of POST /thumbnail may read from; paths "
+            "resolving outside it (`..`, absolute paths, symlink escapes) are refused. Unset: "
+            "server-side paths are refused altogether and only uploads are accepted."
+        ),
+    )
+    api_tokens: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated bearer tokens. When set, every endpoint except /health, /healthz, "
+            "/readyz, the web page shell and the API docs needs `Authorization: Bearer <token>`."
+        ),
+    )
+    max_inline_bytes: int = Field(
+        20 * MiB, gt=0, description="Largest single uploaded image (base64 or multipart), bytes."
+    )
+    max_images: int = Field(
+        50, gt=0, description="Most images in one request (one job's pages, or one batch)."
+    )
+    max_upload_bytes: int = Field(
+        256 * MiB,
+        gt=0,
+        description=(
+            "Largest request body, JSON or multipart, in bytes; checked before the body is read "
+            "(Content-Length) and while it streams."
+        ),
+    )
+    max_wait_s: float = Field(
+        30.0,
+        ge=0,
+        description="Longest long-poll a client may ask for with GET /job/{id}?wait=<seconds>.",
+    )
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [token.strip() for token in value.split(",") if token.strip()]
+        return value
+
+    @property
+    def public_url_configured(self) -> bool:
+        """False: links follow the URL each client used; true: always SMARTTHUMB_PUBLIC_URL."""
+        return "public_url" in self.model_fields_set
+
+    def engine_settings(self) -> EngineSettings:
+        values = self.model_dump(include=set(EngineSettings.model_fields))
+        if not self.public_url_configured:
+            # Webhooks leave the process: give them this server's own address.
+            host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+            host = f"[{host}]" if ":" in host else host
+            values["public_url"] = f"http://{host}:{self.port}"
+        return EngineSettings.model_validate(values)

@@ -1,0 +1,31 @@
+"""Handing validated inputs to the engine, with its refusals turned into 4xx answers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from smartthumb.api.errors import ApiError
+from smartthumb.operator.local.engine import InputError, InputFile, LocalEngine, QueueFullError
+from smartthumb.operator.models import Job
+from smartthumb.operator.netguard import InvalidWebhookURL
+from smartthumb.runner.spec import ThumbnailSpec
+
+
+def submit(
+    engine: LocalEngine,
+    spec: ThumbnailSpec,
+    inputs: Sequence[InputFile],
+    *,
+    webhook_url: str | None = None,
+    batch_id: str | None = None,
+) -> Job:
+    try:
+        return engine.submit(spec, inputs, webhook_url=webhook_url, batch_id=batch_id)
+    except InputError as error:
+        raise ApiError(400, "invalid_input", str(error))
+    except InvalidWebhookURL as error:
+        raise ApiError(400, "webhook_url_refused", str(error))
+    except QueueFullError as error:
+        raise ApiError(
+            429, "queue_full", f"the queue is full ({error}); retry later", {"Retry-After": "5"}
+        )

@@ -1,0 +1,40 @@
+"""Multipart uploads -> one job per file sharing a batch id (seeds 001, 003 and 004)."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import UploadFile
+from smartthumb.api.errors import ApiError
+from smartthumb.api.inputs import check_count, upload_input
+from smartthumb.api.settings import ApiSettings
+from smartthumb.api.submit import submit
+from smartthumb.operator.local.engine import InputFile, LocalEngine
+from smartthumb.operator.models import Job
+from smartthumb.runner.spec import ThumbnailSpec
+from starlette.concurrency import run_in_threadpool
+
+
+async def submit_batch(
+    engine: LocalEngine, settings: ApiSettings, uploads: list[UploadFile], spec: ThumbnailSpec
+) -> tuple[str, list[Job]]:
+    """Every file is checked before any job is created, so a bad file queues nothing."""
+    check_count(len(uploads), settings)
+    inputs = [await upload_input(upload, settings) for upload in uploads]
+    return await run_in_threadpool(_submit_all, engine, spec, inputs)
+
+
+def _submit_all(
+    engine: LocalEngine, spec: ThumbnailSpec, inputs: list[InputFile]
+) -> tuple[str, list[Job]]:
+    stats = engine.stats()
+    if stats.queued + len(inputs) > stats.capacity:
+        raise ApiError(
+            429,
+            "queue_full",
+            f"{len(inputs)} jobs do not fit: {stats.queued} of {stats.capacity} queue places taken",
+            {"Retry-After": "5"},
+        )
+    batch_id = uuid.uuid4().hex
+    jobs = [submit(engine, spec, [one], batch_id=batch_id) for one in inputs]
+    return batch_id, jobs

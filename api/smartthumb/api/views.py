@@ -1,0 +1,137 @@
+"""Job (the engine's record) -> seed 000's documents. One mapping, used by every route that
+describes a job, so the status vocabulary and the URLs never drift apart."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from smartthumb.api.links import Links
+from smartthumb.api.schemas.batches import FileResult, FileState
+from smartthumb.api.schemas.thumbnail import (
+    Candidate,
+    JobAccepted,
+    JobResult,
+    JobStatus,
+    JobStatusName,
+    WebhookState,
+)
+from smartthumb.operator.models import Job, JobState
+
+STATUS_NAMES = {
+    JobState.queued: JobStatusName.queued,
+    JobState.running: JobStatusName.processing,
+    JobState.done: JobStatusName.done,
+    JobState.failed: JobStatusName.failed,
+}
+
+
+def status_name(job: Job) -> JobStatusName:
+    return STATUS_NAMES[job.state]
+
+
+def expires_in(job: Job, ttl_s: float) -> int:
+    """Seconds left; before the job finishes, the TTL it will get then (it counts from the end)."""
+    if job.expires_at is None:
+        return int(ttl_s)
+    return max(0, int((job.expires_at - datetime.now(UTC)).total_seconds()))
+
+
+def job_result(job: Job, links: Links) -> JobResult | None:
+    result = job.result
+    if result is None or job.state is not JobState.done:
+        return None
+    selected = set(result.selected)
+    candidates = [
+        Candidate(
+            index=report.index,
+            name=_input_name(job, report.index),
+            width=report.width,
+            height=report.height,
+            score=report.score,
+            crop=report.crop,
+            detector=report.detector,
+            selected=report.index in selected,
+        )
+        for report in result.inputs
+    ]
+    return JobResult(
+        method=result.method,
+        mode=result.mode.value,
+        output_path=links.absolute(links.image(job.id)),
+        output=result.output,
+        composed_from=[_input_name(job, index) for index in result.selected],
+        selected_page_index=result.selected[0] if result.selected else None,
+        selected_page_indexes=list(result.selected),
+        fallback_used=result.fallback_used,
+        worker_warning=result.worker_warning,
+        candidates=candidates,
+        timings_ms=result.timings_ms,
+    )
+
+
+def _input_name(job: Job, index: int) -> str:
+    names = job.input_names
+    return names[index] if 0 <= index < len(names) else f"#{index}"
+
+
+def webhook_state(job: Job) -> WebhookState:
+    return WebhookState.model_validate(job.webhook.model_dump())
+
+
+def job_accepted(job: Job, pending_jobs: int, links: Links, ttl_s: float) -> JobAccepted:
+    return JobAccepted(
+        job_id=job.id,
+        status=status_name(job),
+        queue_position=job.queue_position,
+        pending_jobs=pending_jobs,
+        job_url=links.absolute(links.job(job.id)),
+        image_url=links.absolute(links.image(job.id)),
+        created_at=job.created_at,
+        expires_in_seconds=expires_in(job, ttl_s),
+        webhook_enabled=webhook_state(job).enabled,
+    )
+
+
+def job_status(job: Job, pending_jobs: int, links: Links, ttl_s: float) -> JobStatus:
+    return JobStatus(
+        job_id=job.id,
+        batch_id=job.batch_id,
+        status=status_name(job),
+        queue_position=job.queue_position,
+        pending_jobs=pending_jobs,
+        job_url=links.absolute(links.job(job.id)),
+        image_url=links.absolute(links.image(job.id)),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        expires_at=job.expires_at,
+        expires_in_seconds=expires_in(job, ttl_s),
+        error=job.error,
+        webhook=webhook_state(job),
+        spec=job.spec,
+        inputs=list(job.input_names),
+        result=job_result(job, links),
+    )
+
+
+FILE_STATES = {
+    JobState.queued: FileState.waiting,
+    JobState.running: FileState.active,
+    JobState.done: FileState.completed,
+    JobState.failed: FileState.failed,
+}
+
+
+def file_result(job: Job, links: Links) -> FileResult | None:
+    """The per-file result of seeds 002/003: a relative image path, never a server path."""
+    if job.result is None or job.state is not JobState.done:
+        return None
+    output = job.result.output
+    return FileResult(
+        original_name=job.input_names[0] if job.input_names else job.id,
+        output_path=links.image(job.id),
+        width=output.width,
+        height=output.height,
+        format=output.format.value,
+        bytes=output.bytes,
+    )

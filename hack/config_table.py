@@ -1,0 +1,57 @@
+"""Print the README's configuration table from the settings models (the one source of truth).
+
+    .venv/bin/python hack/config_table.py
+tests/test_readme.py fails when README.md's table differs from this output.
+"""
+
+from __future__ import annotations
+
+from pydantic.fields import FieldInfo
+
+from smartthumb.api.settings import ApiSettings
+from smartthumb.runner.limits import DEFAULT_MAX_PIXELS
+
+# Read by the runner process itself (no settings object there: it is a CLI).
+RUNNER_VARIABLES = [
+    ("SMARTTHUMB_MAX_PIXELS", str(DEFAULT_MAX_PIXELS),
+     "Largest source image in pixels (decompression-bomb limit); the API checks it too."),
+    ("SMARTTHUMB_MODEL_DIR", "`<venv>/share/smartthumb/models`",
+     "Where the runner reads detector models from."),
+    ("THUMBNAIL_YOLO_MODEL", "unset",
+     "Path to ultralytics YOLO weights (optional `yolo` extra): people it finds stay in frame."),
+]
+
+
+# Fields whose default is computed at start-up, described in words.
+COMPUTED_DEFAULTS = {
+    "workers": "number of CPUs",
+    "api_tokens": "unset (no auth)",
+    "public_url": "unset",
+}
+
+
+def _default(name: str, field: FieldInfo) -> str:
+    if name in COMPUTED_DEFAULTS:
+        return COMPUTED_DEFAULTS[name]
+    if field.default is None:
+        return "unset"
+    value = field.default
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f"`{value}`"
+
+
+def table() -> str:
+    prefix = ApiSettings.model_config.get("env_prefix", "")
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in ApiSettings.model_fields.items():
+        description = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `{prefix.upper()}{name.upper()}` | {_default(name, field)} | {description} |")
+    for name, default, description in RUNNER_VARIABLES:
+        shown = default if default.startswith("`") or default == "unset" else f"`{default}`"
+        rows.append(f"| `{name}` | {shown} | {description} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(table())

@@ -1,0 +1,21 @@
+"""The local backend: runner processes under memory limits, state in SQLite, no cluster."""
+
+from smartthumb.operator.local.engine import (
+    InputError,
+    InputFile,
+    LocalEngine,
+    QueueFullError,
+    UnknownJobError,
+)
+from smartthumb.operator.local.settings import EngineSettings
+from smartthumb.operator.netguard import InvalidWebhookURL
+
+__all__ = [
+    "EngineSettings",
+    "InputError",
+    "InputFile",
+    "InvalidWebhookURL",
+    "LocalEngine",
+    "QueueFullError",
+    "UnknownJobError",
+]

@@ -1,0 +1,371 @@
+"""The local engine: queued jobs run in runner processes under memory limits, their state in
+SQLite, webhooks and TTLs handled by a scheduler thread. Every decision comes from
+smartthumb.operator.lifecycle.decide; this module only carries the actions out."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, model_validator
+from smartthumb.operator.lifecycle import (
+    Action,
+    DeleteArtifacts,
+    DeliverWebhook,
+    Event,
+    Expire,
+    Interrupted,
+    RunnerExited,
+    RunRunner,
+    Started,
+    Tick,
+    Transition,
+    decide,
+)
+from smartthumb.operator.local.process import ForkServer, RunnerProcess, runner_argv
+from smartthumb.operator.local.settings import EngineSettings
+from smartthumb.operator.local.store import JobStore
+from smartthumb.operator.metrics import METRICS, Metrics
+from smartthumb.operator.models import Job, JobState, QueueStats, RunOutcome, WebhookDelivery
+from smartthumb.operator.netguard import check_url
+from smartthumb.operator.webhooks import WebhookSender
+from smartthumb.runner.spec import ThumbnailSpec
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_SENDERS = 4
+"""Concurrent webhook POSTs: a slow receiver must not hold up the others."""
+
+
+class InputFile(BaseModel):
+    """One input image: uploaded bytes, or a file already on this machine."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    data: bytes | None = None
+    path: Path | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> InputFile:
+        if (self.data is None) == (self.path is None):
+            raise ValueError("an input needs exactly one of data and path")
+        return self
+
+
+class QueueFullError(Exception):
+    """The queue holds queue_capacity jobs already: try again later (HTTP 429)."""
+
+
+class InputError(ValueError):
+    """The inputs of a submission are unusable (HTTP 400)."""
+
+
+class UnknownJobError(LookupError):
+    """No such job, or it has expired (HTTP 404)."""
+
+
+_SAFE_SUFFIX = re.compile(r"\.[a-z0-9]{1,5}")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _stored_name(index: int, name: str) -> str:
+    """Server-chosen file names: the client's name only lends a harmless extension."""
+    suffix = Path(name).suffix.lower()
+    return f"{index:03d}{suffix}" if _SAFE_SUFFIX.fullmatch(suffix) else f"{index:03d}"
+
+
+class LocalEngine:
+    def __init__(self, settings: EngineSettings, metrics: Metrics = METRICS) -> None:
+        self.settings = settings
+        self._policy = settings.policy()
+        self._metrics = metrics
+        self._jobs_dir = settings.data_dir / "jobs"
+        self._jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._store = JobStore(settings.data_dir / "smartthumb.sqlite3")
+        secret = settings.webhook_secret
+        self._webhooks = WebhookSender(
+            public_url=settings.public_url,
+            secret=secret.get_secret_value() if secret else None,
+            timeout_s=settings.webhook_timeout_s,
+            allow_private=settings.allow_private_webhooks,
+        )
+        # One lock around every read-decide-write of a job; the condition wakes wait().
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._processes: dict[str, RunnerProcess] = {}
+        self._interrupted: set[str] = set()
+        self._delivering: set[str] = set()
+        self._started = False
+        self._aborting = False
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._forkserver = ForkServer()
+        self._senders = ThreadPoolExecutor(WEBHOOK_SENDERS, thread_name_prefix="smartthumb-webhook")
+        metrics.watch(self.stats)
+
+    # --- public interface ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Recover from the store (interrupted runs are re-run), start workers and scheduler."""
+        self._forkserver.start()
+        for job_id in self._store.ids_in_state(JobState.running):
+            self._apply(job_id, Interrupted(reason="the engine restarted while the job ran"))
+        with self._lock:
+            for job_id in self._store.ids_in_state(JobState.queued):
+                self._queue.put(job_id)
+            self._started = True
+        for index in range(self.settings.workers):
+            self._spawn(self._work, f"smartthumb-worker-{index}")
+        self._spawn(self._schedule, "smartthumb-scheduler")
+
+    def stop(self, graceful: bool = True, timeout: float = 30) -> None:
+        """Let running jobs finish for up to `timeout` seconds (0 when not graceful), then kill
+        what still runs and put it back in the queue, where the next start() finds it."""
+        self._stopping.set()
+        workers = [
+            thread for thread in self._threads if thread.name.startswith("smartthumb-worker")
+        ]
+        for _ in workers:
+            self._queue.put(None)
+        deadline = time.monotonic() + (timeout if graceful else 0)
+        for thread in workers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self._aborting = True
+            self._interrupted.update(self._processes)
+            processes = list(self._processes.values())
+        for process in processes:
+            process.kill()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join()
+        self._forkserver.close()
+        self._senders.shutdown(wait=True, cancel_futures=True)
+        self._webhooks.close()
+        self._store.close()
+
+    def submit(
+        self,
+        spec: ThumbnailSpec,
+        inputs: Sequence[InputFile],
+        *,
+        webhook_url: str | None = None,
+        batch_id: str | None = None,
+    ) -> Job:
+        """Queue a job. Raises InputError, InvalidWebhookURL or QueueFullError."""
+        if not inputs:
+            raise InputError("at least one input image is needed")
+        for item in inputs:
+            if item.path is not None and not item.path.is_file():
+                raise InputError(f"input {item.name!r}: no such file")
+        if webhook_url is not None:
+            check_url(webhook_url, self.settings.allow_private_webhooks)
+        self._check_capacity()
+        job = Job(
+            id=uuid.uuid4().hex,
+            batch_id=batch_id,
+            spec=spec,
+            input_names=[item.name for item in inputs],
+            created_at=_now(),
+            webhook=WebhookDelivery(enabled=webhook_url is not None, url=webhook_url),
+        )
+        paths = self._write_inputs(job.id, inputs)
+        with self._lock:
+            try:
+                self._check_capacity()
+            except QueueFullError:
+                shutil.rmtree(self._job_dir(job.id), ignore_errors=True)
+                raise
+            self._store.insert(job, paths)
+            if self._started:
+                self._queue.put(job.id)
+        return job.model_copy(update={"queue_position": self._store.queue_position(job.id)})
+
+    def get(self, job_id: str) -> Job | None:
+        job = self._store.get(job_id)
+        if job is None or job.state is JobState.expired:
+            return None
+        if job.expires_at is not None and job.expires_at <= _now():
+            return None  # the scheduler deletes it soon
+        if job.state is JobState.queued:
+            job.queue_position = self._store.queue_position(job_id)
+        return job
+
+    def list_batch(self, batch_id: str) -> list[Job]:
+        jobs = (self.get(job.id) for job in self._store.list_batch(batch_id))
+        return [job for job in jobs if job is not None]
+
+    def output_path(self, job_id: str) -> Path | None:
+        job = self.get(job_id)
+        if job is None or job.state is not JobState.done:
+            return None
+        path = self._output(job)
+        return path if path.is_file() else None
+
+    def stats(self) -> QueueStats:
+        return QueueStats(
+            queued=self._store.count(JobState.queued),
+            running=self._store.count(JobState.running),
+            capacity=self.settings.queue_capacity,
+            workers=self.settings.workers,
+        )
+
+    def wait(self, job_id: str, timeout: float) -> Job:
+        """The job once done or failed. Raises UnknownJobError, or TimeoutError after `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                job = self.get(job_id)
+                if job is None:
+                    raise UnknownJobError(job_id)
+                if job.state.finished:
+                    return job
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"job {job_id} still {job.state.value} after {timeout} s")
+                self._changed.wait(remaining)
+
+    # --- files ----------------------------------------------------------------------------------
+
+    def _job_dir(self, job_id: str) -> Path:
+        return self._jobs_dir / job_id
+
+    def _output(self, job: Job) -> Path:
+        return self._job_dir(job.id) / f"thumbnail.{job.spec.format.extension}"
+
+    def _write_inputs(self, job_id: str, inputs: Sequence[InputFile]) -> list[Path]:
+        directory = self._job_dir(job_id) / "inputs"
+        directory.mkdir(parents=True)
+        paths = []
+        for index, item in enumerate(inputs):
+            if item.path is not None:
+                paths.append(item.path.absolute())
+                continue
+            path = directory / _stored_name(index, item.name)
+            path.write_bytes(item.data or b"")
+            paths.append(path)
+        return paths
+
+    def _check_capacity(self) -> None:
+        if self._store.count(JobState.queued) >= self.settings.queue_capacity:
+            raise QueueFullError(
+                f"the queue is full ({self.settings.queue_capacity} jobs): retry later"
+            )
+
+    # --- carrying out the lifecycle ---------------------------------------------------------------
+
+    def _spawn(self, target: object, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _apply(self, job_id: str, event: Event) -> Transition | None:
+        """Decide and persist; None when the job is gone (expired meanwhile)."""
+        with self._lock:
+            job = self._store.get(job_id)
+            if job is None:
+                return None
+            transition = decide(job, event, _now(), self._policy)
+            self._store.save(transition.job)
+            self._changed.notify_all()
+        self._metrics.observe(job, event, transition)
+        self._carry_out(job_id, transition.actions)
+        return transition
+
+    def _carry_out(self, job_id: str, actions: list[Action]) -> None:
+        """Every action but RunRunner, which the worker that applied the event runs itself."""
+        for action in actions:
+            if isinstance(action, DeliverWebhook):
+                if action.at <= _now():
+                    self._dispatch_webhook(job_id)
+                else:
+                    self._wake.set()  # the scheduler recomputes its next wake-up
+            elif isinstance(action, Expire):
+                self._store.delete(job_id)
+            elif isinstance(action, DeleteArtifacts):
+                shutil.rmtree(self._job_dir(job_id), ignore_errors=True)
+
+    def _work(self) -> None:
+        while True:
+            job_id = self._queue.get()
+            if job_id is None or self._stopping.is_set():
+                return
+            transition = self._apply(job_id, Started())
+            while transition is not None:
+                run = next((a for a in transition.actions if isinstance(a, RunRunner)), None)
+                if run is None:
+                    break
+                transition = self._apply(job_id, self._run(transition.job, run))
+
+    def _run(self, job: Job, run: RunRunner) -> RunnerExited | Interrupted:
+        settings = self.settings
+        argv = runner_argv(job.spec, self._store.inputs(job.id), self._output(job), run)
+        log_stem = self._job_dir(job.id) / ("fallback" if run.fallback else "main")
+        limit = settings.fallback_memory_limit_mb if run.fallback else settings.memory_limit_mb
+        with self._lock:
+            if self._aborting:
+                return Interrupted(reason="the engine stopped before the job ran")
+            process = self._forkserver.run(argv, log_stem, limit)
+            self._processes[job.id] = process
+        finished = process.wait(settings.job_timeout_s)
+        with self._lock:
+            del self._processes[job.id]
+            if job.id in self._interrupted:
+                self._interrupted.discard(job.id)
+                return Interrupted(reason="the engine stopped while the job ran")
+        if not finished:
+            process.kill()
+            return RunnerExited(
+                outcome=RunOutcome.timeout,
+                message=f"the runner did not finish within {settings.job_timeout_s:g} s",
+            )
+        return process.outcome()
+
+    def _schedule(self) -> None:
+        """Apply Tick to jobs whose TTL or webhook retry is due; sleep until the next one."""
+        while not self._stopping.is_set():
+            self._wake.clear()
+            with self._lock:
+                delivering = set(self._delivering)
+            for job_id in self._store.due(_now(), exclude=delivering):
+                self._apply(job_id, Tick())
+            with self._lock:
+                next_due = self._store.next_due(exclude=self._delivering)
+            pause = self.settings.sweep_interval_s
+            if next_due is not None:
+                pause = min(pause, max(0.0, next_due - time.time()))
+            self._wake.wait(pause)
+
+    def _dispatch_webhook(self, job_id: str) -> None:
+        with self._lock:
+            if job_id in self._delivering or self._stopping.is_set():
+                return
+            self._delivering.add(job_id)
+        self._senders.submit(self._deliver, job_id)
+
+    def _deliver(self, job_id: str) -> None:
+        try:
+            job = self._store.get(job_id)
+            if job is not None and job.webhook.next_attempt_at is not None:
+                self._apply(job_id, self._webhooks.deliver(job))
+        except Exception:
+            log.exception("webhook delivery of job %s failed", job_id)
+        finally:
+            with self._lock:
+                self._delivering.discard(job_id)
+            self._wake.set()

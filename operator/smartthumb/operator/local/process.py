@@ -1,0 +1,177 @@
+"""Runner processes, forked from the fork server (zygote.py), one per run, under a memory limit."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+from pydantic import ValidationError
+from smartthumb.operator.lifecycle import RunnerExited, RunRunner
+from smartthumb.operator.models import RunOutcome
+from smartthumb.runner.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_OUT_OF_MEMORY
+from smartthumb.runner.spec import RunResult, ThumbnailSpec
+
+OOM_EXIT_CODES = {EXIT_OUT_OF_MEMORY, -signal.SIGKILL, 128 + signal.SIGKILL}
+# Under an address-space limit, native code whose allocation fails often crashes instead of
+# raising: a segfault or a C++ abort there is most likely memory, and the fallback is cheap.
+CRASH_SIGNALS = {-signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS}
+# One job per process (the parallelism is across jobs): idle thread pools only inflate RLIMIT_AS.
+SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+class ForkServerError(RuntimeError):
+    """The fork server could not start or died."""
+
+
+def runner_argv(spec: ThumbnailSpec, inputs: list[Path], output: Path, run: RunRunner) -> list[str]:
+    """The argv of the CLI contract (`smartthumb crop ...`)."""
+    argv = ["crop", "--spec", spec.model_dump_json(), "-o", str(output.absolute())]
+    if run.fallback:
+        argv += ["--fallback", "--fallback-reason", run.reason or "fallback"]
+    return [*argv, *(str(path.absolute()) for path in inputs)]
+
+
+def classify(exit_code: int | None, stdout: str, stderr: str, memory_limit_mb: int) -> RunnerExited:
+    """How a run ended, from its exit status (None: unknown, the fork server died) and output."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    message = lines[-1].removeprefix("smartthumb: error: ") if lines else None
+    if exit_code == EXIT_OK:
+        try:
+            result = RunResult.model_validate_json(stdout.strip().splitlines()[-1])
+        except (ValidationError, IndexError):
+            return RunnerExited(outcome=RunOutcome.internal, message="unreadable result on stdout")
+        return RunnerExited(outcome=RunOutcome.ok, result=result)
+    if exit_code == EXIT_BAD_INPUT:
+        return RunnerExited(outcome=RunOutcome.bad_input, message=message)
+    if exit_code in OOM_EXIT_CODES or exit_code in CRASH_SIGNALS:
+        if exit_code == EXIT_OUT_OF_MEMORY:
+            how = message or "MemoryError"
+        else:
+            how = f"killed by {signal.Signals(abs(exit_code) % 128).name}"
+        return RunnerExited(
+            outcome=RunOutcome.oom, message=f"{how} at the {memory_limit_mb} MiB memory limit"
+        )
+    if exit_code is None:
+        message = "the runner's fork server died"
+    elif exit_code < 0:
+        message = f"killed by {signal.Signals(-exit_code).name}"
+    return RunnerExited(outcome=RunOutcome.internal, message=message or f"exit code {exit_code}")
+
+
+class RunnerProcess:
+    """One run: stdout and stderr go to `<log_stem>.out` / `.err`."""
+
+    def __init__(
+        self, server: ForkServer, run_id: int, log_stem: Path, memory_limit_mb: int
+    ) -> None:
+        self._server = server
+        self.memory_limit_mb = memory_limit_mb
+        self.run_id = run_id
+        self.stdout = log_stem.with_suffix(".out")
+        self.stderr = log_stem.with_suffix(".err")
+        self.exit_code: int | None = None
+        self.ended = threading.Event()
+
+    def wait(self, timeout: float) -> bool:
+        """True when the process has ended within `timeout` seconds."""
+        return self.ended.wait(timeout)
+
+    def kill(self) -> None:
+        self._server.kill(self.run_id)
+        self.ended.wait()
+
+    def outcome(self) -> RunnerExited:
+        def read(path: Path) -> str:
+            return path.read_text(errors="replace") if path.exists() else ""
+
+        return classify(self.exit_code, read(self.stdout), read(self.stderr), self.memory_limit_mb)
+
+
+class ForkServer:
+    """The engine's side of zygote.py: sends run/kill requests, routes exit reports."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._runs: dict[int, RunnerProcess] = {}
+        self._alive = False
+        self._ids = itertools.count(1)
+
+    def start(self) -> None:
+        env = {**os.environ, **SINGLE_THREADED}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "smartthumb.operator.local.zygote"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        assert process.stdout is not None
+        ready = process.stdout.readline()
+        if json.loads(ready or b"{}").get("event") != "ready":
+            process.kill()
+            process.wait()
+            raise ForkServerError(f"the runner fork server did not start (exit {process.poll()})")
+        self._process = process
+        self._alive = True
+        threading.Thread(
+            target=self._read, args=(process.stdout,), name="smartthumb-forkserver", daemon=True
+        ).start()
+
+    def close(self) -> None:
+        """Closing its stdin ends the server (and kills any child left)."""
+        if self._process is not None:
+            assert self._process.stdin is not None
+            self._process.stdin.close()
+            self._process.wait()
+
+    def run(self, argv: list[str], log_stem: Path, memory_limit_mb: int) -> RunnerProcess:
+        with self._lock:
+            run = RunnerProcess(self, next(self._ids), log_stem, memory_limit_mb)
+            if not self._alive:
+                run.ended.set()  # exit code None: reported as "the fork server died"
+                return run
+            self._runs[run.run_id] = run
+            self._send(
+                {
+                    "op": "run",
+                    "id": run.run_id,
+                    "argv": argv,
+                    "stdout": str(run.stdout),
+                    "stderr": str(run.stderr),
+                    "memory_limit_mb": run.memory_limit_mb,
+                }
+            )
+        return run
+
+    def kill(self, run_id: int) -> None:
+        with self._lock:
+            self._send({"op": "kill", "id": run_id})
+
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self._process is not None and self._process.stdin is not None
+        try:
+            self._process.stdin.write(json.dumps(message).encode() + b"\n")
+            self._process.stdin.flush()
+        except BrokenPipeError:
+            pass  # the reader thread reports the runs of a dead server as ended
+
+    def _read(self, stream: IO[bytes]) -> None:
+        for line in stream:
+            message = json.loads(line)
+            with self._lock:
+                run = self._runs.pop(message["id"])
+            run.exit_code = message["exit_code"]
+            run.ended.set()
+        with self._lock:  # the server is gone: no exit report will come
+            self._alive = False
+            orphans = list(self._runs.values())
+            self._runs.clear()
+        for run in orphans:
+            run.ended.set()

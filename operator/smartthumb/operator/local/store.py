@@ -1,0 +1,142 @@
+"""The local engine's jobs in SQLite (WAL): everything survives a restart of the process.
+
+Each row holds the Job as JSON (the single source of truth) plus the few columns the engine
+queries by: state and submission order, batch, TTL and the next webhook attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+
+from smartthumb.operator.models import Job, JobState
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    batch_id    TEXT,
+    state       TEXT NOT NULL,
+    expires_at  REAL,
+    webhook_due REAL,
+    inputs      TEXT NOT NULL,
+    document    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
+CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch_id, seq);
+CREATE INDEX IF NOT EXISTS jobs_expires ON jobs (expires_at);
+CREATE INDEX IF NOT EXISTS jobs_webhook ON jobs (webhook_due);
+"""
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    return moment.timestamp() if moment is not None else None
+
+
+class JobStore:
+    """Thread-safe: one connection shared behind a lock (SQLite serialises writers anyway)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a process crash; only a power cut may lose the tail.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _columns(self, job: Job) -> tuple:
+        return (
+            job.batch_id,
+            job.state.value,
+            _epoch(job.expires_at),
+            _epoch(job.webhook.next_attempt_at),
+            job.model_dump_json(exclude={"queue_position"}),
+        )
+
+    def insert(self, job: Job, inputs: list[Path]) -> None:
+        """Add a new job; `inputs` are the files the runner reads (never shown to clients)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO jobs (batch_id, state, expires_at, webhook_due, document, id, inputs)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*self._columns(job), job.id, json.dumps([str(path) for path in inputs])),
+            )
+
+    def save(self, job: Job) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET batch_id = ?, state = ?, expires_at = ?, webhook_due = ?,"
+                " document = ? WHERE id = ?",
+                (*self._columns(job), job.id),
+            )
+
+    def delete(self, job_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def _rows(self, sql: str, params: Iterable = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    def get(self, job_id: str) -> Job | None:
+        rows = self._rows("SELECT document FROM jobs WHERE id = ?", (job_id,))
+        return Job.model_validate_json(rows[0][0]) if rows else None
+
+    def inputs(self, job_id: str) -> list[Path]:
+        rows = self._rows("SELECT inputs FROM jobs WHERE id = ?", (job_id,))
+        return [Path(path) for path in json.loads(rows[0][0])] if rows else []
+
+    def list_batch(self, batch_id: str) -> list[Job]:
+        rows = self._rows("SELECT document FROM jobs WHERE batch_id = ? ORDER BY seq", (batch_id,))
+        return [Job.model_validate_json(document) for (document,) in rows]
+
+    def ids_in_state(self, state: JobState) -> list[str]:
+        """In submission order."""
+        rows = self._rows("SELECT id FROM jobs WHERE state = ? ORDER BY seq", (state.value,))
+        return [job_id for (job_id,) in rows]
+
+    def count(self, state: JobState) -> int:
+        return self._rows("SELECT COUNT(*) FROM jobs WHERE state = ?", (state.value,))[0][0]
+
+    def queue_position(self, job_id: str) -> int | None:
+        """1 for the next queued job to run; None when the job is not queued."""
+        rows = self._rows(
+            "SELECT COUNT(*) FROM jobs WHERE state = 'queued'"
+            " AND seq <= (SELECT seq FROM jobs WHERE id = ? AND state = 'queued')",
+            (job_id,),
+        )
+        return rows[0][0] or None
+
+    def due(self, now: datetime, exclude: Iterable[str] = ()) -> list[str]:
+        """Jobs whose TTL or next webhook attempt has come, less those in `exclude`."""
+        excluded = list(exclude)
+        marks = ",".join("?" * len(excluded))
+        stamp = now.timestamp()
+        rows = self._rows(
+            "SELECT id FROM jobs WHERE (expires_at <= ? OR webhook_due <= ?)"
+            f" AND id NOT IN ({marks}) ORDER BY seq",
+            (stamp, stamp, *excluded),
+        )
+        return [job_id for (job_id,) in rows]
+
+    def next_due(self, exclude: Iterable[str] = ()) -> float | None:
+        """The earliest TTL or webhook attempt (unix seconds) among jobs not in `exclude`."""
+        excluded = list(exclude)
+        marks = ",".join("?" * len(excluded))
+        rows = self._rows(
+            "SELECT MIN(MIN(COALESCE(expires_at, 1e300), COALESCE(webhook_due, 1e300)))"
+            f" FROM jobs WHERE id NOT IN ({marks})",
+            excluded,
+        )
+        value = rows[0][0]
+        return value if value is not None and value < 1e300 else None

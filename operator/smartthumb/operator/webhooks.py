@@ -1,0 +1,109 @@
+"""The completion webhook: payload, Standard Webhooks signature, one delivery attempt.
+
+Retries are decided by the lifecycle state machine; this module only makes one POST and
+reports how it ended as a WebhookResponse event.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from smartthumb.operator.lifecycle import WebhookResponse
+from smartthumb.operator.models import Job, JobState
+from smartthumb.operator.netguard import AllowPrivate, GuardedTransport, InvalidWebhookURL
+from standardwebhooks import Webhook
+
+EVENT = "thumbnail.job.completed"
+
+
+def job_urls(public_url: str, job_id: str) -> tuple[str, str]:
+    """The job's status URL and image URL as clients see them."""
+    job_url = f"{public_url.rstrip('/')}/job/{job_id}"
+    return job_url, f"{job_url}/image"
+
+
+def payload(job: Job, public_url: str) -> dict[str, Any]:
+    """The body: the same bytes on every attempt, so the receiver can dedupe on webhook-id."""
+    job_url, image_url = job_urls(public_url, job.id)
+    return {
+        "event": EVENT,
+        "job_id": job.id,
+        "status": job.state.value,
+        "job_url": job_url,
+        "image_url": image_url if job.state is JobState.done else None,
+        "result": job.result.model_dump(mode="json") if job.result else None,
+        "error": job.error,
+        "timestamp": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Retry-After as seconds: either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - now).total_seconds())
+
+
+class WebhookSender:
+    def __init__(
+        self,
+        *,
+        public_url: str,
+        secret: str | None,
+        timeout_s: float,
+        allow_private: AllowPrivate,
+    ) -> None:
+        self._public_url = public_url
+        self._signer = Webhook(secret) if secret else None
+        # Redirects are failures, never followed: a 3xx could point anywhere.
+        self._client = httpx.Client(
+            transport=GuardedTransport(allow_private),
+            follow_redirects=False,
+            timeout=timeout_s,
+            headers={"user-agent": "smartthumb-webhook/1"},
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def headers(self, job: Job, body: str, now: datetime) -> dict[str, str]:
+        message_id = f"msg_{job.id}"  # one completion event per job: stable across retries
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+        }
+        if self._signer is not None:
+            headers["webhook-signature"] = self._signer.sign(message_id, now, body)
+        return headers
+
+    def deliver(self, job: Job) -> WebhookResponse:
+        """POST the completion event once."""
+        assert job.webhook.url is not None
+        body = json.dumps(payload(job, self._public_url), separators=(",", ":"))
+        now = datetime.now(UTC)
+        try:
+            response = self._client.post(
+                job.webhook.url, content=body.encode(), headers=self.headers(job, body, now)
+            )
+        except InvalidWebhookURL as error:
+            return WebhookResponse(error=str(error), permanent=True)
+        except httpx.HTTPError as error:
+            return WebhookResponse(error=f"{type(error).__name__}: {error}".rstrip(": "))
+        return WebhookResponse(
+            status_code=response.status_code,
+            retry_after_s=parse_retry_after(response.headers.get("retry-after"), now),
+        )

@@ -1,0 +1,223 @@
+"""Seed 000's contract over real HTTP: POST /thumbnail, GET /job/{id}, GET /job/{id}/image."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from apiserver import LiveServer, assert_error, b64, encode, live_server, wait_done
+from images import art_page, blank_page, photo, text_page
+from PIL import Image
+
+
+@pytest.fixture(scope="module")
+def input_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("inputs")
+    (root / "chapter").mkdir()
+    for index, page in enumerate(
+        [text_page(), art_page("astronaut"), art_page("coffee"), blank_page(), art_page("chelsea")]
+    ):
+        page.save(root / "chapter" / f"page-{index}.jpg", quality=88)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, input_root: Path) -> Iterator[LiveServer]:
+    with live_server(tmp_path_factory.mktemp("data"), input_root=input_root) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        yield http
+
+
+def astronaut_jpeg() -> str:
+    return b64(encode(photo("astronaut"), quality=90))
+
+
+def test_crop_job_runs_and_serves_its_image(client: httpx.Client, server: LiveServer) -> None:
+    response = client.post(
+        "/thumbnail",
+        json={
+            "mode": "crop",
+            "width": 300,
+            "height": 300,
+            "image_files": [{"filename": "astronaut.jpg", "content_base64": astronaut_jpeg()}],
+        },
+    )
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    job_id = accepted["job_id"]
+    assert accepted["status"] in ("queued", "processing")
+    assert accepted["job_url"] == f"{server.url}/job/{job_id}"
+    assert accepted["image_url"] == f"{server.url}/job/{job_id}/image"
+    assert accepted["expires_in_seconds"] == 7200
+    assert accepted["webhook_enabled"] is False
+    assert isinstance(accepted["pending_jobs"], int)
+
+    job = wait_done(client, job_id)
+    assert job["status"] == "done", job
+    assert job["started_at"] and job["finished_at"] and job["expires_at"]
+    assert 0 < job["expires_in_seconds"] <= 7200
+    assert job["webhook"]["enabled"] is False
+    result = job["result"]
+    assert result["output_path"] == accepted["image_url"]  # a URL, never a server path
+    assert result["composed_from"] == ["astronaut.jpg"]
+    assert result["selected_page_index"] == 0
+    assert result["fallback_used"] is False and result["worker_warning"] is None
+    assert result["candidates"][0]["name"] == "astronaut.jpg"
+    assert result["candidates"][0]["width"] == 512
+    assert result["output"] == {**result["output"], "width": 300, "height": 300, "format": "jpeg"}
+
+    image = client.get(f"/job/{job_id}/image")
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/jpeg"
+    with Image.open(io.BytesIO(image.content)) as thumbnail:
+        assert thumbnail.size == (300, 300)
+
+
+def test_pair_from_server_paths_under_the_input_root(client: httpx.Client) -> None:
+    paths = [f"chapter/page-{index}.jpg" for index in range(5)]
+    response = client.post("/thumbnail", json={"image_path": paths[0], "image_paths": paths[1:]})
+    assert response.status_code == 202, response.text
+    job = wait_done(client, response.json()["job_id"])
+    assert job["status"] == "done", job
+    assert job["inputs"] == paths
+    result = job["result"]
+    assert result["mode"] == "pair"
+    assert result["output"]["width"] == 1200 and result["output"]["height"] == 675
+    assert len(result["composed_from"]) == 2
+    assert set(result["composed_from"]) <= set(paths)
+    assert "chapter/page-3.jpg" not in result["composed_from"]  # the blank page
+    assert len(result["candidates"]) == 5
+    assert sum(candidate["selected"] for candidate in result["candidates"]) >= 1
+
+
+def test_image_conversions_are_cached_next_to_the_output(
+    client: httpx.Client, server: LiveServer
+) -> None:
+    response = client.post(
+        "/thumbnail",
+        json={
+            "mode": "fit",
+            "width": 400,
+            "image_files": [{"filename": "a.jpg", "content_base64": astronaut_jpeg()}],
+        },
+    )
+    job_id = response.json()["job_id"]
+    assert wait_done(client, job_id)["status"] == "done"
+
+    first = client.get(f"/job/{job_id}/image", params={"format": "webp", "width": 100})
+    assert first.status_code == 200
+    assert first.headers["content-type"] == "image/webp"
+    with Image.open(io.BytesIO(first.content)) as variant:
+        assert variant.format == "WEBP" and variant.size == (100, 100)
+    cached = list(server.settings.data_dir.rglob("*.w100.q82.webp"))
+    assert len(cached) == 1
+    made_at = cached[0].stat().st_mtime_ns
+    time.sleep(0.05)
+    second = client.get(f"/job/{job_id}/image", params={"format": "webp", "width": 100})
+    assert second.content == first.content
+    assert cached[0].stat().st_mtime_ns == made_at  # served from disk, not encoded again
+
+    jpg = client.get(f"/job/{job_id}/image", params={"format": "jpg", "quality": 40})
+    assert jpg.headers["content-type"] == "image/jpeg"
+    avif = client.get(f"/job/{job_id}/image", params={"format": "avif", "width": 5000})
+    with Image.open(io.BytesIO(avif.content)) as variant:
+        assert variant.size == (400, 400)  # never enlarged
+
+
+def test_conversion_query_is_validated(client: httpx.Client) -> None:
+    response = client.post(
+        "/thumbnail",
+        json={
+            "mode": "fit",
+            "width": 64,
+            "image_files": [{"filename": "a.jpg", "content_base64": astronaut_jpeg()}],
+        },
+    )
+    job_id = response.json()["job_id"]
+    wait_done(client, job_id)
+    assert_error(client.get(f"/job/{job_id}/image", params={"format": "gif"}), 422)
+    assert_error(client.get(f"/job/{job_id}/image", params={"width": 0}), 422)
+    assert_error(client.get(f"/job/{job_id}/image", params={"quality": 101}), 422)
+    assert_error(client.get(f"/job/{job_id}/image", params={"colour": "red"}), 422)
+
+
+def test_truncated_image_fails_the_job_with_a_clear_error(client: httpx.Client) -> None:
+    whole = encode(photo("coffee"), quality=90)
+    response = client.post(
+        "/thumbnail",
+        json={
+            "mode": "crop",
+            "width": 100,
+            "height": 100,
+            "image_files": [
+                {"filename": "cut.jpg", "content_base64": b64(whole[: len(whole) // 3])}
+            ],
+        },
+    )
+    assert response.status_code == 202, response.text
+    job = wait_done(client, response.json()["job_id"])
+    assert job["status"] == "failed"
+    assert job["error"] and job["result"] is None
+    error = assert_error(client.get(f"/job/{job['job_id']}/image"), 422, "job_failed")
+    assert job["error"] in error["message"]
+
+
+def test_image_is_409_until_done_and_queue_position_is_reported(
+    tmp_path: Path,
+) -> None:
+    big = b64(encode(photo("chelsea").resize((3000, 2000)), quality=90))
+    with (
+        live_server(tmp_path, workers=1) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        ids = [
+            client.post(
+                "/thumbnail",
+                json={
+                    "mode": "crop",
+                    "width": 200,
+                    "height": 200,
+                    "image_files": [{"filename": f"{n}.jpg", "content_base64": big}],
+                },
+            ).json()["job_id"]
+            for n in range(4)
+        ]
+        last = client.get(f"/job/{ids[-1]}").json()
+        assert last["status"] == "queued"
+        assert last["queue_position"] >= 1 and last["pending_jobs"] >= 1
+        assert_error(client.get(f"/job/{ids[-1]}/image"), 409, "job_not_finished")
+        for job_id in ids:
+            assert wait_done(client, job_id)["status"] == "done"
+        assert client.get(f"/job/{ids[-1]}/image").status_code == 200
+
+
+def test_unknown_and_expired_jobs_are_404(tmp_path: Path) -> None:
+    with (
+        live_server(tmp_path, ttl_s=0.5, sweep_interval_s=0.2) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        assert_error(client.get("/job/nope"), 404, "job_not_found")
+        assert_error(client.get("/job/nope/image"), 404, "job_not_found")
+        job_id = client.post(
+            "/thumbnail",
+            json={
+                "mode": "fit",
+                "width": 50,
+                "image_files": [{"filename": "a.jpg", "content_base64": astronaut_jpeg()}],
+            },
+        ).json()["job_id"]
+        wait_done(client, job_id)
+        deadline = time.monotonic() + 15
+        while client.get(f"/job/{job_id}").status_code != 404:
+            assert time.monotonic() < deadline, "the job never expired"
+            time.sleep(0.2)
+        assert_error(client.get(f"/job/{job_id}/image"), 404, "job_not_found")

@@ -1,0 +1,35 @@
+"""ApiSettings read from SMARTTHUMB_* variables, and the EngineSettings built from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from smartthumb.api.settings import ApiSettings
+
+
+def test_environment_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SMARTTHUMB_API_TOKENS", " alpha, beta ,,")
+    monkeypatch.setenv("SMARTTHUMB_PORT", "9000")
+    monkeypatch.setenv("SMARTTHUMB_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SMARTTHUMB_WORKERS", "3")
+    monkeypatch.setenv("SMARTTHUMB_ALLOW_PRIVATE_WEBHOOKS", '["10.0.0.0/8"]')
+    settings = ApiSettings()
+    assert settings.api_tokens == ["alpha", "beta"]
+    engine = settings.engine_settings()
+    assert engine.data_dir == tmp_path and engine.workers == 3
+    assert [str(network) for network in engine.allow_private_webhooks] == ["10.0.0.0/8"]
+
+
+def test_public_url_defaults_to_this_server_for_webhooks() -> None:
+    settings = ApiSettings(host="0.0.0.0", port=9000)
+    assert not settings.public_url_configured
+    assert settings.engine_settings().public_url == "http://127.0.0.1:9000"
+    behind_proxy = ApiSettings(public_url="https://thumbs.example.com/")
+    assert behind_proxy.public_url_configured
+    assert behind_proxy.engine_settings().public_url == "https://thumbs.example.com"
+
+
+def test_every_field_is_documented() -> None:
+    for name, field in ApiSettings.model_fields.items():
+        assert field.description, name

@@ -1,0 +1,214 @@
+"""The local engine end to end: real images, real runner processes, a real SQLite file."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+from smartthumb.operator.local import InputError, InputFile, LocalEngine, QueueFullError
+from smartthumb.operator.local.store import JobStore
+from smartthumb.operator.metrics import Metrics
+from smartthumb.operator.models import JobState, RunOutcome, RunRecord
+from images import save_photo
+from test_engine_support import (
+    RESIZE,
+    jpeg_input,
+    running_engine,
+    settings,
+    slow_png,
+    wait_until,
+)
+
+
+@pytest.fixture(scope="module")
+def big_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return slow_png(tmp_path_factory.mktemp("images") / "big.png")
+
+
+def test_a_job_runs_to_done_with_a_real_thumbnail(tmp_path: Path):
+    with running_engine(tmp_path) as engine:
+        job = engine.submit(RESIZE, [jpeg_input("cover.JPG", 1920, 1080)], batch_id="b1")
+        assert job.state is JobState.queued and job.queue_position == 1
+        done = engine.wait(job.id, timeout=30)
+        assert done.state is JobState.done and done.error is None
+        assert done.result.output.width == 200 and done.result.fallback_used is False
+        assert done.input_names == ["cover.JPG"]
+        assert done.started_at <= done.finished_at < done.expires_at
+        with Image.open(engine.output_path(job.id)) as image:
+            assert image.size == (200, 200) and image.format == "JPEG"
+        stored = list((tmp_path / "jobs" / job.id / "inputs").iterdir())
+        assert [path.name for path in stored] == ["000.jpg"]  # the server names files
+        assert [j.id for j in engine.list_batch("b1")] == [job.id]
+        assert engine.stats().model_dump() == {
+            "queued": 0,
+            "running": 0,
+            "capacity": 1000,
+            "workers": 2,
+        }
+
+
+def test_an_input_given_by_path_is_read_in_place(tmp_path: Path):
+    source = tmp_path / "page.jpg"
+    source.write_bytes(jpeg_input().data)
+    with running_engine(tmp_path / "data") as engine:
+        job = engine.wait(engine.submit(RESIZE, [InputFile(name="page.jpg", path=source)]).id, 30)
+        assert job.state is JobState.done
+    assert source.exists()
+
+
+def test_unusable_submissions_raise_clear_errors(tmp_path: Path):
+    with pytest.raises(ValidationError, match="exactly one of data and path"):
+        InputFile(name="a.jpg", data=b"x", path=tmp_path)
+    with running_engine(tmp_path) as engine:
+        with pytest.raises(InputError, match="at least one input"):
+            engine.submit(RESIZE, [])
+        with pytest.raises(InputError, match="no such file"):
+            engine.submit(RESIZE, [InputFile(name="x.jpg", path=tmp_path / "missing.jpg")])
+        assert engine.get("no-such-job") is None and engine.output_path("no-such-job") is None
+
+
+def test_bad_input_fails_without_fallback(tmp_path: Path):
+    registry = CollectorRegistry()
+    engine = LocalEngine(settings(tmp_path), metrics=Metrics(registry))
+    engine.start()
+    try:
+        job = engine.submit(RESIZE, [InputFile(name="notes.jpg", data=b"this is not an image")])
+        failed = engine.wait(job.id, timeout=30)
+    finally:
+        engine.stop()
+    assert failed.state is JobState.failed
+    assert "notes.jpg" in failed.error or "image" in failed.error
+    assert [run.outcome for run in failed.runs] == [RunOutcome.bad_input]
+    assert failed.result is None and failed.fallback_reason is None
+    assert registry.get_sample_value("smartthumb_jobs_finished_total", {"state": "failed"}) == 1
+
+
+def png_input(directory: Path) -> InputFile:
+    """A 1920x1080 photo as PNG: no draft decoding, so the runner must map ~6 MiB anew."""
+    path = save_photo(directory, "astronaut", size=(1920, 1080), fmt="PNG", suffix="png")
+    return InputFile(name=path.name, path=path)
+
+
+def test_out_of_memory_in_the_main_runner_falls_back(tmp_path: Path):
+    # 64 MiB of address space is far below what the preloaded runner already maps: the first
+    # new mapping (decoding the image) fails with MemoryError.
+    registry = CollectorRegistry()
+    engine = LocalEngine(settings(tmp_path, memory_limit_mb=64), metrics=Metrics(registry))
+    engine.start()
+    try:
+        done = engine.wait(engine.submit(RESIZE, [png_input(tmp_path)]).id, timeout=30)
+    finally:
+        engine.stop()
+    assert done.state is JobState.done
+    assert done.result.fallback_used is True
+    assert done.result.worker_warning == done.fallback_reason
+    assert "ran out of memory" in done.fallback_reason and "64 MiB" in done.fallback_reason
+    assert [(run.fallback, run.outcome) for run in done.runs] == [
+        (False, RunOutcome.oom),
+        (True, RunOutcome.ok),
+    ]
+    assert (
+        registry.get_sample_value("smartthumb_runner_out_of_memory_total", {"runner": "main"}) == 1
+    )
+    assert registry.get_sample_value("smartthumb_fallbacks_total") == 1
+    assert registry.get_sample_value("smartthumb_jobs_finished_total", {"state": "done"}) == 1
+
+
+def test_out_of_memory_in_the_fallback_too_fails_clearly(tmp_path: Path):
+    with running_engine(tmp_path, memory_limit_mb=64, fallback_memory_limit_mb=64) as engine:
+        failed = engine.wait(engine.submit(RESIZE, [png_input(tmp_path)]).id, timeout=30)
+    assert failed.state is JobState.failed
+    assert failed.error.startswith("out of memory: the main runner and the light fallback both")
+    assert [run.outcome for run in failed.runs] == [RunOutcome.oom, RunOutcome.oom]
+
+
+def test_a_runner_past_its_timeout_is_killed_and_failed(tmp_path: Path, big_png: Path):
+    with running_engine(tmp_path, job_timeout_s=0.3) as engine:
+        job = engine.submit(RESIZE, [InputFile(name="big.png", path=big_png)])
+        failed = engine.wait(job.id, timeout=30)
+    assert failed.state is JobState.failed
+    assert failed.error == "timed out (the runner did not finish within 0.3 s)"
+    assert [run.outcome for run in failed.runs] == [RunOutcome.timeout]
+
+
+def test_a_full_queue_refuses_new_jobs(tmp_path: Path):
+    engine = LocalEngine(settings(tmp_path, queue_capacity=2))  # not started: jobs stay queued
+    try:
+        first = engine.submit(RESIZE, [jpeg_input()])
+        second = engine.submit(RESIZE, [jpeg_input()])
+        with pytest.raises(QueueFullError, match="queue is full"):
+            engine.submit(RESIZE, [jpeg_input()])
+        assert (first.queue_position, second.queue_position) == (1, 2)
+        assert engine.stats().queued == 2
+        assert len(list((tmp_path / "jobs").iterdir())) == 2  # nothing left of the refused one
+    finally:
+        engine.stop()
+
+
+def test_finished_jobs_expire_with_their_files(tmp_path: Path):
+    with running_engine(tmp_path, ttl_s=0.5, sweep_interval_s=0.1) as engine:
+        job = engine.wait(engine.submit(RESIZE, [jpeg_input()]).id, timeout=30)
+        assert engine.output_path(job.id) is not None
+        wait_until(lambda: not (tmp_path / "jobs" / job.id).exists(), timeout=10)
+        assert engine.get(job.id) is None and engine.output_path(job.id) is None
+        assert JobStore(tmp_path / "smartthumb.sqlite3").get(job.id) is None
+
+
+def test_queued_jobs_survive_a_restart(tmp_path: Path):
+    engine = LocalEngine(settings(tmp_path))
+    job = engine.submit(RESIZE, [jpeg_input()])
+    engine.stop()
+    with running_engine(tmp_path) as restarted:
+        assert restarted.wait(job.id, timeout=30).state is JobState.done
+
+
+def test_a_job_left_running_by_a_dead_process_is_rerun(tmp_path: Path):
+    engine = LocalEngine(settings(tmp_path))
+    job = engine.submit(RESIZE, [jpeg_input()])
+    engine.stop()
+    # What a crash mid-run leaves behind: the row says running.
+    store = JobStore(tmp_path / "smartthumb.sqlite3")
+    now = datetime.now(UTC)
+    store.save(
+        job.model_copy(
+            update={
+                "state": JobState.running,
+                "started_at": now,
+                "runs": [RunRecord(fallback=False, started_at=now)],
+            }
+        )
+    )
+    store.close()
+    with running_engine(tmp_path) as restarted:
+        done = restarted.wait(job.id, timeout=30)
+    assert done.state is JobState.done
+    assert [run.outcome for run in done.runs] == [RunOutcome.interrupted, RunOutcome.ok]
+
+
+def test_stop_requeues_running_work_and_the_next_engine_finishes_it(tmp_path: Path, big_png: Path):
+    engine = LocalEngine(settings(tmp_path))
+    engine.start()
+    job = engine.submit(RESIZE, [InputFile(name="big.png", path=big_png)])
+    wait_until(lambda: engine.get(job.id).state is JobState.running)
+    engine.stop(graceful=False)
+    store = JobStore(tmp_path / "smartthumb.sqlite3")
+    assert store.get(job.id).state is JobState.queued
+    store.close()
+    with running_engine(tmp_path) as restarted:
+        done = restarted.wait(job.id, timeout=60)
+    assert done.state is JobState.done
+    assert [run.outcome for run in done.runs] == [RunOutcome.interrupted, RunOutcome.ok]
+
+
+def test_graceful_stop_finishes_running_work(tmp_path: Path, big_png: Path):
+    engine = LocalEngine(settings(tmp_path))
+    engine.start()
+    job = engine.submit(RESIZE, [InputFile(name="big.png", path=big_png)])
+    wait_until(lambda: engine.get(job.id).state is JobState.running)
+    engine.stop(graceful=True, timeout=60)
+    store = JobStore(tmp_path / "smartthumb.sqlite3")
+    assert store.get(job.id).state is JobState.done

@@ -1,0 +1,122 @@
+"""Helpers shared by the engine and webhook tests (no tests here)."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from prometheus_client import CollectorRegistry
+from smartthumb.operator.local import EngineSettings, InputFile, LocalEngine
+from smartthumb.operator.metrics import Metrics
+from smartthumb.runner.spec import ThumbnailSpec
+
+RESIZE = ThumbnailSpec(mode="resize", width=200, height=200)
+
+
+def jpeg_bytes(width: int = 640, height: int = 360) -> bytes:
+    """A real photo-like JPEG: gradients plus noise, so the codec has work to do."""
+    rng = np.random.default_rng(width * height)
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.stack([x * 255 // width, y * 255 // height, (x + y) % 256], axis=-1)
+    image = np.clip(image + rng.integers(-20, 20, image.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def jpeg_input(name: str = "photo.jpg", width: int = 640, height: int = 360) -> InputFile:
+    return InputFile(name=name, data=jpeg_bytes(width, height))
+
+
+def slow_png(path: Path) -> Path:
+    """A 48-megapixel PNG: decoding it takes the runner about a second (PNG has no draft mode)."""
+    if not path.exists():
+        y, x = np.mgrid[0:6000, 0:8000]
+        image = np.stack([x % 256, y % 256, (x + y) % 256], axis=-1).astype(np.uint8)
+        Image.fromarray(image).save(path, compress_level=1)
+    return path
+
+
+def settings(data_dir: Path, **overrides: Any) -> EngineSettings:
+    return EngineSettings(data_dir=data_dir, workers=2, **overrides)
+
+
+@contextmanager
+def running_engine(data_dir: Path, **overrides: Any) -> Iterator[LocalEngine]:
+    """A started engine with its own metrics registry, stopped at the end."""
+    engine = LocalEngine(settings(data_dir, **overrides), metrics=Metrics(CollectorRegistry()))
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.stop(graceful=False)
+
+
+class Receiver:
+    """A real webhook receiver on 127.0.0.1 that answers with the queued status codes
+    (then 200) and records every request."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.statuses: list[tuple[int, dict[str, str]]] = []
+        self.received = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                with receiver.received:
+                    status, headers = receiver.statuses.pop(0) if receiver.statuses else (200, {})
+                    receiver.requests.append(
+                        {
+                            "headers": dict(self.headers),
+                            "body": body.decode(),
+                            "status": status,
+                            "at": time.monotonic(),
+                        }
+                    )
+                    receiver.received.notify_all()
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hooks/thumbnail"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def wait_for(self, count: int, timeout: float = 20) -> list[dict[str, Any]]:
+        with self.received:
+            if not self.received.wait_for(lambda: len(self.requests) >= count, timeout):
+                raise TimeoutError(f"{len(self.requests)} webhook requests, expected {count}")
+            return list(self.requests)
+
+    def payload(self, index: int = 0) -> dict[str, Any]:
+        return json.loads(self.requests[index]["body"])
+
+
+def wait_until(predicate: Any, timeout: float = 20, interval: float = 0.02) -> None:
+    """Poll `predicate` until it holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout} s")
+        time.sleep(interval)

@@ -1,0 +1,77 @@
+"""The SQLite job store, on a real file."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from smartthumb.operator.local.store import JobStore
+from smartthumb.operator.models import Job, JobState, WebhookDelivery
+from smartthumb.runner.spec import ThumbnailSpec
+
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def job(job_id: str, **fields) -> Job:
+    return Job(
+        id=job_id,
+        spec=ThumbnailSpec(mode="fit", width=100),
+        input_names=["a.png"],
+        created_at=NOW,
+        **fields,
+    )
+
+
+def test_jobs_survive_reopening_the_file(tmp_path: Path):
+    path = tmp_path / "jobs.sqlite3"
+    store = JobStore(path)
+    store.insert(job("a", batch_id="b1"), [Path("/data/a.png")])
+    store.close()
+    reopened = JobStore(path)
+    assert reopened.get("a") == job("a", batch_id="b1")
+    assert reopened.inputs("a") == [Path("/data/a.png")]
+    assert reopened.list_batch("b1") == [job("a", batch_id="b1")]
+    assert reopened._rows("PRAGMA journal_mode")[0][0] == "wal"
+
+
+def test_save_updates_state_and_document(tmp_path: Path):
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    store.insert(job("a"), [])
+    store.save(job("a", state=JobState.failed, error="bad"))
+    assert store.get("a").error == "bad"
+    assert store.ids_in_state(JobState.failed) == ["a"]
+    assert store.count(JobState.queued) == 0
+
+
+def test_queue_order_and_positions(tmp_path: Path):
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    for job_id in "abc":
+        store.insert(job(job_id), [])
+    store.save(job("a", state=JobState.running))
+    assert store.ids_in_state(JobState.queued) == ["b", "c"]
+    assert [store.queue_position(job_id) for job_id in "abc"] == [None, 1, 2]
+    assert store.queue_position("missing") is None
+
+
+def test_due_covers_ttls_and_webhook_retries_except_excluded(tmp_path: Path):
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    soon = NOW + timedelta(seconds=10)
+    store.insert(job("ttl", state=JobState.done, expires_at=soon), [])
+    store.insert(
+        job(
+            "hook",
+            state=JobState.done,
+            expires_at=NOW + timedelta(hours=2),
+            webhook=WebhookDelivery(enabled=True, url="https://x", next_attempt_at=NOW),
+        ),
+        [],
+    )
+    store.insert(job("idle"), [])
+    assert store.due(NOW) == ["hook"]
+    assert store.due(soon) == ["ttl", "hook"]
+    assert store.due(soon, exclude=["hook"]) == ["ttl"]
+    assert store.next_due() == NOW.timestamp()
+    assert store.next_due(exclude=["hook"]) == soon.timestamp()
+    store.delete("ttl")
+    store.delete("hook")
+    assert store.next_due() is None and store.get("ttl") is None
