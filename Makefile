@@ -36,7 +36,7 @@ TESTBIN_KEEP_GOING ?= 0
 testbin:
 	TESTBIN_KEEP_GOING=$(TESTBIN_KEEP_GOING) bash hack/testbin.sh
 
-test: install browser
+test: install browser yolo
 	$(MAKE) --no-print-directory testbin TESTBIN_KEEP_GOING=1
 	$(BIN)/python -m pytest
 
