@@ -13,7 +13,6 @@ from smartthumb.api.schemas.thumbnail import (
     JobResult,
     JobStatus,
     JobStatusName,
-    WebhookState,
 )
 from smartthumb.operator.models import Job, JobState
 
@@ -74,40 +73,33 @@ def _input_name(job: Job, index: int) -> str:
     return names[index] if 0 <= index < len(names) else f"#{index}"
 
 
-def webhook_state(job: Job) -> WebhookState:
-    return WebhookState.model_validate(job.webhook.model_dump())
+def _summary(job: Job, pending_jobs: int, links: Links, ttl_s: float) -> dict[str, object]:
+    return {
+        "job_id": job.id,
+        "status": status_name(job),
+        "queue_position": job.queue_position,
+        "pending_jobs": pending_jobs,
+        "job_url": links.absolute(links.job(job.id)),
+        "image_url": links.absolute(links.image(job.id)),
+        "created_at": job.created_at,
+        "expires_in_seconds": expires_in(job, ttl_s),
+    }
 
 
 def job_accepted(job: Job, pending_jobs: int, links: Links, ttl_s: float) -> JobAccepted:
-    return JobAccepted(
-        job_id=job.id,
-        status=status_name(job),
-        queue_position=job.queue_position,
-        pending_jobs=pending_jobs,
-        job_url=links.absolute(links.job(job.id)),
-        image_url=links.absolute(links.image(job.id)),
-        created_at=job.created_at,
-        expires_in_seconds=expires_in(job, ttl_s),
-        webhook_enabled=webhook_state(job).enabled,
-    )
+    return JobAccepted(**_summary(job, pending_jobs, links, ttl_s),
+                       webhook_enabled=job.webhook.enabled)
 
 
 def job_status(job: Job, pending_jobs: int, links: Links, ttl_s: float) -> JobStatus:
     return JobStatus(
-        job_id=job.id,
+        **_summary(job, pending_jobs, links, ttl_s),
         batch_id=job.batch_id,
-        status=status_name(job),
-        queue_position=job.queue_position,
-        pending_jobs=pending_jobs,
-        job_url=links.absolute(links.job(job.id)),
-        image_url=links.absolute(links.image(job.id)),
-        created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
         expires_at=job.expires_at,
-        expires_in_seconds=expires_in(job, ttl_s),
         error=job.error,
-        webhook=webhook_state(job),
+        webhook=job.webhook,
         spec=job.spec,
         inputs=list(job.input_names),
         result=job_result(job, links),

@@ -6,6 +6,7 @@ from datetime import datetime
 from enum import Enum
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from smartthumb.operator.models import WebhookDelivery
 from smartthumb.runner.spec import Box, OutputReport, Side, ThumbnailSpec
 
 
@@ -52,8 +53,8 @@ class JobStatusName(str, Enum):
     failed = "failed"
 
 
-class JobAccepted(BaseModel):
-    """202 answer to POST /thumbnail."""
+class JobSummary(BaseModel):
+    """What every document about a job starts with."""
 
     job_id: str
     status: JobStatusName
@@ -63,17 +64,12 @@ class JobAccepted(BaseModel):
     image_url: str
     created_at: datetime
     expires_in_seconds: int = Field(description="Seconds until the job and its files are deleted.")
+
+
+class JobAccepted(JobSummary):
+    """202 answer to POST /thumbnail."""
+
     webhook_enabled: bool
-
-
-class WebhookState(BaseModel):
-    enabled: bool
-    url: str | None = None
-    attempts: int = 0
-    delivered: bool = False
-    last_status_code: int | None = None
-    last_error: str | None = None
-    next_attempt_at: datetime | None = None
 
 
 class Candidate(BaseModel):
@@ -103,23 +99,15 @@ class JobResult(BaseModel):
     timings_ms: dict[str, float]
 
 
-class JobStatus(BaseModel):
+class JobStatus(JobSummary):
     """GET /job/{id}."""
 
-    job_id: str
     batch_id: str | None
-    status: JobStatusName
-    queue_position: int | None
-    pending_jobs: int
-    job_url: str
-    image_url: str
-    created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     expires_at: datetime | None
-    expires_in_seconds: int
     error: str | None
-    webhook: WebhookState
+    webhook: WebhookDelivery
     spec: ThumbnailSpec
     inputs: list[str] = Field(description="Input names, in page order.")
     result: JobResult | None
