@@ -75,3 +75,38 @@ def test_the_argv_is_the_cli_contract(tmp_path: Path):
         .parse_args(runner_argv(spec, [tmp_path], tmp_path, RunRunner(fallback=False)))
         .fallback
     )
+
+
+def _fit_argv(tmp_path: Path, source: Path, name: str) -> list[str]:
+    spec = ThumbnailSpec(mode="fit", width=64)
+    return ["crop", "--spec", spec.model_dump_json(), "-o", str(tmp_path / name), str(source)]
+
+
+def test_warm_workers_survive_bad_input_and_are_replaced_after_oom_and_retirement(
+    tmp_path: Path,
+) -> None:
+    from PIL import Image
+
+    from smartthumb.operator.local.process import ForkServer
+
+    source = tmp_path / "in.png"
+    Image.radial_gradient("L").convert("RGB").resize((800, 600)).save(source)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    server = ForkServer(max_runs_per_worker=2)
+    server.start()
+    try:
+        # Concurrent runs with workers retiring after two: none may be lost to a retiring one.
+        runs = [server.run(_fit_argv(tmp_path, source, f"o{i}.jpg"), tmp_path / f"r{i}", 1024)
+                for i in range(12)]
+        assert all(run.wait(60) for run in runs)
+        assert [run.outcome().outcome for run in runs] == [RunOutcome.ok] * 12
+
+        bad = server.run(_fit_argv(tmp_path, broken, "b.jpg"), tmp_path / "bad", 1024)
+        assert bad.wait(60) and bad.outcome().outcome is RunOutcome.bad_input
+        starved = server.run(_fit_argv(tmp_path, source, "s.jpg"), tmp_path / "oom", 64)
+        assert starved.wait(60) and starved.outcome().outcome is RunOutcome.oom
+        after = server.run(_fit_argv(tmp_path, source, "a.jpg"), tmp_path / "after", 1024)
+        assert after.wait(60) and after.outcome().outcome is RunOutcome.ok, after.outcome()
+    finally:
+        server.close()

@@ -114,7 +114,7 @@ class LocalEngine:
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._forkserver = ForkServer()
+        self._forkserver = ForkServer(settings.worker_max_runs)
         self._senders = ThreadPoolExecutor(WEBHOOK_SENDERS, thread_name_prefix="smartthumb-webhook")
         metrics.watch(self.stats)
 

@@ -1,4 +1,5 @@
-"""Runner processes, forked from the fork server (zygote.py), one per run, under a memory limit."""
+"""Runner processes: warm workers forked from the fork server (zygote.py), each run under
+a memory limit."""
 
 from __future__ import annotations
 
@@ -97,7 +98,8 @@ class RunnerProcess:
 class ForkServer:
     """The engine's side of zygote.py: sends run/kill requests, routes exit reports."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_runs_per_worker: int = 500) -> None:
+        self._max_runs = max_runs_per_worker
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._runs: dict[int, RunnerProcess] = {}
@@ -107,7 +109,7 @@ class ForkServer:
     def start(self) -> None:
         env = {**os.environ, **SINGLE_THREADED}
         process = subprocess.Popen(
-            [sys.executable, "-m", "smartthumb.operator.local.zygote"],
+            [sys.executable, "-m", "smartthumb.operator.local.zygote", str(self._max_runs)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

@@ -34,6 +34,11 @@ class EngineSettings(BaseModel):
         ge=64,
         description="The same limit for the light fallback that runs after an out-of-memory.",
     )
+    worker_max_runs: int = Field(
+        500, ge=1,
+        description="A warm runner worker process is replaced after this many runs (bounds leaks "
+        "in native libraries); any run that fails other than on bad input replaces it at once.",
+    )
     job_timeout_s: float = Field(
         1800, gt=0, description="A runner still running after this is killed."
     )

@@ -1,8 +1,9 @@
-"""The fork server: a process that imports the runner once, then forks one child per run.
+"""The fork server: a process that imports the runner once, then forks runner workers.
 
 A fresh interpreter per job would spend ~200 ms importing numpy and OpenCV; a fork of this
-process starts in a few milliseconds. (multiprocessing's forkserver re-imports the parent's
-__main__ script in every child on Python 3.11, which costs as much.)
+process starts in a few milliseconds, and a worker kept warm between runs (child.py) costs
+nothing at all. (multiprocessing's forkserver re-imports the parent's __main__ script in
+every child on Python 3.11, which costs as much as a fresh interpreter.)
 
 Protocol, one JSON document per line. On stdin: {"op": "run", "id", "argv", "stdout",
 "stderr", "memory_limit_mb"} and {"op": "kill", "id"}. On stdout: {"event": "ready"} once,
@@ -20,6 +21,8 @@ import json
 import os
 import selectors
 import signal
+import socket
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -63,10 +66,23 @@ def _warm_up() -> None:
     gc.freeze()
 
 
+class _Worker:
+    """A forked runner worker and the run it is busy with (None: idle)."""
+
+    def __init__(self, pid: int, connection: socket.socket) -> None:
+        self.pid = pid
+        self.connection = connection
+        self.reader = connection.makefile("rb")
+        self.run_id: int | None = None
+
+
 class _Server:
-    def __init__(self) -> None:
-        self.children: dict[int, int] = {}  # pid -> run id
-        self.by_id: dict[int, int] = {}  # run id -> pid
+    def __init__(self, max_runs: int) -> None:
+        self.max_runs = max_runs
+        self.selector = selectors.DefaultSelector()
+        self.workers: dict[int, _Worker] = {}  # pid -> worker
+        self.idle: list[_Worker] = []
+        self.busy: dict[int, _Worker] = {}  # run id -> worker
         self.wakeup_r, self.wakeup_w = os.pipe()
         os.set_blocking(self.wakeup_r, False)
         os.set_blocking(self.wakeup_w, False)
@@ -74,60 +90,90 @@ class _Server:
         signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so SIGCHLD hits the fd
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when to stop
 
-    def fork(self, request: dict[str, Any]) -> None:
+    def _spawn(self) -> _Worker:
+        ours, theirs = socket.socketpair()
         pid = os.fork()
         if pid == 0:
             try:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                os.close(self.wakeup_r)
-                os.close(self.wakeup_w)
+                for fd in (self.wakeup_r, self.wakeup_w, ours.fileno(),
+                           *(w.connection.fileno() for w in self.workers.values())):
+                    os.close(fd)
                 null = os.open(os.devnull, os.O_RDONLY)
                 os.dup2(null, 0)
-                child.run(
-                    request["argv"],
-                    request["stdout"],
-                    request["stderr"],
-                    request["memory_limit_mb"],
-                )
+                child.serve(theirs, self.max_runs)
             finally:
                 os._exit(EXIT_INTERNAL)
-        self.children[pid] = request["id"]
-        self.by_id[request["id"]] = pid
+        theirs.close()
+        worker = _Worker(pid, ours)
+        self.workers[pid] = worker
+        self.selector.register(ours, selectors.EVENT_READ, worker)
+        return worker
+
+    def run(self, request: dict[str, Any]) -> None:
+        worker = self.idle.pop() if self.idle else self._spawn()
+        worker.run_id = request["id"]
+        self.busy[request["id"]] = worker
+        try:
+            worker.connection.sendall(json.dumps(request).encode() + b"\n")
+        except OSError:
+            pass  # it died meanwhile: reaping it reports the run
 
     def kill(self, run_id: int) -> None:
-        pid = self.by_id.get(run_id)
-        if pid is not None:  # not reaped yet, so the pid cannot have been reused
-            os.kill(pid, signal.SIGKILL)
+        worker = self.busy.get(run_id)
+        if worker is not None:  # not reaped yet, so the pid cannot have been reused
+            os.kill(worker.pid, signal.SIGKILL)
+
+    def _finished(self, worker: _Worker) -> None:
+        """A worker reported its run (or hung up: it retired or died, and reaping tells)."""
+        line = worker.reader.readline()
+        if not line:
+            self.selector.unregister(worker.connection)
+            return
+        report = json.loads(line)
+        self.busy.pop(report["id"], None)
+        worker.run_id = None
+        if not report["retire"]:  # a retiring worker exits now; reaping forgets it
+            self.idle.append(worker)
+        _send({"event": "exited", "id": report["id"], "exit_code": report["exit_code"]})
 
     def reap(self) -> None:
-        while self.children:
+        while self.workers:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 return
-            run_id = self.children.pop(pid)
-            del self.by_id[run_id]
-            _send({"event": "exited", "id": run_id, "exit_code": os.waitstatus_to_exitcode(status)})
+            worker = self.workers.pop(pid)
+            if worker in self.idle:
+                self.idle.remove(worker)
+            if worker.connection.fileno() != -1:
+                with contextlib.suppress(KeyError, ValueError):
+                    self.selector.unregister(worker.connection)
+                worker.connection.close()
+            if worker.run_id is not None:
+                self.busy.pop(worker.run_id, None)
+                exit_code = os.waitstatus_to_exitcode(status)
+                _send({"event": "exited", "id": worker.run_id, "exit_code": exit_code})
 
     def serve(self) -> None:
-        selector = selectors.DefaultSelector()
-        selector.register(0, selectors.EVENT_READ)
-        selector.register(self.wakeup_r, selectors.EVENT_READ)
+        self.selector.register(0, selectors.EVENT_READ)
+        self.selector.register(self.wakeup_r, selectors.EVENT_READ)
         pending = b""
         _send({"event": "ready"})
         while True:
-            for key, _ in selector.select():
+            for key, _ in self.selector.select():
+                if isinstance(key.data, _Worker):
+                    self._finished(key.data)
+                    continue
                 if key.fd == self.wakeup_r:
-                    try:
+                    with contextlib.suppress(BlockingIOError):
                         while os.read(self.wakeup_r, 4096):
                             pass
-                    except BlockingIOError:
-                        pass
                     self.reap()
                     continue
                 chunk = os.read(0, 1 << 20)
                 if not chunk:  # the engine is gone: so is the reason to run
-                    for pid in self.children:
+                    for pid in self.workers:
                         os.kill(pid, signal.SIGKILL)
                     return
                 pending += chunk
@@ -135,7 +181,7 @@ class _Server:
                 for line in lines:
                     request = json.loads(line)
                     if request["op"] == "run":
-                        self.fork(request)
+                        self.run(request)
                     else:
                         self.kill(request["id"])
             self.reap()  # a SIGCHLD may land between select() and the read
@@ -143,4 +189,4 @@ class _Server:
 
 if __name__ == "__main__":
     _warm_up()
-    _Server().serve()
+    _Server(max_runs=int(sys.argv[1])).serve()
