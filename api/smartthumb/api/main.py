@@ -17,6 +17,7 @@ def main() -> None:
         port=settings.port,
         proxy_headers=True,
         timeout_graceful_shutdown=60,
+        access_log=settings.access_log,
     )
 
 

@@ -35,6 +35,9 @@ class ApiSettings(EngineSettings, BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
     port: int = Field(8080, ge=0, le=65535, description="TCP port of the HTTP server.")
+    access_log: bool = Field(
+        False, description="Log one line per HTTP request (uvicorn's access log) to stderr."
+    )
     input_root: Path | None = Field(
         None,
         description=(
