@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -212,3 +214,38 @@ def test_graceful_stop_finishes_running_work(tmp_path: Path, big_png: Path):
     engine.stop(graceful=True, timeout=60)
     store = JobStore(tmp_path / "smartthumb.sqlite3")
     assert store.get(job.id).state is JobState.done
+
+
+def _runner_workers() -> list[int]:
+    """PIDs of the runner workers of this test process's fork server."""
+    me = str(os.getpid())
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            status = (entry / "status").read_text()
+        except (OSError, ValueError):
+            continue
+        parent = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid"))
+        if b"smartthumb.operator.local.zygote" in cmdline and parent == me:
+            return [int(pid) for task in (entry / "task").iterdir()
+                    for pid in (task / "children").read_text().split()]
+    return []
+
+
+def test_a_runner_killed_by_sigkill_is_treated_as_oom_and_falls_back(
+    tmp_path: Path, big_png: Path
+):
+    # What the kernel's OOM killer does: SIGKILL mid-run, no chance to say anything.
+    with running_engine(tmp_path, workers=1) as engine:
+        job = engine.submit(RESIZE, [InputFile(name="big.png", path=big_png)])
+        wait_until(lambda: engine.get(job.id).state is JobState.running and _runner_workers())
+        for pid in _runner_workers():
+            os.kill(pid, signal.SIGKILL)
+        done = engine.wait(job.id, timeout=60)
+    assert done.state is JobState.done, done.error
+    assert done.result.fallback_used is True
+    assert "SIGKILL" in done.result.worker_warning
+    assert [(run.fallback, run.outcome) for run in done.runs] == [
+        (False, RunOutcome.oom),
+        (True, RunOutcome.ok),
+    ]

@@ -47,7 +47,7 @@ def slow_png(path: Path) -> Path:
 
 
 def settings(data_dir: Path, **overrides: Any) -> EngineSettings:
-    return EngineSettings(data_dir=data_dir, workers=2, **overrides)
+    return EngineSettings(**{"data_dir": data_dir, "workers": 2, **overrides})
 
 
 @contextmanager
