@@ -207,3 +207,19 @@ def test_a_native_allocation_failure_counts_as_out_of_memory(tmp_path: Path, goo
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60)
     assert_one_line_error(result, 3, "out of memory")
+
+
+def test_without_opencv_the_smart_modes_still_work_on_edges(tmp_path: Path) -> None:
+    # The light image installs the runner without its `smart` extra: no cv2 at all.
+    source = save_photo(tmp_path, "astronaut")
+    code = (
+        "import sys; sys.modules['cv2'] = None\n"
+        "from smartthumb.runner.cli import main\n"
+        f"raise SystemExit(main(['crop', '--mode', 'crop', '--width', '100', '--height', '200', "
+        f"'-o', {str(tmp_path / 'o.jpg')!r}, {str(source)!r}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["method"] == "crop:edges-no-opencv"
+    assert Image.open(tmp_path / "o.jpg").size == (100, 200)

@@ -25,8 +25,14 @@ def light_focus(rgb: np.ndarray) -> Focus:
 
 
 def smart_focus(rgb: np.ndarray) -> Focus:
-    """Saliency plus detected subjects; each detector that found something is named."""
-    import cv2  # heavy: imported only by the full runner
+    """Saliency plus detected subjects; each detector that found something is named.
+
+    Without OpenCV (the light image installs the runner without its `smart` extra) this is
+    the edge measure, and the detector name says why."""
+    try:
+        import cv2  # heavy: imported only by the full runner
+    except ImportError:
+        return Focus(interest=edge_interest(rgb), detector="edges-no-opencv")
 
     from smartthumb.runner import subjects
 

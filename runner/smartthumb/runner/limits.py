@@ -12,7 +12,6 @@ DEFAULT_MAX_PIXELS = 50_000_000
 
 class Limits(BaseModel):
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, description="Largest source, in pixels.")
-    max_frames: int = Field(1, gt=0, description="Frames of an animated source that are read.")
 
     @classmethod
     def from_env(cls) -> Limits:

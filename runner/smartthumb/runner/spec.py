@@ -86,17 +86,20 @@ class ThumbnailSpec(BaseModel):
             raise ValueError("aspect applies to mode 'crop' only")
         if self.mode is Mode.pair:
             width, height = self.pair_canvas()
-            if width < 2 * 1 + self.gap + 1:
+            if width < self.gap + 2:
                 raise ValueError("pair canvas is too narrow for two panels and the gap")
         return self
 
     def pair_canvas(self) -> tuple[int, int]:
-        """The 16:9 canvas of mode pair (either side may be given explicitly)."""
-        width = self.width or (
-            round(self.height * 16 / 9) if self.height else PAIR_DEFAULT_WIDTH
-        )
-        height = self.height or max(1, round(width * 9 / 16))
-        return min(width, MAX_SIDE), height
+        """The canvas of mode pair: 16:9 from whichever side is given (both: as given)."""
+        if self.width and self.height:
+            return self.width, self.height
+        if self.height:
+            # A tall request must not turn into a square when the width hits MAX_SIDE.
+            height = min(self.height, round(MAX_SIDE * 9 / 16))
+            return round(height * 16 / 9), height
+        width = self.width or PAIR_DEFAULT_WIDTH
+        return width, max(1, round(width * 9 / 16))
 
     def crop_size(self) -> tuple[int, int]:
         """Target size of mode crop, completing a missing side from the aspect ratio."""
