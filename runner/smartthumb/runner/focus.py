@@ -31,7 +31,8 @@ def smart_focus(rgb: np.ndarray) -> Focus:
     the edge measure, and the detector name says why."""
     try:
         import cv2  # heavy: imported only by the full runner
-    except ImportError:
+    except ModuleNotFoundError:  # not installed; any other ImportError (a shared library that
+        # cannot be mapped under the memory limit) is an out-of-memory for the CLI to report
         return Focus(interest=edge_interest(rgb), detector="edges-no-opencv")
 
     from smartthumb.runner import subjects
