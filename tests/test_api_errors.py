@@ -209,6 +209,8 @@ def test_malformed_json_and_wrong_content_type(client: httpx.Client) -> None:
         "http://127.0.0.1/hook",
         "http://[::1]/hook",
         "http://192.168.1.20/hook",
+        "http://[64:ff9b::7f00:1]/hook",  # NAT64 of 127.0.0.1
+        "http://[2002:a9fe:a9fe::]/hook",  # 6to4 of the metadata address
     ],
 )
 def test_private_webhooks_are_refused(client: httpx.Client, url: str) -> None:

@@ -204,6 +204,40 @@ def test_only_public_addresses_pass_by_default(address: str, allowed: bool):
     assert address_allowed(ipaddress.ip_address(address), allow=False) is allowed
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::7f00:1",  # NAT64 well-known prefix -> 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 -> 169.254.169.254 (metadata)
+        "64:ff9b:1::808:808",  # local-use NAT64 prefix: never public
+        "2002:7f00:1::",  # 6to4 -> 127.0.0.1
+        "2002:a00:1::1",  # 6to4 -> 10.0.0.1
+        "::127.0.0.1",  # IPv4-compatible
+        "::10.0.0.1",
+        "::ffff:10.0.0.1",  # IPv4-mapped
+        "2001::1",  # Teredo
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo, public server and client
+    ],
+)
+def test_ipv6_addresses_embedding_ipv4_are_checked_as_ipv4(address: str):
+    assert address_allowed(ipaddress.ip_address(address), allow=False) is False
+    with pytest.raises(RefusedAddress, match="non-public address"):
+        check_url(f"http://[{address}]/hook", allow=False)
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8"])
+def test_ipv6_addresses_embedding_a_public_ipv4_pass(address: str):
+    assert address_allowed(ipaddress.ip_address(address), allow=False) is True
+
+
+def test_embedded_ipv4_follows_the_allowed_ranges():
+    assert address_allowed(ipaddress.ip_address("64:ff9b::7f00:1"), allow=LOOPBACK)
+    assert address_allowed(ipaddress.ip_address("::127.0.0.1"), allow=LOOPBACK)
+    assert not address_allowed(ipaddress.ip_address("2002:a00:1::1"), allow=LOOPBACK)
+    teredo = [ipaddress.ip_network("2001::/32")]
+    assert address_allowed(ipaddress.ip_address("2001::1"), allow=teredo)
+
+
 def test_the_connect_time_check_uses_the_resolved_address(receiver: Receiver):
     url = f"http://localhost:{receiver.port}/hooks/thumbnail"
     with (
