@@ -60,9 +60,8 @@ def image_format(source: bytes | Path, name: str, limit: int) -> str:
         raise ApiError(413, "image_too_large", f"{name}: more than {limit} pixels")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         supported = ", ".join(SUPPORTED_FORMATS)
-        raise ApiError(
-            400, "invalid_image", f"{name}: not a readable image of a supported format ({supported})"
-        )
+        message = f"{name}: not a readable image of a supported format ({supported})"
+        raise ApiError(400, "invalid_image", message)
     if width * height > limit:
         raise ApiError(
             413, "image_too_large", f"{name}: {width}x{height} is more than {limit} pixels"
