@@ -13,6 +13,7 @@ from typing import Annotated
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.networks import IPvAnyNetwork
 from smartthumb.operator.local.settings import EngineSettings
 from smartthumb.runner.limits import Limits
 
@@ -47,6 +48,10 @@ class ApiSettings(EngineSettings, BaseSettings):
             "resolving outside it (`..`, absolute paths, symlink escapes) are refused. Unset: "
             "server-side paths are refused altogether and only uploads are accepted."
         ),
+    )
+    # The engine's field, read raw (NoDecode): its validator takes true/false, CIDRs or JSON.
+    allow_private_webhooks: Annotated[bool | list[IPvAnyNetwork], NoDecode] = (
+        EngineSettings.model_fields["allow_private_webhooks"]
     )
     api_tokens: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
