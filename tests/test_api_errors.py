@@ -11,6 +11,7 @@ import pytest
 from apiserver import LiveServer, assert_error, b64, encode, live_server
 from images import photo
 from PIL import Image
+from smartthumb.api.settings import ApiSettings
 
 SMALL_PNG = b64(encode(Image.new("RGB", (8, 8), "blue"), "PNG"))
 
@@ -71,6 +72,19 @@ def inline(content: str, **spec: object) -> dict:
 def test_not_an_image_is_refused_at_submit(client: httpx.Client, content: str, code: str) -> None:
     response = client.post("/thumbnail", json=inline(content))
     assert_error(response, 422 if code is None else 400, code)
+
+
+@pytest.mark.parametrize(("fmt", "suffix"), [("TGA", "tga"), ("ICO", "ico"), ("PCX", "pcx")])
+def test_formats_the_runner_does_not_read_are_refused_at_submit(
+    client: httpx.Client, fmt: str, suffix: str
+) -> None:
+    # Real files Pillow can read: refused because only the runner's parsers may see them.
+    data = encode(Image.new("RGB", (16, 16), "green"), fmt)
+    response = client.post("/thumbnail", json=inline(b64(data)))
+    error = assert_error(response, 400, "invalid_image")
+    assert "supported" in error["message"]
+    upload = client.post("/upload", files={"file": (f"x.{suffix}", data, "image/x-any")})
+    assert_error(upload, 400, "invalid_image")
 
 
 def test_data_url_prefix_is_accepted(client: httpx.Client) -> None:
@@ -195,6 +209,8 @@ def test_malformed_json_and_wrong_content_type(client: httpx.Client) -> None:
         "http://127.0.0.1/hook",
         "http://[::1]/hook",
         "http://192.168.1.20/hook",
+        "http://[64:ff9b::7f00:1]/hook",  # NAT64 of 127.0.0.1
+        "http://[2002:a9fe:a9fe::]/hook",  # 6to4 of the metadata address
     ],
 )
 def test_private_webhooks_are_refused(client: httpx.Client, url: str) -> None:
@@ -203,7 +219,8 @@ def test_private_webhooks_are_refused(client: httpx.Client, url: str) -> None:
         400,
         "webhook_url_refused",
     )
-    assert "non-public" in error["message"] or "resolve" in error["message"]
+    # A literal IP is never resolved: only the guard can refuse it (not a DNS failure).
+    assert "non-public" in error["message"] or "localhost" in url, error
 
 
 def test_compat_route_bad_input(client: httpx.Client) -> None:
@@ -263,3 +280,28 @@ def test_queue_full_is_429(tmp_path: Path) -> None:
             for n in range(3)
         ]
         assert_error(client.post("/process-images", files=batch), 429, "queue_full")
+
+
+@pytest.mark.parametrize("value", ["lots", "1e6", "0", "-5"])
+def test_malformed_max_pixels_is_a_startup_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("SMARTTHUMB_MAX_PIXELS", value)
+    with pytest.raises(ValueError, match="SMARTTHUMB_MAX_PIXELS") as raised:
+        ApiSettings(data_dir=tmp_path)
+    assert repr(value) in str(raised.value)
+
+
+def test_max_pixels_is_read_once_at_startup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMARTTHUMB_MAX_PIXELS", "100")
+    with live_server(tmp_path) as server, httpx.Client(base_url=server.url) as client:
+        assert server.settings.max_pixels == 100
+        assert client.post("/thumbnail", json=inline(SMALL_PNG)).status_code == 202  # 64 px
+        # Whatever the variable says later, requests use the value checked at start-up.
+        monkeypatch.setenv("SMARTTHUMB_MAX_PIXELS", "not a number")
+        big = b64(encode(Image.new("RGB", (20, 20), "red"), "PNG"))
+        assert_error(client.post("/thumbnail", json=inline(big)), 413, "image_too_large")
+        monkeypatch.setenv("SMARTTHUMB_MAX_PIXELS", "100000")
+        assert_error(client.post("/thumbnail", json=inline(big)), 413, "image_too_large")

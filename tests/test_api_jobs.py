@@ -133,6 +133,68 @@ def test_image_conversions_are_cached_next_to_the_output(
         assert variant.size == (400, 400)  # never enlarged
 
 
+def _transparent_png() -> str:
+    """Opaque red disc on fully transparent black (RGB 0,0,0 under alpha 0)."""
+    image = Image.new("RGBA", (200, 200), (0, 0, 0, 0))
+    image.paste((255, 0, 0, 255), (50, 50, 150, 150))
+    return b64(encode(image, "PNG"))
+
+
+def _fit_job(client: httpx.Client, content: str, filename: str, **spec: object) -> str:
+    response = client.post(
+        "/thumbnail",
+        json={"mode": "fit", "width": 200, **spec,
+              "image_files": [{"filename": filename, "content_base64": content}]},
+    )
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    assert wait_done(client, job_id)["status"] == "done"
+    return job_id
+
+
+def test_jpeg_variant_of_a_transparent_png_is_flattened_on_white(client: httpx.Client) -> None:
+    job_id = _fit_job(client, _transparent_png(), "t.png", format="png")
+    for params in ({"format": "jpg"}, {"format": "jpg", "width": 100}):
+        response = client.get(f"/job/{job_id}/image", params=params)
+        assert response.status_code == 200, response.text
+        with Image.open(io.BytesIO(response.content)) as variant:
+            assert variant.format == "JPEG"
+            corner = variant.convert("RGB").getpixel((0, 0))
+            assert min(corner) >= 250, corner  # white, as the runner does: not black
+            middle = variant.convert("RGB").getpixel((variant.width // 2, variant.height // 2))
+            assert middle[0] > 200 and middle[1] < 60, middle
+    webp = client.get(f"/job/{job_id}/image", params={"format": "webp"})
+    with Image.open(io.BytesIO(webp.content)) as variant:
+        assert variant.mode == "RGBA" and variant.getpixel((0, 0))[3] == 0  # alpha kept
+
+
+def test_png_variants_ignore_quality(client: httpx.Client, server: LiveServer) -> None:
+    job_id = _fit_job(client, astronaut_jpeg(), "a.jpg", width=64)
+    bodies = {
+        client.get(f"/job/{job_id}/image", params={"format": "png", "quality": q}).content
+        for q in (10, 50, 90)
+    }
+    assert len(bodies) == 1
+    job_dir = server.settings.data_dir / "jobs" / job_id
+    assert [path.name for path in job_dir.glob("thumbnail.w*.png")] == ["thumbnail.w64.png"]
+
+
+def test_variants_per_job_are_capped(client: httpx.Client) -> None:
+    from smartthumb.api.convert import MAX_VARIANTS
+
+    job_id = _fit_job(client, astronaut_jpeg(), "a.jpg", width=64)
+    for quality in range(1, MAX_VARIANTS + 1):
+        response = client.get(f"/job/{job_id}/image", params={"format": "jpg", "quality": quality})
+        assert response.status_code == 200, response.text
+    refused = client.get(f"/job/{job_id}/image", params={"format": "jpg", "quality": 99})
+    error = assert_error(refused, 429, "too_many_variants")
+    assert str(MAX_VARIANTS) in error["message"]
+    # What is cached stays served, and so does the image itself.
+    again = client.get(f"/job/{job_id}/image", params={"format": "jpg", "quality": 5})
+    assert again.status_code == 200
+    assert client.get(f"/job/{job_id}/image").status_code == 200
+
+
 def test_conversion_query_is_validated(client: httpx.Client) -> None:
     response = client.post(
         "/thumbnail",

@@ -113,7 +113,7 @@ class _Receiver(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append((dict(self.headers), json.loads(body)))
+        self.received.append(({**self.headers, "path": self.path}, json.loads(body)))
         self.send_response(204)
         self.end_headers()
 
@@ -124,7 +124,8 @@ class _Receiver(BaseHTTPRequestHandler):
 def test_webhook_is_delivered_and_reported(tmp_path: Path) -> None:
     receiver = HTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    hook = f"http://127.0.0.1:{receiver.server_port}/hook"
+    # The receiver's secret rides in the userinfo and the query: the API must not show it.
+    hook = f"http://hook:s3cret@127.0.0.1:{receiver.server_port}/hook?token=t0ken"
     try:
         with (
             live_server(tmp_path, allow_private_webhooks=True) as server,
@@ -142,12 +143,14 @@ def test_webhook_is_delivered_and_reported(tmp_path: Path) -> None:
             assert job["webhook"] == {
                 **job["webhook"],
                 "enabled": True,
-                "url": hook,
+                "url": f"http://127.0.0.1:{receiver.server_port}/hook",
                 "delivered": True,
                 "last_status_code": 204,
             }
             headers, event = _Receiver.received[-1]
             assert event["job_id"] == job_id and event["status"] == "done"
             assert "webhook-id" in {key.lower() for key in headers}
+            assert headers["path"] == "/hook?token=t0ken"  # delivered to the full URL
+            assert "s3cret" not in json.dumps(job) and "t0ken" not in json.dumps(job)
     finally:
         receiver.shutdown()

@@ -33,3 +33,34 @@ def test_public_url_defaults_to_this_server_for_webhooks() -> None:
 def test_every_field_is_documented() -> None:
     for name, field in ApiSettings.model_fields.items():
         assert field.description, name
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("true", True),
+        ("false", False),
+        ("", False),
+        ("10.0.0.0/8", ["10.0.0.0/8"]),
+        ("10.0.0.0/8, 192.168.0.0/16", ["10.0.0.0/8", "192.168.0.0/16"]),
+        ('["10.0.0.0/8", "fd00::/8"]', ["10.0.0.0/8", "fd00::/8"]),
+    ],
+)
+def test_allow_private_webhooks_takes_a_bool_cidrs_or_json(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: bool | list[str]
+) -> None:
+    monkeypatch.setenv("SMARTTHUMB_ALLOW_PRIVATE_WEBHOOKS", value)
+    allowed = ApiSettings().engine_settings().allow_private_webhooks
+    if isinstance(expected, bool):
+        assert allowed is expected
+    else:
+        assert [str(network) for network in allowed] == expected
+
+
+@pytest.mark.parametrize("value", ["10.0.0.0/33", "sometimes", '["10.0.0.0/8"'])
+def test_a_bad_allow_private_webhooks_fails_at_startup(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("SMARTTHUMB_ALLOW_PRIVATE_WEBHOOKS", value)
+    with pytest.raises(ValueError, match="allow_private_webhooks"):
+        ApiSettings()

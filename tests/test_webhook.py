@@ -5,12 +5,17 @@ from __future__ import annotations
 import base64
 import ipaddress
 import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from smartthumb.operator.local import LocalEngine
+from smartthumb.operator import netguard
 from smartthumb.operator.models import Job
 from smartthumb.operator.netguard import (
     GuardedTransport,
@@ -19,7 +24,7 @@ from smartthumb.operator.netguard import (
     address_allowed,
     check_url,
 )
-from smartthumb.operator.webhooks import parse_retry_after
+from smartthumb.operator.webhooks import WebhookSender, parse_retry_after
 from standardwebhooks import Webhook
 from test_engine_support import RESIZE, Receiver, jpeg_input, running_engine, settings, wait_until
 
@@ -204,6 +209,40 @@ def test_only_public_addresses_pass_by_default(address: str, allowed: bool):
     assert address_allowed(ipaddress.ip_address(address), allow=False) is allowed
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::7f00:1",  # NAT64 well-known prefix -> 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 -> 169.254.169.254 (metadata)
+        "64:ff9b:1::808:808",  # local-use NAT64 prefix: never public
+        "2002:7f00:1::",  # 6to4 -> 127.0.0.1
+        "2002:a00:1::1",  # 6to4 -> 10.0.0.1
+        "::127.0.0.1",  # IPv4-compatible
+        "::10.0.0.1",
+        "::ffff:10.0.0.1",  # IPv4-mapped
+        "2001::1",  # Teredo
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo, public server and client
+    ],
+)
+def test_ipv6_addresses_embedding_ipv4_are_checked_as_ipv4(address: str):
+    assert address_allowed(ipaddress.ip_address(address), allow=False) is False
+    with pytest.raises(RefusedAddress, match="non-public address"):
+        check_url(f"http://[{address}]/hook", allow=False)
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8"])
+def test_ipv6_addresses_embedding_a_public_ipv4_pass(address: str):
+    assert address_allowed(ipaddress.ip_address(address), allow=False) is True
+
+
+def test_embedded_ipv4_follows_the_allowed_ranges():
+    assert address_allowed(ipaddress.ip_address("64:ff9b::7f00:1"), allow=LOOPBACK)
+    assert address_allowed(ipaddress.ip_address("::127.0.0.1"), allow=LOOPBACK)
+    assert not address_allowed(ipaddress.ip_address("2002:a00:1::1"), allow=LOOPBACK)
+    teredo = [ipaddress.ip_network("2001::/32")]
+    assert address_allowed(ipaddress.ip_address("2001::1"), allow=teredo)
+
+
 def test_the_connect_time_check_uses_the_resolved_address(receiver: Receiver):
     url = f"http://localhost:{receiver.port}/hooks/thumbnail"
     with (
@@ -214,6 +253,107 @@ def test_the_connect_time_check_uses_the_resolved_address(receiver: Receiver):
     with httpx.Client(transport=GuardedTransport(allow=LOOPBACK)) as client:
         assert client.post(url, content=b"{}").status_code == 200
     assert receiver.requests[0]["headers"]["Host"] == f"localhost:{receiver.port}"
+
+
+def test_dns_rebinding_is_caught_at_connect_time(
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+):
+    # The name answers a public address when the job is submitted, loopback afterwards.
+    answers = iter([[ipaddress.ip_address("93.184.216.34")]])
+    lookups: list[str] = []
+
+    def rebinding_resolve(host: str, port: int) -> list[ipaddress.IPv4Address]:
+        lookups.append(host)
+        return next(answers, [ipaddress.ip_address("127.0.0.1")])
+
+    monkeypatch.setattr(netguard, "resolve", rebinding_resolve)
+    url = f"http://rebind.example.test:{receiver.port}/hook"
+    with running_engine(tmp_path, sweep_interval_s=0.1) as engine:
+        job = engine.submit(RESIZE, [jpeg_input()], webhook_url=url)  # public: accepted
+        wait_until(lambda: engine.get(job.id).webhook.attempts >= 1)
+        delivery = engine.get(job.id).webhook
+    assert lookups[:2] == ["rebind.example.test", "rebind.example.test"]
+    assert "127.0.0.1, a non-public address" in delivery.last_error
+    assert not delivery.delivered and delivery.next_attempt_at is None  # refused for good
+    assert receiver.requests == []  # nothing reached the loopback receiver
+
+
+@contextmanager
+def raw_receiver(answer: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A TCP server on 127.0.0.1 that reads the request and then runs `answer` on the
+    connection (for misbehaving receivers http.server cannot play)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(10)
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += connection.recv(65536)
+            try:
+                answer(connection)
+            except OSError:
+                pass  # the sender hung up, as it should
+            stop.wait(10)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(timeout=15)
+
+
+def _trickle(text: bytes, interval: float = 0.1) -> Callable[[socket.socket], None]:
+    def answer(connection: socket.socket) -> None:
+        for index in range(len(text)):
+            connection.sendall(text[index : index + 1])
+            time.sleep(interval)
+    return answer
+
+
+def _deliver(tmp_path: Path, url: str, timeout_s: float) -> tuple[object, float]:
+    with running_engine(tmp_path) as engine:
+        job = engine.submit(RESIZE, [jpeg_input()])
+        wait_until(lambda: engine.get(job.id).state.finished)
+        job = engine.get(job.id)
+    job.webhook.url = url
+    sender = WebhookSender(
+        public_url="http://127.0.0.1:8080", secret=None, timeout_s=timeout_s, allow_private=LOOPBACK
+    )
+    started = time.monotonic()
+    try:
+        return sender.deliver(job), time.monotonic() - started
+    finally:
+        sender.close()
+
+
+def test_a_trickling_receiver_is_cut_off_at_the_deadline(tmp_path: Path):
+    # One byte every 0.1 s: no single read ever waits the 1 s timeout, the whole would take 6 s.
+    status_line = b"HTTP/1.1 200 OK\r\nx-slow: " + b"a" * 60 + b"\r\n\r\n"
+    with raw_receiver(_trickle(status_line)) as url:
+        response, took = _deliver(tmp_path, url, timeout_s=1)
+    assert 0.9 <= took < 2.5, took
+    assert response.status_code is None and response.error == "no answer within 1 s in all"
+    assert not response.permanent
+
+
+def test_a_huge_response_body_is_never_read(tmp_path: Path):
+    def endless(connection: socket.socket) -> None:
+        connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 100000000000\r\n\r\n")
+        chunk = b"x" * 65536
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            connection.sendall(chunk)
+
+    with raw_receiver(endless) as url:
+        response, took = _deliver(tmp_path, url, timeout_s=5)
+    assert response.status_code == 200 and response.error is None
+    assert took < 2, took  # the status was enough: no 100 GB read, no deadline reached
 
 
 def test_retry_after_parsing():

@@ -2,23 +2,22 @@
 
 The cache file's name encodes the variant, so a repeat request is a file lookup with no
 decode or encode. It lives in the job's folder and goes away with the job at its TTL.
+Encoding is the runner's own (`encode.save`: same options, atomic write), so a variant
+looks exactly like a job asked for that format in the first place.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from PIL import Image
+from smartthumb.api.errors import ApiError
+from smartthumb.runner.encode import ALPHA_FORMATS, save
+from smartthumb.runner.load import _to_rgb
 from smartthumb.runner.spec import OutputFormat
 
-_PILLOW_FORMATS = {
-    OutputFormat.jpeg: "JPEG",
-    OutputFormat.png: "PNG",
-    OutputFormat.webp: "WEBP",
-    OutputFormat.avif: "AVIF",
-}
+MAX_VARIANTS = 16
+"""Distinct cached variants per job: width x quality x format must not fill disk and CPU."""
 
 
 def parse_format(name: str) -> OutputFormat:
@@ -26,34 +25,40 @@ def parse_format(name: str) -> OutputFormat:
 
 
 def variant_path(source: Path, fmt: OutputFormat, width: int, quality: int) -> Path:
-    return source.with_name(f"{source.stem}.w{width}.q{quality}.{fmt.extension}")
+    # PNG is lossless and ignores quality: one file per width, not a hundred identical ones.
+    tag = "" if fmt is OutputFormat.png else f".q{quality}"
+    return source.with_name(f"{source.stem}.w{width}{tag}.{fmt.extension}")
 
 
-def variant(source: Path, fmt: OutputFormat, width: int | None, quality: int) -> Path:
-    """The cached variant, made on first use; width never enlarges the image."""
+def _cached_variants(source: Path) -> int:
+    return sum(1 for _ in source.parent.glob(f"{source.stem}.w*"))
+
+
+def variant(
+    source: Path, fmt: OutputFormat, width: int | None, quality: int, *, grayscale: bool
+) -> Path:
+    """The cached variant, made on first use; width never enlarges the image.
+
+    429 once the job already has MAX_VARIANTS other variants. Concurrent first requests
+    may overshoot the cap by the number of request threads; it stays bounded.
+    """
     with Image.open(source) as image:
         target_width = min(width or image.width, image.width)
         target = variant_path(source, fmt, target_width, quality)
         if target.is_file():
             return target
+        if _cached_variants(source) >= MAX_VARIANTS:
+            raise ApiError(
+                429,
+                "too_many_variants",
+                f"this job already has {MAX_VARIANTS} cached variants (format/width/quality); "
+                "ask for one of those or for the image as it is",
+            )
         image.load()
-        converted = image
-        if target_width != image.width:
-            height = max(1, round(image.height * target_width / image.width))
-            converted = image.resize((target_width, height), Image.Resampling.LANCZOS)
-        if fmt is OutputFormat.jpeg and converted.mode not in ("RGB", "L"):
-            converted = converted.convert("RGB")
-        _save_atomically(converted, target, fmt, quality)
+        # The runner's alpha rule: kept where the format can hold it, else flattened on white.
+        converted = _to_rgb(image, keep_alpha=fmt in ALPHA_FORMATS)
+        if target_width != converted.width:
+            height = max(1, round(converted.height * target_width / converted.width))
+            converted = converted.resize((target_width, height), Image.Resampling.LANCZOS)
+        save(converted, target, fmt, quality, grayscale=grayscale)
     return target
-
-
-def _save_atomically(image: Image.Image, target: Path, fmt: OutputFormat, quality: int) -> None:
-    # Concurrent requests for the same variant each write a private file and rename it.
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".variant-")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            image.save(stream, _PILLOW_FORMATS[fmt], quality=quality)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from smartthumb.api.errors import ApiError
 from smartthumb.api.settings import ApiSettings
 from smartthumb.operator.local.engine import InputFile
-from smartthumb.runner.limits import Limits
+from smartthumb.runner.load import SUPPORTED_FORMATS
 
 _DATA_URL_PREFIX = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 
@@ -39,21 +39,29 @@ def too_large(name: str, max_bytes: int) -> ApiError:
     return ApiError(413, "image_too_large", f"{name}: larger than the limit of {max_bytes} bytes")
 
 
-def image_format(source: bytes | Path, name: str) -> str:
-    """The Pillow format name of an image after a header-only check; 4xx if it is none."""
+def image_format(source: bytes | Path, name: str, limit: int) -> str:
+    """The Pillow format name of an image after a header-only check; 4xx if it is none.
+
+    Only the runner's parsers see client bytes: anything else (PSD, ICO, PCX...) is a 400
+    here rather than a job that fails later.
+    """
     if isinstance(source, bytes) and not source:
         raise ApiError(400, "invalid_image", f"{name}: the file is empty")
-    limit = Limits.from_env().max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+            opened = Image.open(
+                io.BytesIO(source) if isinstance(source, bytes) else source,
+                formats=SUPPORTED_FORMATS,
+            )
         with opened as image:
             width, height, kind = image.width, image.height, image.format
     except Image.DecompressionBombError:
         raise ApiError(413, "image_too_large", f"{name}: more than {limit} pixels")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise ApiError(400, "invalid_image", f"{name}: not an image Pillow can read")
+        supported = ", ".join(SUPPORTED_FORMATS)
+        message = f"{name}: not a readable image of a supported format ({supported})"
+        raise ApiError(400, "invalid_image", message)
     if width * height > limit:
         raise ApiError(
             413, "image_too_large", f"{name}: {width}x{height} is more than {limit} pixels"
@@ -64,7 +72,7 @@ def image_format(source: bytes | Path, name: str) -> str:
 def inline_input(name: str, data: bytes, settings: ApiSettings) -> InputFile:
     if len(data) > settings.max_inline_bytes:
         raise too_large(name, settings.max_inline_bytes)
-    image_format(data, name)
+    image_format(data, name, settings.max_pixels)
     return InputFile(name=safe_name(name), data=data)
 
 
@@ -95,7 +103,7 @@ def path_input(raw: str, settings: ApiSettings) -> InputFile:
         raise ApiError(400, "path_not_allowed", f"{raw!r}: outside the input root")
     if not resolved.is_file():
         raise ApiError(400, "input_not_found", f"{raw!r}: not a regular file")
-    image_format(resolved, raw)
+    image_format(resolved, raw, settings.max_pixels)
     return InputFile(name=resolved.relative_to(root).as_posix(), path=resolved)
 
 

@@ -7,12 +7,15 @@ table is generated from it; `engine_settings()` hands the engine its part.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.networks import IPvAnyNetwork
 from smartthumb.operator.local.settings import EngineSettings
+from smartthumb.runner.limits import Limits
 
 MiB = 1024 * 1024
 
@@ -46,6 +49,10 @@ class ApiSettings(EngineSettings, BaseSettings):
             "server-side paths are refused altogether and only uploads are accepted."
         ),
     )
+    # The engine's field, read raw (NoDecode): its validator takes true/false, CIDRs or JSON.
+    allow_private_webhooks: Annotated[bool | list[IPvAnyNetwork], NoDecode] = (
+        EngineSettings.model_fields["allow_private_webhooks"]
+    )
     api_tokens: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description=(
@@ -73,12 +80,32 @@ class ApiSettings(EngineSettings, BaseSettings):
         description="Longest long-poll a client may ask for with GET /job/{id}?wait=<seconds>.",
     )
 
+    _limits: Limits = PrivateAttr(default_factory=Limits)
+
     @field_validator("api_tokens", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:
         if isinstance(value, str):
             return [token.strip() for token in value.split(",") if token.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _read_runner_limits(self) -> ApiSettings:
+        # The runner reads SMARTTHUMB_MAX_PIXELS itself (it is a CLI); reading it here once
+        # makes a bad value a start-up error instead of a 500 on every upload.
+        try:
+            self._limits = Limits.from_env()
+        except ValueError:
+            raw = os.environ.get("SMARTTHUMB_MAX_PIXELS")
+            raise ValueError(
+                f"SMARTTHUMB_MAX_PIXELS must be a positive whole number of pixels, not {raw!r}"
+            ) from None
+        return self
+
+    @property
+    def max_pixels(self) -> int:
+        """The runner's source limit, as read at start-up."""
+        return self._limits.max_pixels
 
     @property
     def public_url_configured(self) -> bool:

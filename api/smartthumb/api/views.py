@@ -4,6 +4,7 @@ describes a job, so the status vocabulary and the URLs never drift apart."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from smartthumb.api.links import Links
 from smartthumb.api.schemas.batches import FileResult, FileState
@@ -14,7 +15,7 @@ from smartthumb.api.schemas.thumbnail import (
     JobStatus,
     JobStatusName,
 )
-from smartthumb.operator.models import Job, JobState
+from smartthumb.operator.models import Job, JobState, WebhookDelivery
 
 STATUS_NAMES = {
     JobState.queued: JobStatusName.queued,
@@ -86,6 +87,21 @@ def _summary(job: Job, pending_jobs: int, links: Links, ttl_s: float) -> dict[st
     }
 
 
+def redacted_url(url: str) -> str:
+    """scheme://host[:port]/path: userinfo and the query often carry the receiver's secret."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def redacted_webhook(webhook: WebhookDelivery) -> WebhookDelivery:
+    if webhook.url is None:
+        return webhook
+    return webhook.model_copy(update={"url": redacted_url(webhook.url)})
+
+
 def job_accepted(job: Job, pending_jobs: int, links: Links, ttl_s: float) -> JobAccepted:
     return JobAccepted(**_summary(job, pending_jobs, links, ttl_s),
                        webhook_enabled=job.webhook.enabled)
@@ -99,7 +115,7 @@ def job_status(job: Job, pending_jobs: int, links: Links, ttl_s: float) -> JobSt
         finished_at=job.finished_at,
         expires_at=job.expires_at,
         error=job.error,
-        webhook=job.webhook,
+        webhook=redacted_webhook(job.webhook),
         spec=job.spec,
         inputs=list(job.input_names),
         result=job_result(job, links),

@@ -26,14 +26,50 @@ class RefusedAddress(InvalidWebhookURL):
     """The host resolves to a loopback, private, link-local or otherwise non-public address."""
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+"""RFC 6052 well-known NAT64 prefix: the last 32 bits are the IPv4 address reached."""
+
+_NEVER_PUBLIC = (ipaddress.IPv6Network("64:ff9b:1::/48"),)
+"""RFC 8215 local-use NAT64, which older Pythons count as global."""
+
+
+def _unwrapped(address: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv4-mapped (::ffff:a.b.c.d) or IPv4-compatible (::a.b.c.d)
+    address is: the socket connects to it, so it alone decides."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return address
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if int(address) >> 32 == 0 and int(address) > 1:  # not :: or ::1
+        return ipaddress.IPv4Address(int(address))
+    return address
+
+
+def _embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses that traffic to a NAT64, 6to4 or Teredo address is forwarded to."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return []
+    if address in _NAT64:
+        return [ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)]
+    if address.sixtofour is not None:
+        return [address.sixtofour]
+    if address.teredo is not None:
+        return list(address.teredo)
+    return []
+
+
 def address_allowed(address: IPAddress, allow: AllowPrivate) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is loopback in disguise
-    if address.is_global and not address.is_multicast:
+    if allow is True:
         return True
-    if isinstance(allow, bool):
-        return allow
-    return any(address in network for network in allow)
+    address = _unwrapped(address)  # ::ffff:127.0.0.1 is loopback in disguise
+    if not isinstance(allow, bool) and any(address in network for network in allow):
+        return True  # an explicitly allowed range, embedded IPv4 or not
+    if not address.is_global or address.is_multicast:
+        return False
+    if any(address in network for network in _NEVER_PUBLIC):
+        return False
+    # 64:ff9b::7f00:1 or 2002:7f00:1:: reach 127.0.0.1 through a translator or relay.
+    return all(address_allowed(inner, allow) for inner in _embedded_ipv4(address))
 
 
 def resolve(host: str, port: int) -> list[IPAddress]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import email.utils
 import json
+import socket
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,9 +70,12 @@ class WebhookSender:
     ) -> None:
         self._public_url = public_url
         self._signer = Webhook(secret) if secret else None
-        # Redirects are failures, never followed: a 3xx could point anywhere.
+        self._timeout_s = timeout_s
+        # Redirects are failures, never followed: a 3xx could point anywhere. No keep-alive:
+        # each attempt opens its own connection, which the deadline watchdog can then cut.
+        one_shot = httpx.Limits(max_keepalive_connections=0)
         self._client = httpx.Client(
-            transport=GuardedTransport(allow_private),
+            transport=GuardedTransport(allow_private, limits=one_shot),
             follow_redirects=False,
             timeout=timeout_s,
             headers={"user-agent": "smartthumb-webhook/1"},
@@ -91,19 +96,70 @@ class WebhookSender:
         return headers
 
     def deliver(self, job: Job) -> WebhookResponse:
-        """POST the completion event once."""
+        """POST the completion event once, within timeout_s in all.
+
+        httpx's timeout bounds each phase, so a receiver trickling a byte at a time would hold
+        a sender thread for ever: a watchdog shuts the socket down at the deadline. Only the
+        status line and headers are read; the body (which may be huge) never is.
+        """
         assert job.webhook.url is not None
         body = json.dumps(payload(job, self._public_url), separators=(",", ":"))
         now = datetime.now(UTC)
+        deadline = _Deadline(self._timeout_s)
         try:
-            response = self._client.post(
-                job.webhook.url, content=body.encode(), headers=self.headers(job, body, now)
-            )
+            with self._client.stream(
+                "POST",
+                job.webhook.url,
+                content=body.encode(),
+                headers=self.headers(job, body, now),
+                extensions={"trace": deadline.trace},
+            ) as response:
+                return WebhookResponse(
+                    status_code=response.status_code,
+                    retry_after_s=parse_retry_after(response.headers.get("retry-after"), now),
+                )
         except InvalidWebhookURL as error:
             return WebhookResponse(error=str(error), permanent=True)
         except httpx.HTTPError as error:
+            if deadline.expired:
+                return WebhookResponse(error=f"no answer within {self._timeout_s:g} s in all")
             return WebhookResponse(error=f"{type(error).__name__}: {error}".rstrip(": "))
-        return WebhookResponse(
-            status_code=response.status_code,
-            retry_after_s=parse_retry_after(response.headers.get("retry-after"), now),
-        )
+        finally:
+            deadline.cancel()
+
+
+class _Deadline:
+    """Shuts down the attempt's socket (learnt from httpcore's trace events) when time is up;
+    the blocked read then fails at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._socket: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        # The TCP stream, then (https) the TLS stream that replaces it: keep the latest.
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            stream = info.get("return_value")
+            with self._lock:
+                self._socket = stream.get_extra_info("socket") if stream is not None else None
+                if self.expired:
+                    self._shutdown()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
+
+    def cancel(self) -> None:
+        self._timer.cancel()

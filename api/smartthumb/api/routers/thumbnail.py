@@ -93,7 +93,7 @@ def _status(engine: LocalEngine, job_id: str, links: Links, ttl_s: float) -> Job
     response_class=FileResponse,
     responses={
         200: {"content": {"image/*": {}}, "description": "The image."},
-        **documented(401, 404, 409, 422),
+        **documented(401, 404, 409, 422, 429),
     },
     summary="The thumbnail, optionally converted (cached on disk)",
 )
@@ -106,7 +106,8 @@ def get_job_image(
     if query.format is None and query.width is None and query.quality is None:
         path = source
     else:
-        path = variant(source, fmt, query.width, query.quality or job.spec.quality)
+        quality = query.quality or job.spec.quality
+        path = variant(source, fmt, query.width, quality, grayscale=job.spec.grayscale)
     return FileResponse(
         path,
         media_type=fmt.media_type,

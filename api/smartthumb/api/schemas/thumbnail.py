@@ -107,7 +107,9 @@ class JobStatus(JobSummary):
     finished_at: datetime | None
     expires_at: datetime | None
     error: str | None
-    webhook: WebhookDelivery
+    webhook: WebhookDelivery = Field(
+        description="Delivery state; `url` without userinfo and query (they may hold secrets)."
+    )
     spec: ThumbnailSpec
     inputs: list[str] = Field(description="Input names, in page order.")
     result: JobResult | None

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -69,6 +70,22 @@ class EngineSettings(BaseModel):
     sweep_interval_s: float = Field(
         30, gt=0, description="How often expired jobs are looked for (webhooks wake it earlier)."
     )
+
+    @field_validator("allow_private_webhooks", mode="before")
+    @classmethod
+    def _parse_allowed(cls, value: object) -> object:
+        # From the environment: true/false, a JSON list, or comma-separated CIDRs (as
+        # SMARTTHUMB_API_TOKENS is); pydantic then validates each network.
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.lower() in ("", "false", "0", "no", "off"):
+            return False
+        if text.lower() in ("true", "1", "yes", "on"):
+            return True
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
 
     @field_validator("webhook_secret")
     @classmethod
