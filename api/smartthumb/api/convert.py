@@ -13,7 +13,7 @@ from pathlib import Path
 from PIL import Image
 from smartthumb.api.errors import ApiError
 from smartthumb.runner.encode import ALPHA_FORMATS, save
-from smartthumb.runner.load import _to_rgb
+from smartthumb.runner.load import to_rgb
 from smartthumb.runner.spec import OutputFormat
 
 MAX_VARIANTS = 16
@@ -56,7 +56,7 @@ def variant(
             )
         image.load()
         # The runner's alpha rule: kept where the format can hold it, else flattened on white.
-        converted = _to_rgb(image, keep_alpha=fmt in ALPHA_FORMATS)
+        converted = to_rgb(image, keep_alpha=fmt in ALPHA_FORMATS)
         if target_width != converted.width:
             height = max(1, round(converted.height * target_width / converted.width))
             converted = converted.resize((target_width, height), Image.Resampling.LANCZOS)

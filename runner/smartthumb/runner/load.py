@@ -99,7 +99,7 @@ def decode(source: Source, scale: float, *, keep_alpha: bool = False) -> Image.I
             image.draft("RGB", (want_w, want_h))
         image.load()
         decoded = ImageOps.exif_transpose(image) if source.rotated or _has_orientation(image) else image
-        return _to_rgb(decoded, keep_alpha=keep_alpha)
+        return to_rgb(decoded, keep_alpha=keep_alpha)
     except MemoryError:
         raise
     except Image.DecompressionBombError as error:
@@ -112,7 +112,8 @@ def _has_orientation(image: Image.Image) -> bool:
     return _orientation(image) not in (0, 1)
 
 
-def _to_rgb(image: Image.Image, *, keep_alpha: bool) -> Image.Image:
+def to_rgb(image: Image.Image, *, keep_alpha: bool) -> Image.Image:
+    """RGB (or RGBA when asked and present); transparency flattened on white, 16-bit scaled."""
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (
         image.mode == "P" and "transparency" in image.info
     )
