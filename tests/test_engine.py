@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,13 +13,17 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from smartthumb.operator.local import InputError, InputFile, LocalEngine, QueueFullError
+from smartthumb.operator.local.engine import EngineConfigError
+from smartthumb.operator.local.process import ForkServerError
 from smartthumb.operator.local.store import JobStore
 from smartthumb.operator.metrics import Metrics
 from smartthumb.operator.models import JobState, RunOutcome, RunRecord
 from images import save_photo
 from test_engine_support import (
     RESIZE,
+    fork_server_pid,
     jpeg_input,
+    runner_workers,
     running_engine,
     settings,
     slow_png,
@@ -83,7 +88,8 @@ def test_bad_input_fails_without_fallback(tmp_path: Path):
     finally:
         engine.stop()
     assert failed.state is JobState.failed
-    assert "notes.jpg" in failed.error or "image" in failed.error
+    # The runner sees the server's name for the upload (000.jpg), not the client's.
+    assert failed.error.startswith("000.jpg: not a supported image"), failed.error
     assert [run.outcome for run in failed.runs] == [RunOutcome.bad_input]
     assert failed.result is None and failed.fallback_reason is None
     assert registry.get_sample_value("smartthumb_jobs_finished_total", {"state": "failed"}) == 1
@@ -216,30 +222,14 @@ def test_graceful_stop_finishes_running_work(tmp_path: Path, big_png: Path):
     assert store.get(job.id).state is JobState.done
 
 
-def _runner_workers() -> list[int]:
-    """PIDs of the runner workers of this test process's fork server."""
-    me = str(os.getpid())
-    for entry in Path("/proc").iterdir():
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            status = (entry / "status").read_text()
-        except (OSError, ValueError):
-            continue
-        parent = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid"))
-        if b"smartthumb.operator.local.zygote" in cmdline and parent == me:
-            return [int(pid) for task in (entry / "task").iterdir()
-                    for pid in (task / "children").read_text().split()]
-    return []
-
-
 def test_a_runner_killed_by_sigkill_is_treated_as_oom_and_falls_back(
     tmp_path: Path, big_png: Path
 ):
     # What the kernel's OOM killer does: SIGKILL mid-run, no chance to say anything.
     with running_engine(tmp_path, workers=1) as engine:
         job = engine.submit(RESIZE, [InputFile(name="big.png", path=big_png)])
-        wait_until(lambda: engine.get(job.id).state is JobState.running and _runner_workers())
-        for pid in _runner_workers():
+        wait_until(lambda: engine.get(job.id).state is JobState.running and runner_workers())
+        for pid in runner_workers():
             os.kill(pid, signal.SIGKILL)
         done = engine.wait(job.id, timeout=60)
     assert done.state is JobState.done, done.error
@@ -249,3 +239,104 @@ def test_a_runner_killed_by_sigkill_is_treated_as_oom_and_falls_back(
         (False, RunOutcome.oom),
         (True, RunOutcome.ok),
     ]
+
+
+def test_an_expired_row_left_by_a_crash_is_removed_and_the_scheduler_rests(tmp_path: Path):
+    engine = LocalEngine(settings(tmp_path))
+    job = engine.submit(RESIZE, [jpeg_input()])
+    engine.stop()
+    # What a crash between saving `expired` and deleting the row leaves behind.
+    store = JobStore(tmp_path / "smartthumb.sqlite3")
+    past = datetime(2020, 1, 1, tzinfo=UTC)
+    store.save(job.model_copy(update={"state": JobState.expired, "expires_at": past}))
+    store.close()
+    engine = LocalEngine(settings(tmp_path, sweep_interval_s=30))
+    sweeps = []
+    due = engine._store.due
+    engine._store.due = lambda *args, **kwargs: sweeps.append(1) or due(*args, **kwargs)
+    engine.start()
+    try:
+        wait_until(lambda: not (tmp_path / "jobs" / job.id).exists())
+        wait_until(lambda: engine._store.get(job.id) is None)
+        count = len(sweeps)
+        # A spinning scheduler sweeps thousands of times a second; a resting one waits 30 s.
+        assert not engine._wake.wait(0.5)
+        assert len(sweeps) <= count + 1
+    finally:
+        engine.stop()
+
+
+def test_job_directories_no_row_owns_are_removed_at_start(tmp_path: Path):
+    engine = LocalEngine(settings(tmp_path))
+    job = engine.submit(RESIZE, [jpeg_input()])
+    engine.stop()
+    orphan = tmp_path / "jobs" / "0123456789abcdef" / "inputs"
+    orphan.mkdir(parents=True)
+    (orphan / "000.jpg").write_bytes(jpeg_input().data)
+    with running_engine(tmp_path) as restarted:
+        assert not orphan.parent.exists()
+        assert restarted.wait(job.id, timeout=30).state is JobState.done
+
+
+def test_a_yolo_model_needs_a_memory_limit_it_fits_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("THUMBNAIL_YOLO_MODEL", "yolov8n.pt")
+    engine = LocalEngine(settings(tmp_path, memory_limit_mb=1024))
+    with pytest.raises(EngineConfigError) as refused:
+        engine.start()
+    assert "THUMBNAIL_YOLO_MODEL" in str(refused.value)
+    assert "SMARTTHUMB_MEMORY_LIMIT_MB" in str(refused.value) and "4096" in str(refused.value)
+    engine.stop()
+    engine = LocalEngine(settings(tmp_path, memory_limit_mb=4096))
+    engine.start()
+    assert engine.healthy()
+    engine.stop()
+
+
+def test_a_worker_thread_survives_an_engine_error_and_fails_only_that_job(tmp_path: Path):
+    with running_engine(tmp_path, workers=1) as engine:
+        real_run = engine._forkserver.run
+        calls = []
+
+        def failing_once(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                raise ForkServerError("injected")
+            return real_run(*args, **kwargs)
+
+        engine._forkserver.run = failing_once
+        failed = engine.wait(engine.submit(RESIZE, [jpeg_input()]).id, timeout=30)
+        assert failed.state is JobState.failed
+        assert failed.error == (
+            "internal error in the runner (the engine failed: ForkServerError: injected)"
+        )
+        done = engine.wait(engine.submit(RESIZE, [jpeg_input()]).id, timeout=30)
+        assert done.state is JobState.done and engine.healthy()
+
+
+def test_the_scheduler_survives_a_failed_sweep(tmp_path: Path):
+    with running_engine(tmp_path, ttl_s=0.5, sweep_interval_s=0.1) as engine:
+        due = engine._store.due
+        failures = []
+
+        def failing_once(*args, **kwargs):
+            if not failures:
+                failures.append(1)
+                raise sqlite3.OperationalError("injected: database is locked")
+            return due(*args, **kwargs)
+
+        engine._store.due = failing_once
+        job = engine.wait(engine.submit(RESIZE, [jpeg_input()]).id, timeout=30)
+        wait_until(lambda: not (tmp_path / "jobs" / job.id).exists())
+        assert failures and engine.healthy()
+
+
+def test_a_killed_fork_server_is_restarted_and_jobs_go_on(tmp_path: Path):
+    with running_engine(tmp_path, sweep_interval_s=0.2) as engine:
+        assert engine.healthy()
+        old = fork_server_pid()
+        os.kill(old, signal.SIGKILL)
+        wait_until(lambda: fork_server_pid() not in (None, old) and engine.healthy())
+        done = engine.wait(engine.submit(RESIZE, [jpeg_input()]).id, timeout=30)
+        assert done.state is JobState.done

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from smartthumb.operator.local.process import classify, runner_argv
 from smartthumb.operator.models import RunOutcome
 from smartthumb.runner.cli import _build_parser
 from smartthumb.runner.spec import ThumbnailSpec
+from test_engine_support import fork_server_pid, runner_workers, vm_size_kb, wait_until
 
 RESULT = '{"mode":"fit","method":"fit","output":{"format":"jpeg","width":10,"height":5,"bytes":9}}'
 
@@ -82,15 +85,26 @@ def _fit_argv(tmp_path: Path, source: Path, name: str) -> list[str]:
     return ["crop", "--spec", spec.model_dump_json(), "-o", str(tmp_path / name), str(source)]
 
 
-def test_warm_workers_survive_bad_input_and_are_replaced_after_oom_and_retirement(
-    tmp_path: Path,
-) -> None:
+def _source(tmp_path: Path) -> Path:
     from PIL import Image
-
-    from smartthumb.operator.local.process import ForkServer
 
     source = tmp_path / "in.png"
     Image.radial_gradient("L").convert("RGB").resize((800, 600)).save(source)
+    return source
+
+
+def _one_run(server, argv: list[str], stem: Path, limit_mb: int = 1024):
+    run = server.run(argv, stem, limit_mb)
+    assert run.wait(60)
+    return run.outcome()
+
+
+def test_warm_workers_survive_bad_input_and_are_replaced_after_oom_and_retirement(
+    tmp_path: Path,
+) -> None:
+    from smartthumb.operator.local.process import ForkServer
+
+    source = _source(tmp_path)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     server = ForkServer(max_runs_per_worker=2)
@@ -101,12 +115,122 @@ def test_warm_workers_survive_bad_input_and_are_replaced_after_oom_and_retiremen
                 for i in range(12)]
         assert all(run.wait(60) for run in runs)
         assert [run.outcome().outcome for run in runs] == [RunOutcome.ok] * 12
-
-        bad = server.run(_fit_argv(tmp_path, broken, "b.jpg"), tmp_path / "bad", 1024)
-        assert bad.wait(60) and bad.outcome().outcome is RunOutcome.bad_input
-        starved = server.run(_fit_argv(tmp_path, source, "s.jpg"), tmp_path / "oom", 64)
-        assert starved.wait(60) and starved.outcome().outcome is RunOutcome.oom
-        after = server.run(_fit_argv(tmp_path, source, "a.jpg"), tmp_path / "after", 1024)
-        assert after.wait(60) and after.outcome().outcome is RunOutcome.ok, after.outcome()
     finally:
         server.close()
+
+    server = ForkServer(max_runs_per_worker=2)
+    server.start()
+    try:
+        ok = _one_run(server, _fit_argv(tmp_path, source, "a.jpg"), tmp_path / "a")
+        assert ok.outcome is RunOutcome.ok
+        [first] = runner_workers()
+        bad = _one_run(server, _fit_argv(tmp_path, broken, "b.jpg"), tmp_path / "bad")
+        assert bad.outcome is RunOutcome.bad_input
+        wait_until(lambda: not runner_workers())  # its second run: it retired
+        ok = _one_run(server, _fit_argv(tmp_path, source, "c.jpg"), tmp_path / "c")
+        assert ok.outcome is RunOutcome.ok
+        [second] = runner_workers()
+        assert second != first
+    finally:
+        server.close()
+
+    server = ForkServer(max_runs_per_worker=100)
+    server.start()
+    try:
+        for name in ("d", "e"):
+            assert _one_run(server, _fit_argv(tmp_path, source, f"{name}.jpg"),
+                            tmp_path / name).outcome is RunOutcome.ok
+        [warm] = runner_workers()
+        bad = _one_run(server, _fit_argv(tmp_path, broken, "f.jpg"), tmp_path / "f")
+        assert bad.outcome is RunOutcome.bad_input
+        assert runner_workers() == [warm]  # bad input does not cost the worker
+        starved = _one_run(server, _fit_argv(tmp_path, source, "s.jpg"), tmp_path / "oom", 64)
+        assert starved.outcome is RunOutcome.oom
+        after = _one_run(server, _fit_argv(tmp_path, source, "g.jpg"), tmp_path / "after")
+        assert after.outcome is RunOutcome.ok, after
+        [fresh] = runner_workers()
+        assert fresh != warm
+    finally:
+        server.close()
+
+
+def test_a_grown_worker_takes_only_runs_whose_limit_leaves_room(tmp_path: Path) -> None:
+    from smartthumb.operator.local.process import ForkServer
+    from smartthumb.operator.local.zygote import REUSE_FRACTION
+
+    source = _source(tmp_path)
+    server = ForkServer()
+    server.start()
+    try:
+        assert _one_run(server, _fit_argv(tmp_path, source, "a.jpg"), tmp_path / "a").outcome \
+            is RunOutcome.ok
+        [warm] = runner_workers()
+        size_mb = vm_size_kb(warm) / 1024  # what it reported: it has not run since
+        roomy = int(size_mb / REUSE_FRACTION) + 8
+        assert _one_run(server, _fit_argv(tmp_path, source, "b.jpg"), tmp_path / "b", roomy) \
+            .outcome is RunOutcome.ok
+        assert runner_workers() == [warm]
+        tight = int(size_mb / REUSE_FRACTION) - 8
+        _one_run(server, _fit_argv(tmp_path, source, "c.jpg"), tmp_path / "c", tight)
+        wait_until(lambda: warm not in runner_workers())  # it retired for a fresh fork
+    finally:
+        server.close()
+
+
+def test_reports_of_a_worker_that_retires_at_once_are_never_lost(tmp_path: Path) -> None:
+    # Each worker reports, then exits: the fork server often reaps it before reading the
+    # report, and must still pass on the run's own exit code, once.
+    from smartthumb.operator.local.process import ForkServer
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    server = ForkServer(max_runs_per_worker=1)
+    server.start()
+    try:
+        runs = [server.run(_fit_argv(tmp_path, broken, f"o{i}.jpg"), tmp_path / f"r{i}", 1024)
+                for i in range(30)]
+        assert all(run.wait(60) for run in runs)
+        assert {run.outcome().outcome for run in runs} == {RunOutcome.bad_input}
+        assert server.alive
+    finally:
+        server.close()
+
+
+def test_a_dead_fork_server_fails_its_runs_and_is_restarted(tmp_path: Path) -> None:
+    from smartthumb.operator.local.process import ForkServer
+
+    source = _source(tmp_path)
+    server = ForkServer()
+    server.start()
+    try:
+        old = fork_server_pid()
+        os.kill(old, signal.SIGKILL)
+        wait_until(lambda: not server.alive)
+        lost = server.run(_fit_argv(tmp_path, source, "a.jpg"), tmp_path / "a", 1024)
+        assert lost.wait(60) and lost.outcome().outcome is RunOutcome.ok  # restarted first
+        assert fork_server_pid() not in (None, old)
+    finally:
+        server.close()
+
+
+def test_the_reader_survives_stray_lines_and_duplicate_reports(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from smartthumb.operator.local.process import ForkServer, RunnerProcess
+
+    server = ForkServer()
+    first = RunnerProcess(server, 1, tmp_path / "one", 1024)
+    second = RunnerProcess(server, 2, tmp_path / "two", 1024)
+    report = '{"event": "exited", "id": 1, "exit_code": 2}'
+    # A real process in the fork server's place: noise, a report, the same report again, EOF.
+    fake = subprocess.Popen(
+        [sys.executable, "-c", f"print('noise'); print('{report}'); print('{report}')"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )
+    server._process, server._alive = fake, True
+    server._runs.update({1: first, 2: second})
+    server._read(fake)
+    fake.wait()
+    assert (first.exit_code, second.ended.is_set(), second.exit_code) == (2, True, None)
+    assert not server.alive

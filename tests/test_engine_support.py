@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -120,3 +121,37 @@ def wait_until(predicate: Any, timeout: float = 20, interval: float = 0.02) -> N
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+def fork_server_pid() -> int | None:
+    """PID of this test process's runner fork server (the zygote), if one runs."""
+    me = str(os.getpid())
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            status = (entry / "status").read_text()
+        except (OSError, ValueError):
+            continue
+        parent = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid"))
+        if b"smartthumb.operator.local.zygote" in cmdline and parent == me:
+            return int(entry.name)
+    return None
+
+
+def runner_workers() -> list[int]:
+    """PIDs of the runner workers of this test process's fork server."""
+    server = fork_server_pid()
+    if server is None:
+        return []
+    tasks = Path(f"/proc/{server}/task")
+    try:
+        return sorted(int(pid) for task in tasks.iterdir()
+                      for pid in (task / "children").read_text().split())
+    except OSError:  # the server exited meanwhile
+        return []
+
+
+def vm_size_kb(pid: int) -> int:
+    """A process's address space (what RLIMIT_AS counts), from /proc."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmSize"))

@@ -75,3 +75,12 @@ def test_due_covers_ttls_and_webhook_retries_except_excluded(tmp_path: Path):
     store.delete("ttl")
     store.delete("hook")
     assert store.next_due() is None and store.get("ttl") is None
+
+
+def test_ids_lists_every_job_in_any_state(tmp_path: Path):
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    assert store.ids() == set()
+    store.insert(job("a"), [])
+    store.insert(job("b").model_copy(update={"state": JobState.expired}), [])
+    assert store.ids() == {"a", "b"}
+    store.close()

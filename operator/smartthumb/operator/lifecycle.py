@@ -260,12 +260,16 @@ def retry_delay_s(job_id: str, attempts: int, policy: LifecyclePolicy) -> float:
 
 
 def _tick(job: Job, now: datetime) -> Transition:
+    # Files first, then the row: a backend that dies in between still has the row, and its
+    # next Tick on the expired job repeats both (each is idempotent) instead of leaving files.
+    if job.state is JobState.expired:
+        return Transition(job=job, actions=[DeleteArtifacts(), Expire()])
     if job.state.finished and job.expires_at is not None and now >= job.expires_at:
         job.state = JobState.expired
         if job.webhook.next_attempt_at is not None:
             job.webhook.next_attempt_at = None
             job.webhook.last_error = "the job expired before the webhook was delivered"
-        return Transition(job=job, actions=[Expire(), DeleteArtifacts()])
+        return Transition(job=job, actions=[DeleteArtifacts(), Expire()])
     due = job.webhook.next_attempt_at
     if job.state.finished and due is not None and now >= due:
         return Transition(job=job, actions=[DeliverWebhook(at=now)])

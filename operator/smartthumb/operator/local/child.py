@@ -22,6 +22,18 @@ MIB = 1024 * 1024
 _REUSABLE = {EXIT_OK, EXIT_BAD_INPUT}
 
 
+def _vm_kb() -> int:
+    """This process's address space (what RLIMIT_AS counts), in KiB; 0 when unknown."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def _run_one(request: dict[str, Any]) -> int:
     """Run the CLI contract with stdout/stderr in the run's files and the run's memory limit."""
     for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
@@ -62,7 +74,7 @@ def serve(connection: socket.socket, max_runs: int) -> None:
         if code not in _REUSABLE:
             os._exit(code)  # the fork server reports the exit status of this run
         retire = runs >= max_runs
-        report = {"id": request["id"], "exit_code": code, "retire": retire}
+        report = {"id": request["id"], "exit_code": code, "retire": retire, "vm_kb": _vm_kb()}
         connection.sendall(json.dumps(report).encode() + b"\n")
         if retire:
             break

@@ -5,6 +5,7 @@ smartthumb.operator.lifecycle.decide; this module only carries the actions out."
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import re
 import shutil
@@ -39,11 +40,16 @@ from smartthumb.operator.models import Job, JobState, QueueStats, RunOutcome, We
 from smartthumb.operator.netguard import check_url
 from smartthumb.operator.webhooks import WebhookSender
 from smartthumb.runner.spec import ThumbnailSpec
+from smartthumb.runner.subjects import YOLO_ENV
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_SENDERS = 4
 """Concurrent webhook POSTs: a slow receiver must not hold up the others."""
+YOLO_MIN_MEMORY_MB = 4096
+"""The optional YOLO detector (torch) maps about 3.5 GB of address space by itself."""
+SCHEDULER_ERROR_PAUSE_S = 1.0
+"""After a failed sweep: the next one may fail the same way, and must not spin."""
 
 
 class InputFile(BaseModel):
@@ -74,6 +80,10 @@ class UnknownJobError(LookupError):
     """No such job, or it has expired (HTTP 404)."""
 
 
+class EngineConfigError(ValueError):
+    """The settings cannot work together: start() refuses them."""
+
+
 _SAFE_SUFFIX = re.compile(r"\.[a-z0-9]{1,5}")
 
 
@@ -95,6 +105,7 @@ class LocalEngine:
         self._jobs_dir = settings.data_dir / "jobs"
         self._jobs_dir.mkdir(parents=True, exist_ok=True)
         self._store = JobStore(settings.data_dir / "smartthumb.sqlite3")
+        self._remove_orphan_dirs()
         secret = settings.webhook_secret
         self._webhooks = WebhookSender(
             public_url=settings.public_url,
@@ -121,7 +132,15 @@ class LocalEngine:
     # --- public interface ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Recover from the store (interrupted runs are re-run), start workers and scheduler."""
+        """Recover from the store (interrupted runs are re-run), start workers and scheduler.
+        Raises EngineConfigError on settings that would fail every job."""
+        if os.environ.get(YOLO_ENV) and self.settings.memory_limit_mb < YOLO_MIN_MEMORY_MB:
+            raise EngineConfigError(
+                f"{YOLO_ENV} is set, and the YOLO detector alone maps about 3.5 GB of address "
+                f"space: with memory_limit_mb (SMARTTHUMB_MEMORY_LIMIT_MB) at "
+                f"{self.settings.memory_limit_mb} every job would run out of memory. Set "
+                f"SMARTTHUMB_MEMORY_LIMIT_MB to at least {YOLO_MIN_MEMORY_MB} or unset {YOLO_ENV}."
+            )
         self._forkserver.start()
         for job_id in self._store.ids_in_state(JobState.running):
             self._apply(job_id, Interrupted(reason="the engine restarted while the job ran"))
@@ -132,6 +151,16 @@ class LocalEngine:
         for index in range(self.settings.workers):
             self._spawn(self._work, f"smartthumb-worker-{index}")
         self._spawn(self._schedule, "smartthumb-scheduler")
+
+    def healthy(self) -> bool:
+        """True while the engine can run jobs: started, not stopping, its threads alive and
+        the runner fork server up (a dead one is restarted by the next run or sweep)."""
+        return (
+            self._started
+            and not self._stopping.is_set()
+            and all(thread.is_alive() for thread in self._threads)
+            and self._forkserver.alive
+        )
 
     def stop(self, graceful: bool = True, timeout: float = 30) -> None:
         """Let running jobs finish for up to `timeout` seconds (0 when not graceful), then kill
@@ -261,6 +290,15 @@ class LocalEngine:
             paths.append(path)
         return paths
 
+    def _remove_orphan_dirs(self) -> None:
+        """Inputs are written before the row is inserted: a crash between leaves a directory
+        no job owns. Run before any submit() of this engine, so none is half-written."""
+        known = self._store.ids()
+        for entry in self._jobs_dir.iterdir():
+            if entry.is_dir() and entry.name not in known:
+                log.warning("removing %s: no job owns it", entry)
+                shutil.rmtree(entry, ignore_errors=True)
+
     def _check_capacity(self) -> None:
         if self._store.count(JobState.queued) >= self.settings.queue_capacity:
             raise QueueFullError(
@@ -305,12 +343,29 @@ class LocalEngine:
             job_id = self._queue.get()
             if job_id is None or self._stopping.is_set():
                 return
-            transition = self._apply(job_id, Started())
-            while transition is not None:
-                run = next((a for a in transition.actions if isinstance(a, RunRunner)), None)
-                if run is None:
-                    break
-                transition = self._apply(job_id, self._run(transition.job, run))
+            try:
+                self._run_job(job_id)
+            except Exception as error:  # one job must not end the worker
+                log.exception("job %s: the engine failed while running it", job_id)
+                self._fail(job_id, error)
+
+    def _run_job(self, job_id: str) -> None:
+        transition = self._apply(job_id, Started())
+        while transition is not None:
+            run = next((a for a in transition.actions if isinstance(a, RunRunner)), None)
+            if run is None:
+                break
+            transition = self._apply(job_id, self._run(transition.job, run))
+
+    def _fail(self, job_id: str, error: Exception) -> None:
+        """Fail a job the engine broke down on while it ran (a queued one stays queued)."""
+        try:
+            job = self._store.get(job_id)
+            if job is not None and job.state is JobState.running:
+                message = f"the engine failed: {type(error).__name__}: {error}"
+                self._apply(job_id, RunnerExited(outcome=RunOutcome.internal, message=message))
+        except Exception:  # the store itself may be what failed
+            log.exception("job %s: could not record the engine's failure", job_id)
 
     def _run(self, job: Job, run: RunRunner) -> RunnerExited | Interrupted:
         settings = self.settings
@@ -340,16 +395,31 @@ class LocalEngine:
         """Apply Tick to jobs whose TTL or webhook retry is due; sleep until the next one."""
         while not self._stopping.is_set():
             self._wake.clear()
-            with self._lock:
-                delivering = set(self._delivering)
-            for job_id in self._store.due(_now(), exclude=delivering):
-                self._apply(job_id, Tick())
-            with self._lock:
-                next_due = self._store.next_due(exclude=self._delivering)
-            pause = self.settings.sweep_interval_s
-            if next_due is not None:
-                pause = min(pause, max(0.0, next_due - time.time()))
+            try:
+                pause = self._sweep()
+            except Exception:  # the scheduler must outlive a bad sweep
+                log.exception("the scheduler's sweep failed")
+                pause = SCHEDULER_ERROR_PAUSE_S
             self._wake.wait(pause)
+
+    def _sweep(self) -> float:
+        """One round of the scheduler; the seconds until the next one."""
+        self._forkserver.ensure_running()  # an idle engine heals too, not only the next run
+        with self._lock:
+            delivering = set(self._delivering)
+        failed = False
+        for job_id in self._store.due(_now(), exclude=delivering):
+            try:
+                self._apply(job_id, Tick())
+            except Exception:  # one bad job must not hold up the rest
+                log.exception("job %s: tick failed", job_id)
+                failed = True
+        with self._lock:
+            next_due = self._store.next_due(exclude=self._delivering)
+        pause = self.settings.sweep_interval_s
+        if next_due is not None:
+            pause = min(pause, max(0.0, next_due - time.time()))
+        return max(pause, SCHEDULER_ERROR_PAUSE_S) if failed else pause
 
     def _dispatch_webhook(self, job_id: str) -> None:
         with self._lock:

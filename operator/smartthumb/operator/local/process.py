@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -19,12 +20,16 @@ from smartthumb.operator.models import RunOutcome
 from smartthumb.runner.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_OUT_OF_MEMORY
 from smartthumb.runner.spec import RunResult, ThumbnailSpec
 
+log = logging.getLogger(__name__)
+
 OOM_EXIT_CODES = {EXIT_OUT_OF_MEMORY, -signal.SIGKILL, 128 + signal.SIGKILL}
 # Under an address-space limit, native code whose allocation fails often crashes instead of
 # raising: a segfault or a C++ abort there is most likely memory, and the fallback is cheap.
 CRASH_SIGNALS = {-signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS}
 # One job per process (the parallelism is across jobs): idle thread pools only inflate RLIMIT_AS.
 SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+KILL_WAIT_S = 10.0
+"""How long kill() waits for the exit report: a wedged fork server must not hang the engine."""
 
 
 class ForkServerError(RuntimeError):
@@ -86,7 +91,9 @@ class RunnerProcess:
 
     def kill(self) -> None:
         self._server.kill(self.run_id)
-        self.ended.wait()
+        if not self.ended.wait(KILL_WAIT_S):
+            log.warning("run %d: no exit report %g s after SIGKILL", self.run_id, KILL_WAIT_S)
+            self._server.forget(self.run_id)
 
     def outcome(self) -> RunnerExited:
         def read(path: Path) -> str:
@@ -96,7 +103,8 @@ class RunnerProcess:
 
 
 class ForkServer:
-    """The engine's side of zygote.py: sends run/kill requests, routes exit reports."""
+    """The engine's side of zygote.py: sends run/kill requests, routes exit reports. A server
+    that died is started again by the next run() (or ensure_running())."""
 
     def __init__(self, max_runs_per_worker: int = 500) -> None:
         self._max_runs = max_runs_per_worker
@@ -104,39 +112,37 @@ class ForkServer:
         self._lock = threading.Lock()
         self._runs: dict[int, RunnerProcess] = {}
         self._alive = False
+        self._closed = False
         self._ids = itertools.count(1)
 
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
     def start(self) -> None:
-        env = {**os.environ, **SINGLE_THREADED}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "smartthumb.operator.local.zygote", str(self._max_runs)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        assert process.stdout is not None
-        ready = process.stdout.readline()
-        if json.loads(ready or b"{}").get("event") != "ready":
-            process.kill()
-            process.wait()
-            raise ForkServerError(f"the runner fork server did not start (exit {process.poll()})")
-        self._process = process
-        self._alive = True
-        threading.Thread(
-            target=self._read, args=(process.stdout,), name="smartthumb-forkserver", daemon=True
-        ).start()
+        """Raises ForkServerError when the server does not come up."""
+        with self._lock:
+            self._launch()
+
+    def ensure_running(self) -> bool:
+        """Start the server again if it died; True when it runs."""
+        with self._lock:
+            return self._revive()
 
     def close(self) -> None:
         """Closing its stdin ends the server (and kills any child left)."""
-        if self._process is not None:
-            assert self._process.stdin is not None
-            self._process.stdin.close()
-            self._process.wait()
+        with self._lock:
+            self._closed = True
+            process = self._process
+        if process is not None:
+            assert process.stdin is not None
+            process.stdin.close()
+            process.wait()
 
     def run(self, argv: list[str], log_stem: Path, memory_limit_mb: int) -> RunnerProcess:
         with self._lock:
             run = RunnerProcess(self, next(self._ids), log_stem, memory_limit_mb)
-            if not self._alive:
+            if not self._revive():
                 run.ended.set()  # exit code None: reported as "the fork server died"
                 return run
             self._runs[run.run_id] = run
@@ -154,26 +160,92 @@ class ForkServer:
 
     def kill(self, run_id: int) -> None:
         with self._lock:
-            self._send({"op": "kill", "id": run_id})
+            if self._alive:
+                self._send({"op": "kill", "id": run_id})
+
+    def forget(self, run_id: int) -> None:
+        """Stop waiting for a run's report (it ends with exit code None)."""
+        with self._lock:
+            run = self._runs.pop(run_id, None)
+        if run is not None:
+            run.ended.set()
+
+    def _launch(self) -> None:
+        """Start a server process (the lock held)."""
+        old = self._process
+        if old is not None:  # dead, or alive with its reader gone: either way, done with
+            old.kill()
+            old.wait()
+            if old.stdin is not None:
+                old.stdin.close()
+        env = {**os.environ, **SINGLE_THREADED}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "smartthumb.operator.local.zygote", str(self._max_runs)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        assert process.stdout is not None
+        ready = process.stdout.readline()
+        try:
+            started = json.loads(ready or b"{}").get("event") == "ready"
+        except ValueError:
+            started = False
+        if not started:
+            process.kill()
+            process.wait()
+            raise ForkServerError(f"the runner fork server did not start (exit {process.poll()})")
+        self._process = process
+        self._alive = True
+        threading.Thread(
+            target=self._read, args=(process,), name="smartthumb-forkserver", daemon=True
+        ).start()
+
+    def _revive(self) -> bool:
+        """The lock held: start the server again if it died and was not closed."""
+        if self._alive:
+            return True
+        if self._closed:
+            return False
+        try:
+            self._launch()
+        except (ForkServerError, OSError):
+            log.exception("could not restart the runner fork server")
+            return False
+        log.warning("the runner fork server had died: restarted it")
+        return True
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self._process is not None and self._process.stdin is not None
         try:
             self._process.stdin.write(json.dumps(message).encode() + b"\n")
             self._process.stdin.flush()
-        except BrokenPipeError:
+        except (BrokenPipeError, ValueError):  # ValueError: stdin closed by close()
             pass  # the reader thread reports the runs of a dead server as ended
 
-    def _read(self, stream: IO[bytes]) -> None:
-        for line in stream:
-            message = json.loads(line)
-            with self._lock:
-                run = self._runs.pop(message["id"])
-            run.exit_code = message["exit_code"]
-            run.ended.set()
-        with self._lock:  # the server is gone: no exit report will come
-            self._alive = False
-            orphans = list(self._runs.values())
-            self._runs.clear()
-        for run in orphans:
-            run.ended.set()
+    def _read(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        try:
+            for line in process.stdout:
+                try:
+                    message = json.loads(line)
+                    run_id, exit_code = message["id"], message["exit_code"]
+                except (ValueError, KeyError, TypeError):
+                    log.warning("fork server: ignored an unreadable line %r", line[:200])
+                    continue
+                with self._lock:
+                    run = self._runs.pop(run_id, None)
+                if run is None:  # a duplicate, or a run given up by forget()
+                    log.warning("fork server: report for unknown run %r ignored", run_id)
+                    continue
+                run.exit_code = exit_code
+                run.ended.set()
+        finally:
+            orphans: list[RunnerProcess] = []
+            with self._lock:  # this server is gone: no exit report will come
+                if self._process is process:
+                    self._alive = False
+                    orphans = list(self._runs.values())
+                    self._runs.clear()
+            for run in orphans:
+                run.ended.set()

@@ -100,6 +100,9 @@ class JobStore:
         rows = self._rows("SELECT document FROM jobs WHERE batch_id = ? ORDER BY seq", (batch_id,))
         return [Job.model_validate_json(document) for (document,) in rows]
 
+    def ids(self) -> set[str]:
+        return {job_id for (job_id,) in self._rows("SELECT id FROM jobs")}
+
     def ids_in_state(self, state: JobState) -> list[str]:
         """In submission order."""
         rows = self._rows("SELECT id FROM jobs WHERE state = ? ORDER BY seq", (state.value,))

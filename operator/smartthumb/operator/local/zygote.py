@@ -7,9 +7,9 @@ every child on Python 3.11, which costs as much as a fresh interpreter.)
 
 Protocol, one JSON document per line. On stdin: {"op": "run", "id", "argv", "stdout",
 "stderr", "memory_limit_mb"} and {"op": "kill", "id"}. On stdout: {"event": "ready"} once,
-then {"event": "exited", "id", "exit_code"} per run
-(negative: killed by that signal). Single-threaded on purpose: forking a threaded process
-can hand the child a lock held by another thread.
+then {"event": "exited", "id", "exit_code"} exactly once per run (negative: killed by that
+signal). Single-threaded on purpose: forking a threaded process can hand the child a lock held
+by another thread.
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ from smartthumb.runner import pipeline  # noqa: F401 - the preload is the point
 from smartthumb.runner.cli import main
 from smartthumb.runner.errors import EXIT_INTERNAL
 from smartthumb.runner.spec import ThumbnailSpec
+
+REUSE_FRACTION = 0.75
+"""An idle worker takes a run only while its address space is below this share of the run's
+limit: RLIMIT_AS counts what earlier runs left mapped, and the fallback's limit is lower."""
 
 
 def _send(message: dict[str, Any]) -> None:
@@ -74,6 +78,11 @@ class _Worker:
         self.connection = connection
         self.reader = connection.makefile("rb")
         self.run_id: int | None = None
+        self.vm_kb = 0  # VmSize at its last report; a fresh fork is as small as it gets
+
+    def close(self) -> None:
+        self.reader.close()  # the makefile holds the socket open too
+        self.connection.close()
 
 
 class _Server:
@@ -99,9 +108,12 @@ class _Server:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 for fd in (self.wakeup_r, self.wakeup_w, ours.fileno(),
                            *(w.connection.fileno() for w in self.workers.values())):
-                    os.close(fd)
-                null = os.open(os.devnull, os.O_RDONLY)
+                    if fd != -1:  # -1: a worker hung up on, not reaped yet
+                        os.close(fd)
+                # Not the server's pipes: the engine must see EOF once the server is gone.
+                null = os.open(os.devnull, os.O_RDWR)
                 os.dup2(null, 0)
+                os.dup2(null, 1)
                 child.serve(theirs, self.max_runs)
             finally:
                 os._exit(EXIT_INTERNAL)
@@ -111,8 +123,22 @@ class _Server:
         self.selector.register(ours, selectors.EVENT_READ, worker)
         return worker
 
+    def _take_idle(self, memory_limit_mb: int) -> _Worker | None:
+        """The most recent idle worker small enough for the run; those too big retire."""
+        while self.idle:
+            worker = self.idle.pop()
+            if worker.vm_kb * 1024 < REUSE_FRACTION * memory_limit_mb * child.MIB:
+                return worker
+            self._hang_up(worker)  # it sees EOF and exits; reaping forgets it
+        return None
+
+    def _hang_up(self, worker: _Worker) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(worker.connection)
+        worker.close()
+
     def run(self, request: dict[str, Any]) -> None:
-        worker = self.idle.pop() if self.idle else self._spawn()
+        worker = self._take_idle(request["memory_limit_mb"]) or self._spawn()
         worker.run_id = request["id"]
         self.busy[request["id"]] = worker
         try:
@@ -125,18 +151,31 @@ class _Server:
         if worker is not None:  # not reaped yet, so the pid cannot have been reused
             os.kill(worker.pid, signal.SIGKILL)
 
+    def _report(self, worker: _Worker, line: bytes) -> dict[str, Any] | None:
+        """Pass on a worker's report of its run; None when `line` is no report."""
+        try:
+            report = json.loads(line)
+        except ValueError:  # cut short: the worker died while writing it
+            return None
+        self.busy.pop(report["id"], None)
+        worker.run_id = None
+        worker.vm_kb = report["vm_kb"]
+        _send({"event": "exited", "id": report["id"], "exit_code": report["exit_code"]})
+        return report
+
     def _finished(self, worker: _Worker) -> None:
         """A worker reported its run (or hung up: it retired or died, and reaping tells)."""
+        if self.workers.get(worker.pid) is not worker:
+            return  # reaped earlier in this select() batch, which still held its key
         line = worker.reader.readline()
         if not line:
             self.selector.unregister(worker.connection)
+            if worker in self.idle:  # it died idle: no run may go to it
+                self.idle.remove(worker)
             return
-        report = json.loads(line)
-        self.busy.pop(report["id"], None)
-        worker.run_id = None
-        if not report["retire"]:  # a retiring worker exits now; reaping forgets it
-            self.idle.append(worker)
-        _send({"event": "exited", "id": report["id"], "exit_code": report["exit_code"]})
+        report = self._report(worker, line)
+        if report is not None and not report["retire"]:
+            self.idle.append(worker)  # a retiring worker exits now; reaping forgets it
 
     def reap(self) -> None:
         while self.workers:
@@ -146,11 +185,17 @@ class _Server:
             worker = self.workers.pop(pid)
             if worker in self.idle:
                 self.idle.remove(worker)
-            if worker.connection.fileno() != -1:
-                with contextlib.suppress(KeyError, ValueError):
-                    self.selector.unregister(worker.connection)
-                worker.connection.close()
-            if worker.run_id is not None:
+            reported = False
+            if worker.run_id is not None and not worker.reader.closed:
+                # A report it sent before exiting wins over its exit status. Its end of the
+                # socket is closed, so this reads buffered data then EOF (the timeout only
+                # guards against a grandchild that kept it open).
+                worker.connection.settimeout(1.0)
+                with contextlib.suppress(OSError):
+                    line = worker.reader.readline()
+                    reported = bool(line) and self._report(worker, line) is not None
+            self._hang_up(worker)
+            if worker.run_id is not None and not reported:
                 self.busy.pop(worker.run_id, None)
                 exit_code = os.waitstatus_to_exitcode(status)
                 _send({"event": "exited", "id": worker.run_id, "exit_code": exit_code})
