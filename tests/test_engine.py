@@ -88,8 +88,8 @@ def test_bad_input_fails_without_fallback(tmp_path: Path):
     finally:
         engine.stop()
     assert failed.state is JobState.failed
-    # The runner sees the server's name for the upload (000.jpg), not the client's.
-    assert failed.error.startswith("000.jpg: not a supported image"), failed.error
+    # The runner read the server's file (000.jpg); the client is told its own name.
+    assert failed.error.startswith("notes.jpg: not a supported image"), failed.error
     assert [run.outcome for run in failed.runs] == [RunOutcome.bad_input]
     assert failed.result is None and failed.fallback_reason is None
     assert registry.get_sample_value("smartthumb_jobs_finished_total", {"state": "failed"}) == 1

@@ -29,6 +29,8 @@ def ready(request: Request, engine: EngineDep) -> Readiness | JSONResponse:
         engine.stats()  # proves the store answers
     except Exception as error:  # noqa: BLE001 - any failure means "not ready", with the reason
         return _not_ready(f"store unavailable: {type(error).__name__}")
+    if not engine.healthy():
+        return _not_ready("the runner fork server or an engine thread is down")
     return Readiness(ready=True)
 
 

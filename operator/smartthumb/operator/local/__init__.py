@@ -1,6 +1,7 @@
 """The local backend: runner processes under memory limits, state in SQLite, no cluster."""
 
 from smartthumb.operator.local.engine import (
+    EngineConfigError,
     InputError,
     InputFile,
     LocalEngine,
@@ -11,6 +12,7 @@ from smartthumb.operator.local.settings import EngineSettings
 from smartthumb.operator.netguard import InvalidWebhookURL
 
 __all__ = [
+    "EngineConfigError",
     "EngineSettings",
     "InputError",
     "InputFile",

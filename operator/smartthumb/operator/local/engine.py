@@ -97,6 +97,17 @@ def _stored_name(index: int, name: str) -> str:
     return f"{index:03d}{suffix}" if _SAFE_SUFFIX.fullmatch(suffix) else f"{index:03d}"
 
 
+def _with_client_names(event: RunnerExited, inputs: list[Path], names: list[str]) -> RunnerExited:
+    """The runner names the files it read (server-chosen, e.g. 003.jpg); the client knows
+    them by the names it sent, so its error messages use those."""
+    if not event.message:
+        return event
+    message = event.message
+    for path, name in zip(inputs, names, strict=False):
+        message = re.sub(rf"(?<![\w.]){re.escape(path.name)}(?![\w.])", name, message)
+    return event.model_copy(update={"message": message})
+
+
 class LocalEngine:
     def __init__(self, settings: EngineSettings, metrics: Metrics = METRICS) -> None:
         self.settings = settings
@@ -369,7 +380,8 @@ class LocalEngine:
 
     def _run(self, job: Job, run: RunRunner) -> RunnerExited | Interrupted:
         settings = self.settings
-        argv = runner_argv(job.spec, self._store.inputs(job.id), self._output(job), run)
+        inputs = self._store.inputs(job.id)
+        argv = runner_argv(job.spec, inputs, self._output(job), run)
         log_stem = self._job_dir(job.id) / ("fallback" if run.fallback else "main")
         limit = settings.fallback_memory_limit_mb if run.fallback else settings.memory_limit_mb
         with self._lock:
@@ -389,7 +401,7 @@ class LocalEngine:
                 outcome=RunOutcome.timeout,
                 message=f"the runner did not finish within {settings.job_timeout_s:g} s",
             )
-        return process.outcome()
+        return _with_client_names(process.outcome(), inputs, job.input_names)
 
     def _schedule(self) -> None:
         """Apply Tick to jobs whose TTL or webhook retry is due; sleep until the next one."""
