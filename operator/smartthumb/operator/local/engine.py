@@ -124,9 +124,10 @@ class LocalEngine:
             timeout_s=settings.webhook_timeout_s,
             allow_private=settings.allow_private_webhooks,
         )
-        # One lock around every read-decide-write of a job; the condition wakes wait().
+        # One lock around every read-decide-write of a job. wait() sleeps on a condition of its
+        # job's own, so a change wakes only that job's waiters (not every long-poll).
         self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
+        self._waiters: dict[str, tuple[threading.Condition, int]] = {}
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._processes: dict[str, RunnerProcess] = {}
         self._interrupted: set[str] = set()
@@ -268,17 +269,28 @@ class LocalEngine:
     def wait(self, job_id: str, timeout: float) -> Job:
         """The job once done or failed. Raises UnknownJobError, or TimeoutError after `timeout`."""
         deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                job = self.get(job_id)
-                if job is None:
-                    raise UnknownJobError(job_id)
-                if job.state.finished:
-                    return job
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"job {job_id} still {job.state.value} after {timeout} s")
-                self._changed.wait(remaining)
+        with self._lock:
+            changed, count = self._waiters.get(job_id, (threading.Condition(self._lock), 0))
+            self._waiters[job_id] = (changed, count + 1)
+            try:
+                while True:
+                    job = self.get(job_id)
+                    if job is None:
+                        raise UnknownJobError(job_id)
+                    if job.state.finished:
+                        return job
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(
+                            f"job {job_id} still {job.state.value} after {timeout} s"
+                        )
+                    changed.wait(remaining)
+            finally:
+                changed, count = self._waiters[job_id]
+                if count == 1:
+                    del self._waiters[job_id]
+                else:
+                    self._waiters[job_id] = (changed, count - 1)
 
     # --- files ----------------------------------------------------------------------------------
 
@@ -331,7 +343,9 @@ class LocalEngine:
                 return None
             transition = decide(job, event, _now(), self._policy)
             self._store.save(transition.job)
-            self._changed.notify_all()
+            waiting = self._waiters.get(job_id)
+            if waiting is not None:
+                waiting[0].notify_all()
         self._metrics.observe(job, event, transition)
         self._carry_out(job_id, transition.actions)
         return transition
