@@ -22,7 +22,7 @@ def finished_output(engine: LocalEngine, job: Job) -> Path:
         raise ApiError(422, "job_failed", f"job {job.id} failed: {job.error or 'unknown error'}")
     if job.state is not JobState.done:
         raise ApiError(409, "job_not_finished", f"job {job.id} is {job.state.value}; try later")
-    path = engine.output_path(job.id)
-    if path is None or not path.is_file():
+    path = engine.output_file(job)
+    if path is None:
         raise ApiError(404, "job_not_found", f"job {job.id} has no image any more (expired)")
     return path

@@ -253,7 +253,11 @@ class LocalEngine:
 
     def output_path(self, job_id: str) -> Path | None:
         job = self.get(job_id)
-        if job is None or job.state is not JobState.done:
+        return None if job is None else self.output_file(job)
+
+    def output_file(self, job: Job) -> Path | None:
+        """The thumbnail of a done job already in hand (no second read of the store)."""
+        if job.state is not JobState.done:
             return None
         path = self._output(job)
         return path if path.is_file() else None
