@@ -157,6 +157,21 @@ def test_a_full_queue_refuses_new_jobs(tmp_path: Path):
         engine.stop()
 
 
+def test_a_batch_that_does_not_fit_queues_none_of_its_jobs(tmp_path: Path):
+    engine = LocalEngine(settings(tmp_path, queue_capacity=3))  # not started: jobs stay queued
+    try:
+        engine.submit(RESIZE, [jpeg_input()])
+        with pytest.raises(QueueFullError, match="1 of 3 places taken, 3 asked for"):
+            engine.submit_batch(RESIZE, [jpeg_input(), jpeg_input(), jpeg_input()], "b1")
+        assert engine.list_batch("b1") == [] and engine.stats().queued == 1
+        assert len(list((tmp_path / "jobs").iterdir())) == 1  # no inputs left behind
+        jobs = engine.submit_batch(RESIZE, [jpeg_input(), jpeg_input()], "b2")
+        assert [job.queue_position for job in jobs] == [2, 3]
+        assert [job.id for job in engine.list_batch("b2")] == [job.id for job in jobs]
+    finally:
+        engine.stop()
+
+
 def test_finished_jobs_expire_with_their_files(tmp_path: Path):
     with running_engine(tmp_path, ttl_s=0.5, sweep_interval_s=0.1) as engine:
         job = engine.wait(engine.submit(RESIZE, [jpeg_input()]).id, timeout=30)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import uuid
 
 from fastapi import UploadFile
-from smartthumb.api.errors import ApiError
 from smartthumb.api.inputs import check_count, upload_input
 from smartthumb.api.settings import ApiSettings
-from smartthumb.api.submit import submit
+from smartthumb.api.submit import submit_all
 from smartthumb.operator.local.engine import InputFile, LocalEngine
 from smartthumb.operator.models import Job
 from smartthumb.runner.spec import ThumbnailSpec
@@ -27,14 +26,5 @@ async def submit_batch(
 def _submit_all(
     engine: LocalEngine, spec: ThumbnailSpec, inputs: list[InputFile]
 ) -> tuple[str, list[Job]]:
-    stats = engine.stats()
-    if stats.queued + len(inputs) > stats.capacity:
-        raise ApiError(
-            429,
-            "queue_full",
-            f"{len(inputs)} jobs do not fit: {stats.queued} of {stats.capacity} queue places taken",
-            {"Retry-After": "5"},
-        )
     batch_id = uuid.uuid4().hex
-    jobs = [submit(engine, spec, [one], batch_id=batch_id) for one in inputs]
-    return batch_id, jobs
+    return batch_id, submit_all(engine, spec, inputs, batch_id)

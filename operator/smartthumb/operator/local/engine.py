@@ -209,14 +209,29 @@ class LocalEngine:
         batch_id: str | None = None,
     ) -> Job:
         """Queue a job. Raises InputError, InvalidWebhookURL or QueueFullError."""
+        if webhook_url is not None:
+            check_url(webhook_url, self.settings.allow_private_webhooks)
+        return self._enqueue([self._prepare(spec, inputs, webhook_url, batch_id)])[0]
+
+    def submit_batch(
+        self, spec: ThumbnailSpec, inputs: Sequence[InputFile], batch_id: str
+    ) -> list[Job]:
+        """One job per input sharing `batch_id`: all queued, or none (QueueFullError) — a
+        client never gets a 429 for a batch part of which runs anyway."""
+        return self._enqueue([self._prepare(spec, [one], None, batch_id) for one in inputs])
+
+    def _prepare(
+        self,
+        spec: ThumbnailSpec,
+        inputs: Sequence[InputFile],
+        webhook_url: str | None,
+        batch_id: str | None,
+    ) -> tuple[Job, Sequence[InputFile]]:
         if not inputs:
             raise InputError("at least one input image is needed")
         for item in inputs:
             if item.path is not None and not item.path.is_file():
                 raise InputError(f"input {item.name!r}: no such file")
-        if webhook_url is not None:
-            check_url(webhook_url, self.settings.allow_private_webhooks)
-        self._check_capacity()
         job = Job(
             id=uuid.uuid4().hex,
             batch_id=batch_id,
@@ -225,17 +240,27 @@ class LocalEngine:
             created_at=_now(),
             webhook=WebhookDelivery(enabled=webhook_url is not None, url=webhook_url),
         )
-        paths = self._write_inputs(job.id, inputs)
+        return job, inputs
+
+    def _enqueue(self, prepared: list[tuple[Job, Sequence[InputFile]]]) -> list[Job]:
+        """Check the room for all of them, write their inputs, insert them as one step."""
+        self._check_capacity(len(prepared))
+        ready = [(job, self._write_inputs(job.id, inputs)) for job, inputs in prepared]
         with self._lock:
             try:
-                self._check_capacity()
+                self._check_capacity(len(ready))
             except QueueFullError:
-                shutil.rmtree(self._job_dir(job.id), ignore_errors=True)
+                for job, _ in ready:
+                    shutil.rmtree(self._job_dir(job.id), ignore_errors=True)
                 raise
-            self._store.insert(job, paths)
-            if self._started:
-                self._queue.put(job.id)
-        return job.model_copy(update={"queue_position": self._store.queue_position(job.id)})
+            for job, paths in ready:
+                self._store.insert(job, paths)
+                if self._started:
+                    self._queue.put(job.id)
+        return [
+            job.model_copy(update={"queue_position": self._store.queue_position(job.id)})
+            for job, _ in ready
+        ]
 
     def get(self, job_id: str) -> Job | None:
         job = self._store.get(job_id)
@@ -326,10 +351,12 @@ class LocalEngine:
                 log.warning("removing %s: no job owns it", entry)
                 shutil.rmtree(entry, ignore_errors=True)
 
-    def _check_capacity(self) -> None:
-        if self._store.count(JobState.queued) >= self.settings.queue_capacity:
+    def _check_capacity(self, adding: int = 1) -> None:
+        queued = self._store.count(JobState.queued)
+        if queued + adding > self.settings.queue_capacity:
             raise QueueFullError(
-                f"the queue is full ({self.settings.queue_capacity} jobs): retry later"
+                f"the queue is full ({queued} of {self.settings.queue_capacity} places taken, "
+                f"{adding} asked for): retry later"
             )
 
     # --- carrying out the lifecycle ---------------------------------------------------------------
