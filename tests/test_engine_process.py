@@ -226,7 +226,7 @@ def test_the_reader_survives_stray_lines_and_duplicate_reports(tmp_path: Path) -
     # A real process in the fork server's place: noise, a report, the same report again, EOF.
     fake = subprocess.Popen(
         [sys.executable, "-c", f"print('noise'); print('{report}'); print('{report}')"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
     )
     server._process, server._alive = fake, True
     server._runs.update({1: first, 2: second})

@@ -249,3 +249,4 @@ class ForkServer:
                     self._runs.clear()
             for run in orphans:
                 run.ended.set()
+            process.stdout.close()  # EOF reached: the pipe is this thread's to close
