@@ -120,24 +120,21 @@ build_etcd() {
 }
 
 # --- kwok, helm: plain go install -------------------------------------------------------------
-build_kwok() {
-    local t=$SECONDS
-    log "kwok $KWOK_VERSION: go install sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+go_install() {  # go_install TOOL VERSION PACKAGE VERSION_SYMBOL
+    local tool=$1 version=$2 package=$3 symbol=$4 t=$SECONDS
+    log "$tool $version: go install $package@$version"
     GOFLAGS=-buildvcs=false GOBIN=$BIN go install -trimpath -pgo=off \
-        -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
-        "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" || return 1
-    stamp kwok "$KWOK_VERSION" $((SECONDS - t))
-    log "kwok $KWOK_VERSION: built in $((SECONDS - t))s"
+        -ldflags "-s -w -X $symbol=$version" "$package@$version" || return 1
+    stamp "$tool" "$version" $((SECONDS - t))
+    log "$tool $version: built in $((SECONDS - t))s"
+}
+
+build_kwok() {
+    go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/pkg/consts.Version
 }
 
 build_helm() {
-    local t=$SECONDS
-    log "helm $HELM_VERSION: go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-    GOFLAGS=-buildvcs=false GOBIN=$BIN go install -trimpath -pgo=off \
-        -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
-        "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" || return 1
-    stamp helm "$HELM_VERSION" $((SECONDS - t))
-    log "helm $HELM_VERSION: built in $((SECONDS - t))s"
+    go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm helm.sh/helm/v3/internal/version.version
 }
 
 run() {  # run TOOL VERSION BINARIES...
