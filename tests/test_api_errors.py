@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -305,3 +306,45 @@ def test_max_pixels_is_read_once_at_startup(
         assert_error(client.post("/thumbnail", json=inline(big)), 413, "image_too_large")
         monkeypatch.setenv("SMARTTHUMB_MAX_PIXELS", "100000")
         assert_error(client.post("/thumbnail", json=inline(big)), 413, "image_too_large")
+
+
+def test_uploads_in_flight_share_a_memory_budget(tmp_path: Path) -> None:
+    """A slow client holding a big body open uses up the budget: the next big upload gets
+    503 + Retry-After until the first one is done, then goes through."""
+    import socket
+    from urllib.parse import urlsplit
+
+    with live_server(tmp_path, max_upload_bytes=100_000, max_in_flight_bytes=150_000) as server:
+        address = urlsplit(server.url)
+        body = b'{"image_files": []}'.ljust(90_000)
+        slow = socket.create_connection((address.hostname, address.port), timeout=10)
+        try:
+            slow.sendall(
+                b"POST /thumbnail HTTP/1.1\r\nHost: test\r\ncontent-type: application/json\r\n"
+                + f"content-length: {len(body)}\r\n\r\n".encode() + body[:1000]
+            )
+            with httpx.Client(base_url=server.url, timeout=10) as client:
+                deadline = time.monotonic() + 10
+                while True:  # the server reserves the slow body's bytes once it sees its headers
+                    busy = client.post("/thumbnail", content=body,
+                                       headers={"content-type": "application/json"})
+                    if busy.status_code == 503 or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
+                assert_error(busy, 503, "server_busy")
+                assert busy.headers["retry-after"] == "2"
+                small = client.post("/thumbnail", json={"image_files": []})
+                assert small.status_code == 400, "small bodies still fit in the budget"
+                slow.sendall(body[1000:])
+                answer = slow.recv(65536).decode(errors="replace")
+                assert answer.startswith("HTTP/1.1 400"), answer[:200]
+                after = client.post("/thumbnail", content=body,
+                                    headers={"content-type": "application/json"})
+                assert after.status_code == 400, after.text  # no images: a 4xx, not "busy"
+        finally:
+            slow.close()
+
+
+def test_the_in_flight_budget_must_hold_one_upload(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="MAX_IN_FLIGHT_BYTES must be at least"):
+        ApiSettings(data_dir=tmp_path, max_upload_bytes=1000, max_in_flight_bytes=999)

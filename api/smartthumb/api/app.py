@@ -57,7 +57,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.public_url = engine_settings.public_url if settings.public_url_configured else None
     app.state.accepting = False
-    app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        limit=settings.max_upload_bytes,
+        in_flight_limit=settings.max_in_flight_bytes,
+    )
     install_error_handlers(app)
 
     app.include_router(health.router)

@@ -74,6 +74,14 @@ class ApiSettings(EngineSettings, BaseSettings):
             "(Content-Length) and while it streams."
         ),
     )
+    max_in_flight_bytes: int = Field(
+        512 * MiB,
+        gt=0,
+        description=(
+            "Request bodies all requests in flight may hold together, in bytes; past it new "
+            "uploads get 503 with Retry-After (bodies are held in memory while parsed)."
+        ),
+    )
     max_wait_s: float = Field(
         30.0,
         ge=0,
@@ -88,6 +96,15 @@ class ApiSettings(EngineSettings, BaseSettings):
         if isinstance(value, str):
             return [token.strip() for token in value.split(",") if token.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _one_upload_fits_in_flight(self) -> ApiSettings:
+        if self.max_in_flight_bytes < self.max_upload_bytes:
+            raise ValueError(
+                "SMARTTHUMB_MAX_IN_FLIGHT_BYTES must be at least SMARTTHUMB_MAX_UPLOAD_BYTES, "
+                "or no upload of the largest allowed size could ever be accepted"
+            )
+        return self
 
     @model_validator(mode="after")
     def _read_runner_limits(self) -> ApiSettings:
