@@ -1,4 +1,7 @@
-"""Dependencies shared by the routers: settings, the engine, bearer-token auth."""
+"""Dependencies shared by the routers: settings, the engine, bearer-token auth.
+
+They are `async def` because none of them blocks: FastAPI runs a plain `def` dependency in
+its thread pool, and a thread hop per dependency per request was most of the API's CPU."""
 
 from __future__ import annotations
 
@@ -12,11 +15,11 @@ from smartthumb.api.settings import ApiSettings
 from smartthumb.operator.local.engine import LocalEngine
 
 
-def get_settings(request: Request) -> ApiSettings:
+async def get_settings(request: Request) -> ApiSettings:
     return request.app.state.settings
 
 
-def get_engine(request: Request) -> LocalEngine:
+async def get_engine(request: Request) -> LocalEngine:
     return request.app.state.engine
 
 
@@ -26,7 +29,7 @@ EngineDep = Annotated[LocalEngine, Depends(get_engine)]
 _bearer = HTTPBearer(auto_error=False, description="One of SMARTTHUMB_API_TOKENS.")
 
 
-def require_token(
+async def require_token(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:

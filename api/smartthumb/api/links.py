@@ -49,7 +49,7 @@ class Links:
         return f"/upload/{job_id}/result"
 
 
-def get_links(request: Request) -> Links:
+async def get_links(request: Request) -> Links:
     """SMARTTHUMB_PUBLIC_URL when configured (behind a proxy), else the URL the client used."""
     return Links(request.app.state.public_url or str(request.base_url))
 
