@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from typing import Annotated
 
 import anyio
@@ -66,22 +68,25 @@ async def get_job(
     settings: SettingsDep,
     links: LinksDep,
 ) -> JobStatus:
-    job = await run_in_threadpool(find_job, engine, job_id)
     timeout = min(query.wait, settings.max_wait_s)
-    if timeout > 0 and job.state not in _TERMINAL:
-        # engine.wait blocks a thread on a condition; a limiter of its own keeps long-polls
-        # from starving the request threadpool.
-        await anyio.to_thread.run_sync(
-            _wait, engine, job_id, timeout, limiter=request.app.state.wait_limiter
-        )
-    return await run_in_threadpool(_status, engine, job_id, links, settings.ttl_s)
+    if timeout <= 0:
+        return await run_in_threadpool(_status, engine, job_id, links, settings.ttl_s)
+    # One thread for the whole long-poll (engine.wait blocks on a condition); a limiter of
+    # its own keeps long-polls from starving the request threadpool.
+    return await anyio.to_thread.run_sync(
+        _wait_then_status, engine, job_id, timeout, links, settings.ttl_s,
+        limiter=request.app.state.wait_limiter,
+    )
 
 
-def _wait(engine: LocalEngine, job_id: str, timeout: float) -> None:
-    try:
-        engine.wait(job_id, timeout)
-    except (TimeoutError, UnknownJobError):
-        pass  # the status document that follows says where the job stands
+def _wait_then_status(
+    engine: LocalEngine, job_id: str, timeout: float, links: Links, ttl_s: float
+) -> JobStatus:
+    if find_job(engine, job_id).state not in _TERMINAL:  # 404 at once for an unknown job
+        # The status document that follows says where the job stands (404 if it expired).
+        with contextlib.suppress(TimeoutError, UnknownJobError):
+            engine.wait(job_id, timeout)
+    return _status(engine, job_id, links, ttl_s)
 
 
 def _status(engine: LocalEngine, job_id: str, links: Links, ttl_s: float) -> JobStatus:
