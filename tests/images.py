@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 from skimage import data
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera")
@@ -68,3 +68,13 @@ def write_pages(directory: Path, pages: list[Image.Image]) -> list[Path]:
         page.save(path, "JPEG", quality=88)
         paths.append(path)
     return paths
+
+
+def line_art_page(name: str, size: tuple[int, int] = (800, 1200)) -> Image.Image:
+    """A black-and-white manga-style page: ink outlines and screentone dots on paper."""
+    grey = ImageOps.fit(photo(name), size).convert("L")
+    ink = np.asarray(grey.filter(ImageFilter.FIND_EDGES)) > 40
+    rows, cols = np.mgrid[0 : size[1], 0 : size[0]]
+    tone = (np.asarray(grey) < 90) & (rows % 6 < 2) & (cols % 6 < 2)
+    page = np.where(ink | tone, 0, 255).astype(np.uint8)
+    return Image.fromarray(page).convert("RGB")

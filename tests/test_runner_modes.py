@@ -10,6 +10,7 @@ from images import (
     ASTRONAUT_FACE,
     art_page,
     blank_page,
+    line_art_page,
     photo,
     save_photo,
     text_page,
@@ -40,6 +41,17 @@ def test_pair_picks_the_two_best_pages_and_fills_a_16_9_canvas(tmp_path: Path) -
     assert scores[2] > scores[1] and scores[2] > scores[5]
     with Image.open(out) as image:
         assert image.size == (1200, 675)
+
+
+def test_pair_of_a_black_and_white_chapter_skips_its_text_pages(tmp_path: Path) -> None:
+    # Manga pages have no colour and lots of paper, like text pages: only the density and
+    # regularity of the strokes tells them apart.
+    pages = write_pages(tmp_path, [
+        text_page(), line_art_page("chelsea"), text_page(), line_art_page("rocket"), text_page(),
+    ])
+    result = make_thumbnail(pages, ThumbnailSpec(mode=Mode.pair, skip_edges=0),
+                            tmp_path / "manga.jpg")
+    assert result.selected == [1, 3], [(e.index, e.score) for e in result.inputs]
 
 
 def test_pair_panels_meet_the_gap_without_a_stray_column(tmp_path: Path) -> None:

@@ -84,7 +84,7 @@ class PageScore:
 
 BLANK_CONTRAST = 0.02
 EDGE_PAGE_PENALTY = 0.6
-TEXT_PENALTY = 0.35
+TEXT_PENALTY = 0.1
 TEXT_EDGE_DENSITY = 0.2
 """Photos and drawings stay below ~0.12 edge pixels per pixel at 256 px; text pages do not."""
 
