@@ -43,9 +43,9 @@ test: install browser yolo
 # The optional YOLO extra in its own venv: ultralytics pulls torch (GBs) and opencv-python,
 # whose cv2 would replace the contrib build; the contrib wheel is reinstalled over it.
 YOLO_VENV := .venv-yolo
-$(YOLO_VENV)/.installed: runner/pyproject.toml
+$(YOLO_VENV)/.installed: runner/pyproject.toml hack/yolo-constraints.txt
 	$(PYTHON) -m venv $(YOLO_VENV)
-	$(YOLO_VENV)/bin/pip install --quiet -e './runner[smart,yolo]'
+	$(YOLO_VENV)/bin/pip install --quiet -c hack/yolo-constraints.txt -e './runner[smart,yolo]'
 	$(YOLO_VENV)/bin/pip install --quiet --force-reinstall --no-deps opencv-contrib-python-headless
 	SMARTTHUMB_MODEL_DIR= $(YOLO_VENV)/bin/python -m smartthumb.runner.models
 	touch $@
