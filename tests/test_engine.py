@@ -235,6 +235,7 @@ def test_graceful_stop_finishes_running_work(tmp_path: Path, big_png: Path):
     engine.stop(graceful=True, timeout=60)
     store = JobStore(tmp_path / "smartthumb.sqlite3")
     assert store.get(job.id).state is JobState.done
+    store.close()
 
 
 def test_a_runner_killed_by_sigkill_is_treated_as_oom_and_falls_back(

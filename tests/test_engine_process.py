@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from smartthumb.operator.lifecycle import RunRunner
-from smartthumb.operator.local.process import classify, runner_argv
+from smartthumb.operator.local.process import ForkServer, classify, runner_argv
 from smartthumb.operator.models import RunOutcome
 from smartthumb.runner.cli import _build_parser
 from smartthumb.runner.spec import ThumbnailSpec
@@ -93,6 +95,16 @@ def _source(tmp_path: Path) -> Path:
     return source
 
 
+@contextmanager
+def running_fork_server(max_runs_per_worker: int = 500) -> Iterator[ForkServer]:
+    server = ForkServer(max_runs_per_worker)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 def _one_run(server, argv: list[str], stem: Path, limit_mb: int = 1024):
     run = server.run(argv, stem, limit_mb)
     assert run.wait(60)
@@ -102,25 +114,17 @@ def _one_run(server, argv: list[str], stem: Path, limit_mb: int = 1024):
 def test_warm_workers_survive_bad_input_and_are_replaced_after_oom_and_retirement(
     tmp_path: Path,
 ) -> None:
-    from smartthumb.operator.local.process import ForkServer
-
     source = _source(tmp_path)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
-    server = ForkServer(max_runs_per_worker=2)
-    server.start()
-    try:
+    with running_fork_server(max_runs_per_worker=2) as server:
         # Concurrent runs with workers retiring after two: none may be lost to a retiring one.
         runs = [server.run(_fit_argv(tmp_path, source, f"o{i}.jpg"), tmp_path / f"r{i}", 1024)
                 for i in range(12)]
         assert all(run.wait(60) for run in runs)
         assert [run.outcome().outcome for run in runs] == [RunOutcome.ok] * 12
-    finally:
-        server.close()
 
-    server = ForkServer(max_runs_per_worker=2)
-    server.start()
-    try:
+    with running_fork_server(max_runs_per_worker=2) as server:
         ok = _one_run(server, _fit_argv(tmp_path, source, "a.jpg"), tmp_path / "a")
         assert ok.outcome is RunOutcome.ok
         [first] = runner_workers()
@@ -131,12 +135,8 @@ def test_warm_workers_survive_bad_input_and_are_replaced_after_oom_and_retiremen
         assert ok.outcome is RunOutcome.ok
         [second] = runner_workers()
         assert second != first
-    finally:
-        server.close()
 
-    server = ForkServer(max_runs_per_worker=100)
-    server.start()
-    try:
+    with running_fork_server(max_runs_per_worker=100) as server:
         for name in ("d", "e"):
             assert _one_run(server, _fit_argv(tmp_path, source, f"{name}.jpg"),
                             tmp_path / name).outcome is RunOutcome.ok
@@ -150,18 +150,13 @@ def test_warm_workers_survive_bad_input_and_are_replaced_after_oom_and_retiremen
         assert after.outcome is RunOutcome.ok, after
         [fresh] = runner_workers()
         assert fresh != warm
-    finally:
-        server.close()
 
 
 def test_a_grown_worker_takes_only_runs_whose_limit_leaves_room(tmp_path: Path) -> None:
-    from smartthumb.operator.local.process import ForkServer
     from smartthumb.operator.local.zygote import REUSE_FRACTION
 
     source = _source(tmp_path)
-    server = ForkServer()
-    server.start()
-    try:
+    with running_fork_server() as server:
         assert _one_run(server, _fit_argv(tmp_path, source, "a.jpg"), tmp_path / "a").outcome \
             is RunOutcome.ok
         [warm] = runner_workers()
@@ -173,51 +168,37 @@ def test_a_grown_worker_takes_only_runs_whose_limit_leaves_room(tmp_path: Path) 
         tight = int(size_mb / REUSE_FRACTION) - 8
         _one_run(server, _fit_argv(tmp_path, source, "c.jpg"), tmp_path / "c", tight)
         wait_until(lambda: warm not in runner_workers())  # it retired for a fresh fork
-    finally:
-        server.close()
 
 
 def test_reports_of_a_worker_that_retires_at_once_are_never_lost(tmp_path: Path) -> None:
     # Each worker reports, then exits: the fork server often reaps it before reading the
     # report, and must still pass on the run's own exit code, once.
-    from smartthumb.operator.local.process import ForkServer
-
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
-    server = ForkServer(max_runs_per_worker=1)
-    server.start()
-    try:
+    with running_fork_server(max_runs_per_worker=1) as server:
         runs = [server.run(_fit_argv(tmp_path, broken, f"o{i}.jpg"), tmp_path / f"r{i}", 1024)
                 for i in range(30)]
         assert all(run.wait(60) for run in runs)
         assert {run.outcome().outcome for run in runs} == {RunOutcome.bad_input}
         assert server.alive
-    finally:
-        server.close()
 
 
 def test_a_dead_fork_server_fails_its_runs_and_is_restarted(tmp_path: Path) -> None:
-    from smartthumb.operator.local.process import ForkServer
-
     source = _source(tmp_path)
-    server = ForkServer()
-    server.start()
-    try:
+    with running_fork_server() as server:
         old = fork_server_pid()
         os.kill(old, signal.SIGKILL)
         wait_until(lambda: not server.alive)
         lost = server.run(_fit_argv(tmp_path, source, "a.jpg"), tmp_path / "a", 1024)
         assert lost.wait(60) and lost.outcome().outcome is RunOutcome.ok  # restarted first
         assert fork_server_pid() not in (None, old)
-    finally:
-        server.close()
 
 
 def test_the_reader_survives_stray_lines_and_duplicate_reports(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from smartthumb.operator.local.process import ForkServer, RunnerProcess
+    from smartthumb.operator.local.process import RunnerProcess
 
     server = ForkServer()
     first = RunnerProcess(server, 1, tmp_path / "one", 1024)

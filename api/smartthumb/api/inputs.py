@@ -32,7 +32,9 @@ def decode_base64(content: str, name: str, max_bytes: int) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise ApiError(400, "invalid_base64", f"{name}: content_base64 is not valid base64")
+        raise ApiError(
+            400, "invalid_base64", f"{name}: content_base64 is not valid base64"
+        ) from None
 
 
 def too_large(name: str, max_bytes: int) -> ApiError:
@@ -57,11 +59,11 @@ def image_format(source: bytes | Path, name: str, limit: int) -> str:
         with opened as image:
             width, height, kind = image.width, image.height, image.format
     except Image.DecompressionBombError:
-        raise ApiError(413, "image_too_large", f"{name}: more than {limit} pixels")
+        raise ApiError(413, "image_too_large", f"{name}: more than {limit} pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         supported = ", ".join(SUPPORTED_FORMATS)
         message = f"{name}: not a readable image of a supported format ({supported})"
-        raise ApiError(400, "invalid_image", message)
+        raise ApiError(400, "invalid_image", message) from None
     if width * height > limit:
         raise ApiError(
             413, "image_too_large", f"{name}: {width}x{height} is more than {limit} pixels"
@@ -98,7 +100,9 @@ def path_input(raw: str, settings: ApiSettings) -> InputFile:
     try:
         resolved = (root / raw).resolve(strict=True)
     except (OSError, RuntimeError):
-        raise ApiError(400, "input_not_found", f"{raw!r}: no such file under the input root")
+        raise ApiError(
+            400, "input_not_found", f"{raw!r}: no such file under the input root"
+        ) from None
     if not resolved.is_relative_to(root):
         raise ApiError(400, "path_not_allowed", f"{raw!r}: outside the input root")
     if not resolved.is_file():

@@ -17,11 +17,11 @@ def _engine_refusals() -> Iterator[None]:
     try:
         yield
     except InputError as error:
-        raise ApiError(400, "invalid_input", str(error))
+        raise ApiError(400, "invalid_input", str(error)) from None
     except InvalidWebhookURL as error:
-        raise ApiError(400, "webhook_url_refused", str(error))
+        raise ApiError(400, "webhook_url_refused", str(error)) from None
     except QueueFullError as error:
-        raise ApiError(429, "queue_full", str(error), {"Retry-After": "5"})
+        raise ApiError(429, "queue_full", str(error), {"Retry-After": "5"}) from None
 
 
 def submit(

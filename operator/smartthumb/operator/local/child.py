@@ -66,11 +66,9 @@ def serve(connection: socket.socket, max_runs: int) -> None:
     """Take runs from the fork server until it hangs up or `max_runs` are done (a bound on
     slow leaks in native libraries); never returns."""
     reader = connection.makefile("rb")
-    runs = 0
-    for line in reader:
+    for runs, line in enumerate(reader, start=1):
         request = json.loads(line)
         code = _run_one(request)
-        runs += 1
         if code not in _REUSABLE:
             os._exit(code)  # the fork server reports the exit status of this run
         retire = runs >= max_runs
