@@ -17,7 +17,7 @@ from smartthumb.operator.local.engine import EngineConfigError
 from smartthumb.operator.local.process import ForkServerError
 from smartthumb.operator.local.store import JobStore
 from smartthumb.operator.metrics import Metrics
-from smartthumb.operator.models import JobState, RunOutcome, RunRecord
+from smartthumb.operator.models import Job, JobState, RunOutcome, RunRecord
 from images import save_photo
 from test_engine_support import (
     RESIZE,
@@ -132,6 +132,52 @@ def test_out_of_memory_in_the_fallback_too_fails_clearly(tmp_path: Path):
     assert failed.state is JobState.failed
     assert failed.error.startswith("out of memory: the main runner and the light fallback both")
     assert [run.outcome for run in failed.runs] == [RunOutcome.oom, RunOutcome.oom]
+
+
+def run_with_ladder(tmp_path: Path, max_mb: int) -> tuple[Job, CollectorRegistry]:
+    """A job whose main run starts at 64 MiB, far too little (see above), with a ladder up to
+    `max_mb`."""
+    registry = CollectorRegistry()
+    engine = LocalEngine(
+        settings(tmp_path, memory_limit_mb=64, max_memory_limit_mb=max_mb),
+        metrics=Metrics(registry),
+    )
+    engine.start()
+    try:
+        return engine.wait(engine.submit(RESIZE, [png_input(tmp_path)]).id, 60), registry
+    finally:
+        engine.stop()
+
+
+def test_out_of_memory_retries_the_main_runner_with_double_the_limit(tmp_path: Path):
+    # The limit doubles until the preloaded runner (~410 MiB mapped) fits: where that happens
+    # depends on the machine, but the 1024 MiB default is enough (every other test runs in it).
+    done, registry = run_with_ladder(tmp_path, max_mb=2048)
+    assert done.state is JobState.done, done.error
+    assert done.result.fallback_used is False and done.fallback_reason is None
+    limits = [run.memory_mb for run in done.runs]
+    assert limits == [64 * 2**step for step in range(len(limits))] and 128 <= limits[-1] <= 1024
+    assert [(run.fallback, run.outcome) for run in done.runs] == [
+        *[(False, RunOutcome.oom)] * (len(limits) - 1),
+        (False, RunOutcome.ok),
+    ]
+    assert all(f"at the {run.memory_mb} MiB" in run.message for run in done.runs[:-1])
+    assert registry.get_sample_value(
+        "smartthumb_runner_out_of_memory_total", {"runner": "main"}
+    ) == len(limits) - 1
+    assert registry.get_sample_value("smartthumb_fallbacks_total") == 0
+
+
+def test_out_of_memory_at_the_top_of_the_ladder_falls_back(tmp_path: Path):
+    done, _ = run_with_ladder(tmp_path, max_mb=128)
+    assert done.state is JobState.done, done.error
+    assert done.result.fallback_used is True
+    assert "128 MiB" in done.fallback_reason
+    assert [(run.fallback, run.memory_mb, run.outcome) for run in done.runs] == [
+        (False, 64, RunOutcome.oom),
+        (False, 128, RunOutcome.oom),
+        (True, 768, RunOutcome.ok),  # fallback_memory_limit_mb's default
+    ]
 
 
 def test_a_runner_past_its_timeout_is_killed_and_failed(tmp_path: Path, big_png: Path):

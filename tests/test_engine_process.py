@@ -53,13 +53,18 @@ RESULT = '{"mode":"fit","method":"fit","output":{"format":"jpeg","width":10,"hei
     ],
 )
 def test_exit_statuses(exit_code, stderr, outcome, message):
-    event = classify(exit_code, "", stderr, memory_limit_mb=512)
+    event = classify(exit_code, "", stderr, memory_limit_mb=512, attempt=1)
     assert (event.outcome, event.message) == (outcome, message)
 
 
 def test_a_clean_exit_carries_the_result():
-    event = classify(0, "log line\n" + RESULT + "\n", "", memory_limit_mb=512)
+    event = classify(0, "log line\n" + RESULT + "\n", "", memory_limit_mb=512, attempt=1)
     assert event.outcome is RunOutcome.ok and event.result.output.width == 10
+
+
+@pytest.mark.parametrize("exit_code", [0, 2, 3, 1, None])
+def test_the_event_names_the_run_that_ended(exit_code):
+    assert classify(exit_code, RESULT, "", memory_limit_mb=512, attempt=3).attempt == 3
 
 
 def test_the_argv_is_the_cli_contract(tmp_path: Path):
@@ -108,7 +113,7 @@ def running_fork_server(max_runs_per_worker: int = 500) -> Iterator[ForkServer]:
 def _one_run(server, argv: list[str], stem: Path, limit_mb: int = 1024):
     run = server.run(argv, stem, limit_mb)
     assert run.wait(60)
-    return run.outcome()
+    return run.outcome(1)
 
 
 def test_warm_workers_survive_bad_input_and_are_replaced_after_oom_and_retirement(
@@ -122,7 +127,7 @@ def test_warm_workers_survive_bad_input_and_are_replaced_after_oom_and_retiremen
         runs = [server.run(_fit_argv(tmp_path, source, f"o{i}.jpg"), tmp_path / f"r{i}", 1024)
                 for i in range(12)]
         assert all(run.wait(60) for run in runs)
-        assert [run.outcome().outcome for run in runs] == [RunOutcome.ok] * 12
+        assert [run.outcome(1).outcome for run in runs] == [RunOutcome.ok] * 12
 
     with running_fork_server(max_runs_per_worker=2) as server:
         ok = _one_run(server, _fit_argv(tmp_path, source, "a.jpg"), tmp_path / "a")
@@ -179,7 +184,7 @@ def test_reports_of_a_worker_that_retires_at_once_are_never_lost(tmp_path: Path)
         runs = [server.run(_fit_argv(tmp_path, broken, f"o{i}.jpg"), tmp_path / f"r{i}", 1024)
                 for i in range(30)]
         assert all(run.wait(60) for run in runs)
-        assert {run.outcome().outcome for run in runs} == {RunOutcome.bad_input}
+        assert {run.outcome(1).outcome for run in runs} == {RunOutcome.bad_input}
         assert server.alive
 
 
@@ -190,7 +195,7 @@ def test_a_dead_fork_server_fails_its_runs_and_is_restarted(tmp_path: Path) -> N
         os.kill(old, signal.SIGKILL)
         wait_until(lambda: not server.alive)
         lost = server.run(_fit_argv(tmp_path, source, "a.jpg"), tmp_path / "a", 1024)
-        assert lost.wait(60) and lost.outcome().outcome is RunOutcome.ok  # restarted first
+        assert lost.wait(60) and lost.outcome(1).outcome is RunOutcome.ok  # restarted first
         assert fork_server_pid() not in (None, old)
 
 

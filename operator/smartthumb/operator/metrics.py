@@ -50,6 +50,12 @@ class Metrics:
             ["runner"],
             registry=registry,
         )
+        self.runs = Counter(
+            "smartthumb_runner_runs",
+            "Runner runs that ended, by outcome (ok, oom, bad_input, timeout, ...).",
+            ["outcome"],
+            registry=registry,
+        )
         self.fallbacks = Counter(
             "smartthumb_fallbacks", "Light fallback runs after an out-of-memory.", registry=registry
         )
@@ -67,11 +73,16 @@ class Metrics:
         self._queue.stats = stats
 
     def observe(self, before: Job, event: Event, transition: Transition) -> None:
+        # A stale or repeated event is a no-op: counting it would count one OOM or POST twice.
+        if not transition.changed:
+            return
         after = transition.job
         if after.state.finished and not before.state.finished:
             self.jobs_finished.labels(after.state.value).inc()
             if after.started_at and after.finished_at:
                 self.job_duration.observe((after.finished_at - after.started_at).total_seconds())
+        if isinstance(event, RunnerExited):
+            self.runs.labels(event.outcome.value).inc()
         if isinstance(event, RunnerExited) and event.outcome is RunOutcome.oom:
             self.out_of_memory.labels("fallback" if before.fallback_reason else "main").inc()
         if isinstance(event, RunnerExited) and any(

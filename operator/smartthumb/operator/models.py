@@ -33,14 +33,42 @@ class RunOutcome(str, Enum):
     interrupted = "interrupted"
 
 
+class FailureReason(str, Enum):
+    """Why a job failed, in one word (the Failed condition's reason on Kubernetes)."""
+
+    out_of_memory = "OutOfMemory"
+    bad_input = "BadInput"
+    input_not_found = "InputNotFound"
+    deadline_exceeded = "DeadlineExceeded"
+    interrupted = "Interrupted"
+    no_result = "NoResult"
+    runner_error = "RunnerError"
+    webhook_refused = "WebhookRefused"
+
+
+class MemoryPlan(BaseModel):
+    """The memory ladder of a job: a main run that runs out of memory is retried with double
+    the memory while that stays within max_mb, then the light fallback runs with fallback_mb."""
+
+    main_mb: int = Field(ge=1, description="Memory limit of the first main run, in MiB.")
+    fallback_mb: int = Field(ge=1, description="Memory limit of the light fallback, in MiB.")
+    max_mb: int = Field(ge=1, description="Largest limit a main run is retried with, in MiB.")
+
+
 class RunRecord(BaseModel):
     """One runner process of a job: the main runner, and the light fallback after an OOM."""
 
+    attempt: int = Field(1, ge=1, description="1, 2, ...: the run's identity within its job.")
     fallback: bool = Field(description="True for the light fallback composer.")
+    memory_mb: int | None = Field(None, description="The run's memory limit, in MiB.")
     started_at: datetime
     finished_at: datetime | None = None
     outcome: RunOutcome | None = Field(None, description="None while the process runs.")
     message: str | None = Field(None, description="The runner's one-line error, if any.")
+    disrupted: list[str] = Field(
+        default_factory=list,
+        description="Pods of this run that were disrupted and replaced in place (Kubernetes).",
+    )
 
 
 class WebhookDelivery(BaseModel):
@@ -72,11 +100,18 @@ class Job(BaseModel):
         None, description="When the job and its files are deleted (set when it finishes)."
     )
     error: str | None = Field(None, description="Why the job failed, in one line.")
+    failure: FailureReason | None = Field(None, description="Why the job failed, in one word.")
     result: RunResult | None = None
     fallback_reason: str | None = Field(
         None, description="Set when the main runner ran out of memory and the fallback runs."
     )
     runs: list[RunRecord] = Field(default_factory=list, description="Runner processes so far.")
+    memory: MemoryPlan | None = Field(
+        None, description="The memory ladder; None: the backend's fixed limits, no retries."
+    )
+    interruptions: int = Field(
+        0, description="Runs stopped by eviction, preemption, node loss or a restart."
+    )
     webhook: WebhookDelivery = Field(default_factory=WebhookDelivery)
     queue_position: int | None = Field(
         None, description="1 = next to run; only while queued (computed, not stored)."

@@ -28,9 +28,10 @@ def job_urls(public_url: str, job_id: str) -> tuple[str, str]:
     return job_url, f"{job_url}/image"
 
 
-def payload(job: Job, public_url: str) -> dict[str, Any]:
-    """The body: the same bytes on every attempt, so the receiver can dedupe on webhook-id."""
-    job_url, image_url = job_urls(public_url, job.id)
+def payload(job: Job, public_url: str | None) -> dict[str, Any]:
+    """The body: the same bytes on every attempt, so the receiver can dedupe on webhook-id.
+    Without a public URL (an operator with no API in front) the links are null."""
+    job_url, image_url = job_urls(public_url, job.id) if public_url else (None, None)
     return {
         "event": EVENT,
         "job_id": job.id,
@@ -63,7 +64,7 @@ class WebhookSender:
     def __init__(
         self,
         *,
-        public_url: str,
+        public_url: str | None,
         secret: str | None,
         timeout_s: float,
         allow_private: AllowPrivate,
@@ -84,18 +85,30 @@ class WebhookSender:
     def close(self) -> None:
         self._client.close()
 
-    def headers(self, job: Job, body: str, now: datetime) -> dict[str, str]:
-        message_id = f"msg_{job.id}"  # one completion event per job: stable across retries
+    def headers(
+        self,
+        job: Job,
+        body: str,
+        now: datetime,
+        *,
+        message_id: str | None = None,
+        secret: str | None = None,
+    ) -> dict[str, str]:
+        # One completion event per job: the id is stable across retries (and restarts).
+        message_id = message_id or f"msg_{job.id}"
         headers = {
             "content-type": "application/json",
             "webhook-id": message_id,
             "webhook-timestamp": str(int(now.timestamp())),
         }
-        if self._signer is not None:
-            headers["webhook-signature"] = self._signer.sign(message_id, now, body)
+        signer = Webhook(secret) if secret else self._signer
+        if signer is not None:
+            headers["webhook-signature"] = signer.sign(message_id, now, body)
         return headers
 
-    def deliver(self, job: Job) -> WebhookResponse:
+    def deliver(
+        self, job: Job, *, message_id: str | None = None, secret: str | None = None
+    ) -> WebhookResponse:
         """POST the completion event once, within timeout_s in all.
 
         httpx's timeout bounds each phase, so a receiver trickling a byte at a time would hold
@@ -103,6 +116,7 @@ class WebhookSender:
         status line and headers are read; the body (which may be huge) never is.
         """
         assert job.webhook.url is not None
+        attempt = job.webhook.attempts + 1
         body = json.dumps(payload(job, self._public_url), separators=(",", ":"))
         now = datetime.now(UTC)
         deadline = _Deadline(self._timeout_s)
@@ -111,19 +125,24 @@ class WebhookSender:
                 "POST",
                 job.webhook.url,
                 content=body.encode(),
-                headers=self.headers(job, body, now),
+                headers=self.headers(job, body, now, message_id=message_id, secret=secret),
                 extensions={"trace": deadline.trace},
             ) as response:
                 return WebhookResponse(
+                    attempt=attempt,
                     status_code=response.status_code,
                     retry_after_s=parse_retry_after(response.headers.get("retry-after"), now),
                 )
         except InvalidWebhookURL as error:
-            return WebhookResponse(error=str(error), permanent=True)
+            return WebhookResponse(attempt=attempt, error=str(error), permanent=True)
         except httpx.HTTPError as error:
             if deadline.expired:
-                return WebhookResponse(error=f"no answer within {self._timeout_s:g} s in all")
-            return WebhookResponse(error=f"{type(error).__name__}: {error}".rstrip(": "))
+                return WebhookResponse(
+                    attempt=attempt, error=f"no answer within {self._timeout_s:g} s in all"
+                )
+            return WebhookResponse(
+                attempt=attempt, error=f"{type(error).__name__}: {error}".rstrip(": ")
+            )
         finally:
             deadline.cancel()
 

@@ -30,13 +30,21 @@ from smartthumb.operator.lifecycle import (
     Started,
     Tick,
     Transition,
+    current_run,
     decide,
 )
 from smartthumb.operator.local.process import ForkServer, RunnerProcess, runner_argv
 from smartthumb.operator.local.settings import EngineSettings
 from smartthumb.operator.local.store import JobStore
 from smartthumb.operator.metrics import METRICS, Metrics
-from smartthumb.operator.models import Job, JobState, QueueStats, RunOutcome, WebhookDelivery
+from smartthumb.operator.models import (
+    Job,
+    JobState,
+    MemoryPlan,
+    QueueStats,
+    RunOutcome,
+    WebhookDelivery,
+)
 from smartthumb.operator.netguard import check_url
 from smartthumb.operator.webhooks import WebhookSender
 from smartthumb.runner.spec import ThumbnailSpec
@@ -239,6 +247,7 @@ class LocalEngine:
             input_names=[item.name for item in inputs],
             created_at=_now(),
             webhook=WebhookDelivery(enabled=webhook_url is not None, url=webhook_url),
+            memory=self.settings.memory_plan(),
         )
         return job, inputs
 
@@ -382,7 +391,8 @@ class LocalEngine:
         return transition
 
     def _carry_out(self, job_id: str, actions: list[Action]) -> None:
-        """Every action but RunRunner, which the worker that applied the event runs itself."""
+        """Every action but RunRunner, which the worker that applied the event runs itself
+        (StopRunner needs nothing: local runs are interrupted only when the engine stops)."""
         for action in actions:
             if isinstance(action, DeliverWebhook):
                 if action.at <= _now():
@@ -417,9 +427,13 @@ class LocalEngine:
         """Fail a job the engine broke down on while it ran (a queued one stays queued)."""
         try:
             job = self._store.get(job_id)
-            if job is not None and job.state is JobState.running:
+            run = None if job is None else current_run(job)
+            if run is not None:
                 message = f"the engine failed: {type(error).__name__}: {error}"
-                self._apply(job_id, RunnerExited(outcome=RunOutcome.internal, message=message))
+                exited = RunnerExited(
+                    attempt=run.attempt, outcome=RunOutcome.internal, message=message
+                )
+                self._apply(job_id, exited)
         except Exception:  # the store itself may be what failed
             log.exception("job %s: could not record the engine's failure", job_id)
 
@@ -428,7 +442,9 @@ class LocalEngine:
         inputs = self._store.inputs(job.id)
         argv = runner_argv(job.spec, inputs, self._output(job), run)
         log_stem = self._job_dir(job.id) / ("fallback" if run.fallback else "main")
-        limit = settings.fallback_memory_limit_mb if run.fallback else settings.memory_limit_mb
+        limit = run.memory_mb or (
+            settings.fallback_memory_limit_mb if run.fallback else settings.memory_limit_mb
+        )
         with self._lock:
             if self._aborting:
                 return Interrupted(reason="the engine stopped before the job ran")
@@ -443,10 +459,11 @@ class LocalEngine:
         if not finished:
             process.kill()
             return RunnerExited(
+                attempt=run.attempt,
                 outcome=RunOutcome.timeout,
                 message=f"the runner did not finish within {settings.job_timeout_s:g} s",
             )
-        return _with_client_names(process.outcome(), inputs, job.input_names)
+        return _with_client_names(process.outcome(run.attempt), inputs, job.input_names)
 
     def _schedule(self) -> None:
         """Apply Tick to jobs whose TTL or webhook retry is due; sleep until the next one."""

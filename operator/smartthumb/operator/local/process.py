@@ -44,31 +44,39 @@ def runner_argv(spec: ThumbnailSpec, inputs: list[Path], output: Path, run: RunR
     return [*argv, *(str(path.absolute()) for path in inputs)]
 
 
-def classify(exit_code: int | None, stdout: str, stderr: str, memory_limit_mb: int) -> RunnerExited:
-    """How a run ended, from its exit status (None: unknown, the fork server died) and output."""
+def classify(
+    exit_code: int | None, stdout: str, stderr: str, memory_limit_mb: int, attempt: int
+) -> RunnerExited:
+    """How run `attempt` ended, from its exit status (None: unknown, the fork server died) and
+    output."""
+    exited = RunnerExited(attempt=attempt, outcome=RunOutcome.internal)
+
     lines = [line for line in stderr.splitlines() if line.strip()]
     message = lines[-1].removeprefix("smartthumb: error: ") if lines else None
     if exit_code == EXIT_OK:
         try:
             result = RunResult.model_validate_json(stdout.strip().splitlines()[-1])
         except (ValidationError, IndexError):
-            return RunnerExited(outcome=RunOutcome.internal, message="unreadable result on stdout")
-        return RunnerExited(outcome=RunOutcome.ok, result=result)
+            return exited.model_copy(update={"message": "unreadable result on stdout"})
+        return exited.model_copy(update={"outcome": RunOutcome.ok, "result": result})
     if exit_code == EXIT_BAD_INPUT:
-        return RunnerExited(outcome=RunOutcome.bad_input, message=message)
+        return exited.model_copy(update={"outcome": RunOutcome.bad_input, "message": message})
     if exit_code in OOM_EXIT_CODES or exit_code in CRASH_SIGNALS:
         if exit_code == EXIT_OUT_OF_MEMORY:
             how = message or "MemoryError"
         else:
             how = f"killed by {signal.Signals(abs(exit_code) % 128).name}"
-        return RunnerExited(
-            outcome=RunOutcome.oom, message=f"{how} at the {memory_limit_mb} MiB memory limit"
+        return exited.model_copy(
+            update={
+                "outcome": RunOutcome.oom,
+                "message": f"{how} at the {memory_limit_mb} MiB memory limit",
+            }
         )
     if exit_code is None:
         message = "the runner's fork server died"
     elif exit_code < 0:
         message = f"killed by {signal.Signals(-exit_code).name}"
-    return RunnerExited(outcome=RunOutcome.internal, message=message or f"exit code {exit_code}")
+    return exited.model_copy(update={"message": message or f"exit code {exit_code}"})
 
 
 class RunnerProcess:
@@ -95,11 +103,13 @@ class RunnerProcess:
             log.warning("run %d: no exit report %g s after SIGKILL", self.run_id, KILL_WAIT_S)
             self._server.forget(self.run_id)
 
-    def outcome(self) -> RunnerExited:
+    def outcome(self, attempt: int) -> RunnerExited:
         def read(path: Path) -> str:
             return path.read_text(errors="replace") if path.exists() else ""
 
-        return classify(self.exit_code, read(self.stdout), read(self.stderr), self.memory_limit_mb)
+        return classify(
+            self.exit_code, read(self.stdout), read(self.stderr), self.memory_limit_mb, attempt
+        )
 
 
 class ForkServer:

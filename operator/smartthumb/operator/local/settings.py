@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
-from pydantic.networks import IPvAnyNetwork
+from pydantic import Field, field_validator, model_validator
 from smartthumb.operator.lifecycle import LifecyclePolicy
-from standardwebhooks import Webhook
+from smartthumb.operator.models import MemoryPlan
+from smartthumb.operator.settings import WebhookSettings
 
 
-class EngineSettings(BaseModel):
+class EngineSettings(WebhookSettings):
     data_dir: Path = Field(description="Holds the SQLite store and each job's inputs and outputs.")
     workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="Jobs run at the same time."
@@ -35,6 +34,14 @@ class EngineSettings(BaseModel):
         ge=64,
         description="The same limit for the light fallback that runs after an out-of-memory.",
     )
+    max_memory_limit_mb: int | None = Field(
+        None,
+        ge=64,
+        description=(
+            "A main run that runs out of memory is retried with double the limit up to this "
+            "many MiB before the fallback runs; unset: no retries, straight to the fallback."
+        ),
+    )
     worker_max_runs: int = Field(
         500, ge=1,
         description="A warm runner worker process is replaced after this many runs (bounds leaks "
@@ -49,60 +56,29 @@ class EngineSettings(BaseModel):
     public_url: str = Field(
         "http://127.0.0.1:8080", description="Base of the job_url and image_url sent in webhooks."
     )
-    webhook_secret: SecretStr | None = Field(
-        None, description="whsec_... key: webhooks carry Standard Webhooks signatures when set."
-    )
-    webhook_timeout_s: float = Field(15, gt=0, description="Timeout of one webhook POST.")
-    webhook_max_attempts: int = Field(6, ge=1, description="Webhook POSTs before giving up.")
-    webhook_backoff_s: float = Field(
-        5, gt=0, description="Delay before the first webhook retry; each next one is 4x longer."
-    )
-    webhook_backoff_max_s: float = Field(
-        6 * 3600, gt=0, description="Longest delay between webhook retries (Retry-After too)."
-    )
-    allow_private_webhooks: bool | list[IPvAnyNetwork] = Field(
-        False,
-        description=(
-            "Webhooks to loopback, private, link-local and other non-public addresses are "
-            "refused; true allows them all, a list of CIDRs allows those ranges only."
-        ),
-    )
     sweep_interval_s: float = Field(
         30, gt=0, description="How often expired jobs are looked for (webhooks wake it earlier)."
     )
-
-    @field_validator("allow_private_webhooks", mode="before")
-    @classmethod
-    def _parse_allowed(cls, value: object) -> object:
-        # From the environment: true/false, a JSON list, or comma-separated CIDRs (as
-        # SMARTTHUMB_API_TOKENS is); pydantic then validates each network.
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if text.lower() in ("", "false", "0", "no", "off"):
-            return False
-        if text.lower() in ("true", "1", "yes", "on"):
-            return True
-        if text.startswith("["):
-            return json.loads(text)
-        return [part.strip() for part in text.split(",") if part.strip()]
-
-    @field_validator("webhook_secret")
-    @classmethod
-    def _secret_is_usable(cls, secret: SecretStr | None) -> SecretStr | None:
-        if secret is not None:
-            Webhook(secret.get_secret_value())  # raises on a malformed key
-        return secret
 
     @field_validator("public_url")
     @classmethod
     def _no_trailing_slash(cls, url: str) -> str:
         return url.rstrip("/")
 
-    def policy(self) -> LifecyclePolicy:
-        return LifecyclePolicy(
-            ttl_s=self.ttl_s,
-            webhook_max_attempts=self.webhook_max_attempts,
-            webhook_backoff_s=self.webhook_backoff_s,
-            webhook_backoff_max_s=self.webhook_backoff_max_s,
+    @model_validator(mode="after")
+    def _ladder_goes_up(self) -> EngineSettings:
+        if self.max_memory_limit_mb is not None and self.max_memory_limit_mb < self.memory_limit_mb:
+            raise ValueError(
+                "SMARTTHUMB_MAX_MEMORY_LIMIT_MB must be at least SMARTTHUMB_MEMORY_LIMIT_MB"
+            )
+        return self
+
+    def memory_plan(self) -> MemoryPlan:
+        return MemoryPlan(
+            main_mb=self.memory_limit_mb,
+            fallback_mb=self.fallback_memory_limit_mb,
+            max_mb=self.max_memory_limit_mb or self.memory_limit_mb,
         )
+
+    def policy(self) -> LifecyclePolicy:
+        return self.lifecycle_policy(self.ttl_s)
