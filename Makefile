@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 MODELS := $(VENV)/.models
 
-.PHONY: install run test testbin browser bench yolo clean
+.PHONY: install run test testbin crds browser bench yolo clean
 
 $(INSTALLED): runner/pyproject.toml operator/pyproject.toml api/pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ install: $(MODELS)
 # Local mode: API + SQLite job store + worker processes, no cluster (http://127.0.0.1:8080).
 run: install
 	$(BIN)/smartthumb-api
+
+# The ThumbnailJob CRD, generated from the models in operator/smartthumb/operator/kube/resource.py
+# (tests/test_crd.py fails when crds/ is stale).
+crds: install
+	$(BIN)/python -m smartthumb.operator.kube.crd
 
 # Debian's chromium for the web page's end-to-end test (root only; skipped otherwise).
 browser:

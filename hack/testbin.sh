@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the binaries of the test control plane (no Docker, no prebuilt downloads):
-# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok and helm,
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, etcd, kwok and helm,
 # all from the Go module proxy, into a cache outside the repository:
 #
 #   ${SMARTTHUMB_TESTBIN:-$HOME/.cache/smartthumb/testbin}/<k8s-version>/bin
@@ -64,7 +64,7 @@ T0=$SECONDS
 FAILED=()
 
 # --- kube-apiserver, kube-controller-manager, kube-scheduler, kubectl -------------------------
-K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
 build_kubernetes() {
     local dir=$SRC/kubernetes minor major staging_version t=$SECONDS
     major=${K8S_VERSION#v}; major=${major%%.*}

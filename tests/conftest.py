@@ -1,3 +1,53 @@
-"""Shared pytest setup."""
+"""Shared pytest setup: the real control plane and the fixtures its tests share."""
 
-from kubecluster import kube_cluster  # noqa: F401  (session-scoped real control plane)
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubecluster import KubeCluster, kube_cluster  # noqa: F401  (session-scoped control plane)
+
+
+def poll(what: str, probe: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
+    """Call ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+@pytest.fixture
+def api(kube_cluster: KubeCluster) -> Iterator[Any]:  # noqa: F811
+    """A ``kubernetes.client.ApiClient`` for the admin user of the test cluster."""
+    with kube_cluster.api_client() as api_client:
+        yield api_client
+
+
+@pytest.fixture
+def namespace(api: Any) -> Iterator[str]:
+    """A fresh namespace (with its default ServiceAccount), deleted afterwards."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    core = client.CoreV1Api(api)
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name}})
+
+    def default_sa() -> bool:
+        try:
+            return core.read_namespaced_service_account("default", name) is not None
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    poll(f"the default ServiceAccount in {name}", default_sa)
+    yield name
+    core.delete_namespace(name)

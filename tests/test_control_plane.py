@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from conftest import poll
 from kubecluster import (
     SIMULATE_LABEL,
     SIMULATE_MEMORY_NEED_ANNOTATION,
@@ -27,43 +27,6 @@ from kubernetes.client.rest import ApiException
 pytestmark = pytest.mark.cluster
 
 K8S_MINOR_AT_LEAST = (1, 31)  # podFailurePolicy is GA from 1.31
-
-
-def poll(what: str, probe: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
-    """Call ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
-
-
-@pytest.fixture
-def api(kube_cluster: KubeCluster) -> Iterator[client.ApiClient]:
-    with kube_cluster.api_client() as api_client:
-        yield api_client
-
-
-@pytest.fixture
-def namespace(api: client.ApiClient) -> Iterator[str]:
-    core = client.CoreV1Api(api)
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    core.create_namespace({"metadata": {"name": name}})
-
-    def default_sa() -> bool:
-        try:
-            return core.read_namespaced_service_account("default", name) is not None
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-
-    poll(f"the default ServiceAccount in {name}", default_sa)
-    yield name
-    core.delete_namespace(name)
 
 
 def job_manifest(
