@@ -1,0 +1,133 @@
+"""OperatorSettings: every SMARTTHUMB_* environment variable of `smartthumb-operator`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic.networks import IPvAnyNetwork
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from smartthumb.operator.kube.resource import Toleration
+from smartthumb.operator.lifecycle import LifecyclePolicy
+from smartthumb.operator.settings import WebhookSettings
+
+
+def _default_identity() -> str:
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class OperatorSettings(WebhookSettings, BaseSettings):
+    """Settings of `smartthumb-operator` (environment prefix SMARTTHUMB_)."""
+
+    model_config = SettingsConfigDict(env_prefix="SMARTTHUMB_", extra="ignore")
+
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated namespaces whose ThumbnailJobs are run; unset: all.",
+    )
+    max_running: int = Field(
+        10, ge=1, description="Most runner Jobs at once; the other ThumbnailJobs wait in order."
+    )
+    volume_path: Path = Field(
+        Path("/data"),
+        description=(
+            "Where the shared volume is mounted, in the operator's pod and in every runner pod "
+            "(and the API's): ThumbnailJob sources and outputs are relative to it."
+        ),
+    )
+    volume_claim: str | None = Field(
+        None, description="PersistentVolumeClaim the runner pods mount at volume_path."
+    )
+    volume_host_path: str | None = Field(
+        None,
+        description="Instead of a claim: a node directory the runner pods mount (one-node "
+        "clusters, kind).",
+    )
+    runner_image: str = Field(
+        "smartthumb-runner:0.1.0", description="Image of the runner pods (Dockerfile.runner)."
+    )
+    fallback_image: str | None = Field(
+        None,
+        description="Image of the fallback pods (the light image will do); unset: runner_image.",
+    )
+    runner_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="imagePullPolicy of the runner pods."
+    )
+    runner_service_account: str | None = Field(
+        None, description="ServiceAccount of the runner pods (no token is mounted)."
+    )
+    runner_node_selector: dict[str, str] = Field(
+        default_factory=dict, description="JSON object: nodeSelector of every runner pod."
+    )
+    runner_tolerations: list[Toleration] = Field(
+        default_factory=list, description="JSON list: tolerations of every runner pod."
+    )
+    runner_job_ttl_s: int = Field(
+        3600,
+        ge=60,
+        description=(
+            "ttlSecondsAfterFinished of the runner Jobs: long enough for the operator to read "
+            "their pods (they also go with their ThumbnailJob)."
+        ),
+    )
+    max_interruptions: int = Field(
+        3, ge=0, description="Evictions/preemptions of a run that are re-run; one more fails it."
+    )
+    sweep_interval_s: float = Field(
+        5, gt=0, description="How often due TTLs, webhook retries and missing Jobs are looked for."
+    )
+    lease_name: str = Field(
+        "smartthumb-operator",
+        description="Lease held by the replica that admits jobs, sends webhooks and expires jobs.",
+    )
+    lease_namespace: str = Field(
+        default_factory=lambda: os.environ.get("POD_NAMESPACE", "default"),
+        description="Namespace of that Lease (default: the operator pod's namespace).",
+    )
+    lease_duration_s: float = Field(15, gt=1, description="A leader silent this long is replaced.")
+    identity: str = Field(
+        default_factory=_default_identity, description="This replica's name in the Lease."
+    )
+    peering: str | None = Field(
+        None,
+        description="kopf peering object (KopfPeering) shared by the replicas; unset: standalone.",
+    )
+    priority: int = Field(0, description="kopf peering priority: the highest replica is active.")
+    liveness_port: int = Field(8080, ge=0, le=65535, description="Port of /healthz (kopf's).")
+    metrics_port: int = Field(9090, ge=0, le=65535, description="Port of /metrics; 0: off.")
+    public_url: str | None = Field(
+        None,
+        description="Base URL of the smartthumb API: webhooks then carry job_url and image_url.",
+    )
+    # Read raw (NoDecode): the validator takes true/false, CIDRs or JSON.
+    allow_private_webhooks: Annotated[bool | list[IPvAnyNetwork], NoDecode] = (
+        WebhookSettings.model_fields["allow_private_webhooks"]
+    )
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("runner_node_selector", "runner_tolerations", mode="before")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_volume(self) -> OperatorSettings:
+        if (self.volume_claim is None) == (self.volume_host_path is None):
+            raise ValueError(
+                "set exactly one of SMARTTHUMB_VOLUME_CLAIM (a PersistentVolumeClaim) and "
+                "SMARTTHUMB_VOLUME_HOST_PATH (a node directory): the runner pods mount it"
+            )
+        return self
+
+    def policy(self, ttl_s: float) -> LifecyclePolicy:
+        return self.lifecycle_policy(ttl_s, self.max_interruptions)
