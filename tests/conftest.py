@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from kubecluster import KubeCluster, kube_cluster  # noqa: F401  (session-scoped control plane)
+from smartthumb.operator.kube import crd as crd_module
+from smartthumb.operator.kube.resource import GROUP, KIND, VERSION
+
+CRD_FILE = Path(__file__).resolve().parent.parent / crd_module.OUTPUT
 
 
 def poll(what: str, probe: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
@@ -51,3 +56,28 @@ def namespace(api: Any) -> Iterator[str]:
     poll(f"the default ServiceAccount in {name}", default_sa)
     yield name
     core.delete_namespace(name)
+
+
+def thumbnailjob(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+@pytest.fixture(scope="session")
+def installed_crd(kube_cluster: KubeCluster) -> str:  # noqa: F811
+    """The committed CRD file applied to the cluster, Established and served. It stays
+    installed for the rest of the session (applying it again is a no-op)."""
+    kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    kube_cluster.kubectl(
+        "wait", "--for=condition=Established", f"crd/{crd_module.NAME}", "--timeout=30s"
+    )
+    # Discovery of a new resource can lag a moment behind Established.
+    poll(
+        "the ThumbnailJob resource to be served",
+        lambda: kube_cluster.kubectl("get", "tj", "-A", check=False).returncode == 0,
+    )
+    return crd_module.NAME

@@ -31,7 +31,9 @@ How a pod ends is chosen per pod (kwok Stages, see ``hack/kwok/stages.yaml``):
   annotation ``smartthumb.io/simulate-exit-code``;
 - annotation ``smartthumb.io/simulate-memory-need: "512Mi"`` (and none of the labels above):
   ``OOMKilled``/137/``Failed`` when a container's memory limit is below that amount, else the
-  pod completes as usual: a retry with a bigger limit succeeds, as with a real OOM;
+  pod completes as usual: a retry with a bigger limit succeeds, as with a real OOM (pods
+  labelled ``smartthumb.dev/runner: fallback`` read
+  ``smartthumb.io/simulate-fallback-memory-need`` instead);
 - annotation ``smartthumb.io/simulate-duration: "3s"``: how long the pod runs first;
 - annotation ``smartthumb.io/simulate-message``: the container's ``terminated.message``
   (what a real runner would write to its termination log).
@@ -93,6 +95,7 @@ SIMULATE_DURATION_ANNOTATION = "smartthumb.io/simulate-duration"
 SIMULATE_MESSAGE_ANNOTATION = "smartthumb.io/simulate-message"
 SIMULATE_EXIT_CODE_ANNOTATION = "smartthumb.io/simulate-exit-code"
 SIMULATE_MEMORY_NEED_ANNOTATION = "smartthumb.io/simulate-memory-need"
+SIMULATE_FALLBACK_MEMORY_NEED_ANNOTATION = "smartthumb.io/simulate-fallback-memory-need"
 
 SETPRIV = shutil.which("setpriv")
 STARTUP_TIMEOUT = float(os.environ.get("SMARTTHUMB_CLUSTER_STARTUP_TIMEOUT", "120"))

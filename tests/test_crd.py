@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import poll
+from conftest import CRD_FILE, poll, thumbnailjob
 from kubecluster import KubeCluster
 from kubernetes import client
 from pydantic import ValidationError
@@ -35,7 +35,7 @@ from smartthumb.operator.kube.resource import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-CRD_FILE = REPO / crd_module.OUTPUT
+
 IMMUTABLE = "spec is immutable: delete the ThumbnailJob and create it again"
 
 GOOD: dict[str, Any] = {"sources": [{"path": "chapter-1/001.jpg"}, {"path": "chapter-1/002.jpg"}]}
@@ -255,31 +255,6 @@ def test_model_accepts_the_good_cases(change: dict[str, Any]) -> None:
 
 
 # --- against the real API server -------------------------------------------------------------
-
-
-def thumbnailjob(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": KIND,
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-
-
-@pytest.fixture(scope="module")
-def installed_crd(kube_cluster: KubeCluster) -> str:
-    """The committed CRD file applied to the cluster, Established and served. It stays
-    installed for the rest of the session (applying it again is a no-op)."""
-    kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    kube_cluster.kubectl(
-        "wait", "--for=condition=Established", f"crd/{crd_module.NAME}", "--timeout=30s"
-    )
-    # Discovery of a new resource can lag a moment behind Established.
-    poll(
-        "the ThumbnailJob resource to be served",
-        lambda: kube_cluster.kubectl("get", "tj", "-A", check=False).returncode == 0,
-    )
-    return crd_module.NAME
 
 
 def kubectl_apply(cluster: KubeCluster, namespace: str, obj: dict[str, Any]) -> Any:

@@ -13,7 +13,12 @@ from typing import Any
 import kopf
 from smartthumb.operator.kube.childjob import CHILD_SELECTOR, MANAGED_BY, OPERATOR
 from smartthumb.operator.kube.resource import GROUP, PLURAL, VERSION
-from smartthumb.operator.kube.runtime import Operator
+from smartthumb.operator.kube.runtime import Operator, client_configuration, connection_info
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    return connection_info(client_configuration())
 
 
 @kopf.on.startup()
@@ -22,7 +27,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.label_selectors["batch", "v1", "jobs"] = CHILD_SELECTOR
     settings.execution.max_workers = 8
     settings.posting.level = logging.WARNING  # kopf's own Events: problems only
-    memo.operator = Operator.from_environment()
+    try:
+        memo.operator = Operator.from_environment()
+    except ValueError as error:  # bad settings: retrying cannot help
+        raise kopf.PermanentError(str(error)) from error
     memo.operator.start()
 
 

@@ -3,9 +3,11 @@ webhook sender and the metrics endpoint."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
+import kopf
 from kubernetes import client, config
 from prometheus_client import start_http_server
 from smartthumb.operator.kube.metrics import OperatorMetrics
@@ -19,15 +21,35 @@ API_CONNECTIONS = 16
 """kopf's handler threads, the sweep and the webhook senders share one connection pool."""
 
 
-def api_client() -> client.ApiClient:
-    """In a pod: its ServiceAccount; elsewhere: KUBECONFIG (or ~/.kube/config)."""
+def client_configuration() -> client.Configuration:
+    """In a pod: its ServiceAccount; elsewhere: $KUBECONFIG (read now, not at import time as
+    the client library's default does), else ~/.kube/config."""
     configuration = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        config.load_kube_config(client_configuration=configuration)
+        config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )
     configuration.connection_pool_maxsize = API_CONNECTIONS
-    return client.ApiClient(configuration)
+    return configuration
+
+
+def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
+    """The same credentials for kopf's own connections (its watches and patches)."""
+    header = configuration.get_api_key_with_prefix(
+        "BearerToken"
+    ) or configuration.get_api_key_with_prefix("authorization")
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
 
 
 class Operator:
@@ -51,7 +73,7 @@ class Operator:
 
     @classmethod
     def from_environment(cls) -> Operator:
-        return cls(OperatorSettings(), api_client())
+        return cls(OperatorSettings(), client.ApiClient(client_configuration()))
 
     def start(self) -> None:
         if self.settings.metrics_port:

@@ -88,7 +88,9 @@ class OperatorSettings(WebhookSettings, BaseSettings):
         default_factory=lambda: os.environ.get("POD_NAMESPACE", "default"),
         description="Namespace of that Lease (default: the operator pod's namespace).",
     )
-    lease_duration_s: float = Field(15, gt=1, description="A leader silent this long is replaced.")
+    lease_duration_s: int = Field(
+        15, ge=3, description="Seconds after which a silent leader's Lease is taken over."
+    )
     identity: str = Field(
         default_factory=_default_identity, description="This replica's name in the Lease."
     )

@@ -95,8 +95,8 @@ class Sweep:
         config = electionconfig.Config(
             lock,
             lease_duration=duration,
-            renew_deadline=duration * 2 / 3,
-            retry_period=max(1.0, duration / 5),
+            renew_deadline=max(2, duration * 2 // 3),
+            retry_period=max(1, duration // 5),
             onstarted_leading=lambda: None,
             onstopped_leading=lambda: None,
         )
@@ -114,6 +114,23 @@ class Sweep:
         if self._thread is not None:
             self._thread.join(30)
         self._senders.shutdown(wait=True, cancel_futures=True)
+        self._release()
+
+    def _release(self) -> None:
+        """Hand the Lease back at once (the next replica need not wait for it to expire)."""
+        if self._leader_until == 0.0:
+            return
+        lock = self._elector.election_config.lock
+        try:
+            lease = lock.api_instance.read_namespaced_lease(lock.name, lock.namespace)
+            if lease.spec.holder_identity == lock.identity:
+                lock.api_instance.delete_namespaced_lease(
+                    lock.name, lock.namespace,
+                    body=client.V1DeleteOptions(preconditions=client.V1Preconditions(
+                        resource_version=lease.metadata.resource_version)),
+                )
+        except ApiException as error:
+            log.warning("lease %s not released: %s", lock.name, error.reason)
 
     def wake(self) -> None:
         self._wake.set()
@@ -161,7 +178,8 @@ class Sweep:
         free = max(0, self.settings.max_running - len(running))
         admitted = 0
         for obj in queued[:free]:
-            transition = self.reconciler.apply(*_key(obj), Started())
+            attempt = len((obj.get("status") or {}).get("attempts") or []) + 1
+            transition = self.reconciler.apply(*_key(obj), Started(attempt=attempt))
             admitted += transition is not None and transition.changed
         waiting = queued[free:] if free else queued
         self._show_positions(waiting)
