@@ -124,14 +124,18 @@ def thumbnail_job(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def simulated(message: str | None = None, duration: str | None = None, **extra: str) -> dict:
+def simulated(
+    message: str | None = None,
+    duration: str | None = None,
+    labels: dict[str, str] | None = None,
+    **annotations: str,
+) -> dict[str, Any]:
     """spec.runnerPod steering kwok: how the pod ends and what its termination message is."""
-    annotations = dict(extra)
     if message is not None:
         annotations[SIMULATE_MESSAGE] = message
     if duration is not None:
         annotations[SIMULATE_DURATION] = duration
-    return {"annotations": annotations}
+    return {"annotations": annotations, "labels": labels or {}}
 
 
 class Cluster:
@@ -177,7 +181,7 @@ class Cluster:
         found = self.core.list_namespaced_event(
             self.namespace, field_selector=f"involvedObject.name={name}"
         ).items
-        found.sort(key=lambda e: (e.first_timestamp or e.event_time, e.metadata.name))
+        found.sort(key=lambda event: event.event_time)
         return [(event.reason, event.message) for event in found]
 
     def event_reasons(self, name: str) -> list[str]:

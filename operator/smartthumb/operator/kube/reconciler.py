@@ -313,6 +313,7 @@ class Reconciler:
         """A core/v1 Event on the ThumbnailJob (what `kubectl describe` shows); best effort."""
         meta = obj["metadata"]
         moment = now().isoformat().replace("+00:00", "Z")
+        # eventTime has microseconds: Events of one transition sort in the order told.
         body = {
             "metadata": {"generateName": f"{meta['name'][:200]}.", "namespace": meta["namespace"]},
             "involvedObject": {
@@ -328,6 +329,8 @@ class Reconciler:
             "source": {"component": OPERATOR},
             "reportingComponent": OPERATOR,
             "reportingInstance": self.settings.identity,
+            "action": reason,
+            "eventTime": moment,
             "firstTimestamp": moment,
             "lastTimestamp": moment,
             "count": 1,
