@@ -1,14 +1,17 @@
-"""Print the README's configuration table from the settings models (the one source of truth).
+"""Print the README's configuration tables from the settings models (the one source of truth):
+the API / local mode, then the operator.
 
     .venv/bin/python hack/config_table.py
-tests/test_readme.py fails when README.md's table differs from this output.
+tests/test_readme.py fails when README.md's tables differ from this output.
 """
 
 from __future__ import annotations
 
 from pydantic.fields import FieldInfo
 
+from pydantic import BaseModel
 from smartthumb.api.settings import ApiSettings
+from smartthumb.operator.kube.settings import OperatorSettings
 from smartthumb.runner.limits import DEFAULT_MAX_PIXELS
 
 # Read by the runner process itself (no settings object there: it is a CLI).
@@ -27,6 +30,11 @@ COMPUTED_DEFAULTS = {
     "workers": "number of CPUs",
     "api_tokens": "unset (no auth)",
     "public_url": "unset",
+    "namespaces": "unset (all)",
+    "lease_namespace": "`$POD_NAMESPACE`, else `default`",
+    "identity": "`$POD_NAME`, else host-pid",
+    "runner_node_selector": "`{}`",
+    "runner_tolerations": "`[]`",
 }
 
 
@@ -41,17 +49,26 @@ def _default(name: str, field: FieldInfo) -> str:
     return f"`{value}`"
 
 
-def table() -> str:
-    prefix = ApiSettings.model_config.get("env_prefix", "")
+def table(settings: type[BaseModel], extra: list[tuple[str, str, str]]) -> str:
+    prefix = settings.model_config.get("env_prefix", "")
     rows = ["| variable | default | meaning |", "|---|---|---|"]
-    for name, field in ApiSettings.model_fields.items():
+    for name, field in settings.model_fields.items():
         description = (field.description or "").replace("|", "\\|")
         rows.append(f"| `{prefix.upper()}{name.upper()}` | {_default(name, field)} | {description} |")
-    for name, default, description in RUNNER_VARIABLES:
+    for name, default, description in extra:
         shown = default if default.startswith("`") or default == "unset" else f"`{default}`"
         rows.append(f"| `{name}` | {shown} | {description} |")
     return "\n".join(rows)
 
 
+def tables() -> str:
+    return "\n\n".join([
+        "#### `smartthumb-api` (local mode)",
+        table(ApiSettings, RUNNER_VARIABLES),
+        "#### `smartthumb-operator`",
+        table(OperatorSettings, []),
+    ])
+
+
 if __name__ == "__main__":
-    print(table())
+    print(tables())

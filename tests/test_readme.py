@@ -8,12 +8,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "hack"))
 
-from config_table import table  # noqa: E402
+from config_table import tables  # noqa: E402
 
 
 def test_configuration_table_matches_the_settings_models() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert table() in readme, "README.md is stale: paste `python hack/config_table.py` output"
+    assert tables() in readme, "README.md is stale: paste `python hack/config_table.py` output"
 
 
 def test_readme_shows_the_two_newcomer_commands() -> None:

@@ -312,10 +312,13 @@ class Reconciler:
     def post_event(self, obj: Obj, kind: str, reason: str, message: str) -> None:
         """A core/v1 Event on the ThumbnailJob (what `kubectl describe` shows); best effort."""
         meta = obj["metadata"]
-        moment = now().isoformat().replace("+00:00", "Z")
-        # eventTime has microseconds: Events of one transition sort in the order told.
+        stamp = now()
+        moment = stamp.isoformat().replace("+00:00", "Z")
+        # Named like client-go's (object.hex-nanoseconds) and with a microsecond eventTime:
+        # Events of one transition list in the order told, even within one second.
+        nanos = f"{int(stamp.timestamp() * 1e9):x}"
         body = {
-            "metadata": {"generateName": f"{meta['name'][:200]}.", "namespace": meta["namespace"]},
+            "metadata": {"name": f"{meta['name'][:200]}.{nanos}", "namespace": meta["namespace"]},
             "involvedObject": {
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": KIND,

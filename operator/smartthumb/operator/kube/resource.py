@@ -334,8 +334,8 @@ class ThumbnailJobSpec(ThumbnailSpec):
         ge=0,
         le=30 * 86400,
         description=(
-            "Seconds after the job finished (and its webhook was answered or given up) when "
-            "the ThumbnailJob, its Jobs, pods and files on the volume are deleted."
+            "Seconds after the job finished when the ThumbnailJob, its Jobs and pods and its "
+            "files on the volume are deleted (a webhook still being retried is given up)."
         ),
     )
     webhook: Webhook | None = Field(None, description="Completion webhook.")
@@ -405,6 +405,7 @@ class Attempt(BaseModel):
     disrupted_pods: list[str] = Field(
         default_factory=list,
         description="Pods of this Job that were evicted or preempted and replaced.",
+        exclude_if=lambda pods: not pods,
     )
 
 
