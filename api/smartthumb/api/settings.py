@@ -15,6 +15,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic.networks import IPvAnyNetwork
 from smartthumb.operator.local.settings import EngineSettings
+from smartthumb.operator.settings import split_commas
 from smartthumb.runner.limits import Limits
 
 MiB = 1024 * 1024
@@ -90,12 +91,7 @@ class ApiSettings(EngineSettings, BaseSettings):
 
     _limits: Limits = PrivateAttr(default_factory=Limits)
 
-    @field_validator("api_tokens", mode="before")
-    @classmethod
-    def _split_tokens(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [token.strip() for token in value.split(",") if token.strip()]
-        return value
+    _split_tokens = field_validator("api_tokens", mode="before")(split_commas)
 
     @model_validator(mode="after")
     def _one_upload_fits_in_flight(self) -> ApiSettings:

@@ -10,6 +10,13 @@ from smartthumb.operator.lifecycle import LifecyclePolicy
 from standardwebhooks import Webhook
 
 
+def split_commas(value: object) -> object:
+    """A comma-separated environment variable as a list (other values pass through)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 class WebhookSettings(BaseModel):
     """The webhook fields of EngineSettings and OperatorSettings."""
 
@@ -46,7 +53,7 @@ class WebhookSettings(BaseModel):
             return True
         if text.startswith("["):
             return json.loads(text)
-        return [part.strip() for part in text.split(",") if part.strip()]
+        return split_commas(text)
 
     @field_validator("webhook_secret")
     @classmethod

@@ -17,6 +17,7 @@ import httpx
 from smartthumb.operator.lifecycle import WebhookResponse
 from smartthumb.operator.models import Job, JobState
 from smartthumb.operator.netguard import AllowPrivate, GuardedTransport, InvalidWebhookURL
+from smartthumb.operator.settings import WebhookSettings
 from standardwebhooks import Webhook
 
 EVENT = "thumbnail.job.completed"
@@ -80,6 +81,16 @@ class WebhookSender:
             follow_redirects=False,
             timeout=timeout_s,
             headers={"user-agent": "smartthumb-webhook/1"},
+        )
+
+    @classmethod
+    def from_settings(cls, settings: WebhookSettings, public_url: str | None) -> WebhookSender:
+        secret = settings.webhook_secret
+        return cls(
+            public_url=public_url,
+            secret=secret.get_secret_value() if secret else None,
+            timeout_s=settings.webhook_timeout_s,
+            allow_private=settings.allow_private_webhooks,
         )
 
     def close(self) -> None:

@@ -96,11 +96,7 @@ def job_from_resource(obj: Obj) -> Job:
         webhook=WebhookDelivery(
             enabled=spec.webhook is not None,
             url=spec.webhook.url if spec.webhook else None,
-            attempts=delivery.attempts,
-            delivered=delivery.delivered,
-            last_status_code=delivery.last_status_code,
-            last_error=delivery.last_error,
-            next_attempt_at=delivery.next_attempt_at,
+            **delivery.model_dump(),
         ),
         memory=MemoryPlan(
             main_mb=quantity_mib(resources.memory),
@@ -183,12 +179,8 @@ def status_from_job(job: Job, obj: Obj, now: datetime) -> Obj:
         result=result,
         message=job.error,
         failure_reason=job.failure.value if job.failure else None,
-        webhook=WebhookStatus(
-            attempts=delivery.attempts,
-            delivered=delivery.delivered,
-            last_status_code=delivery.last_status_code,
-            last_error=delivery.last_error,
-            next_attempt_at=delivery.next_attempt_at,
+        webhook=WebhookStatus.model_validate(
+            delivery.model_dump(include=set(WebhookStatus.model_fields))
         )
         if delivery.enabled
         else None,

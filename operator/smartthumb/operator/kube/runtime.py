@@ -57,13 +57,7 @@ class Operator:
         self.settings = settings
         self.api = api
         self.metrics = OperatorMetrics()
-        secret = settings.webhook_secret
-        self.sender = WebhookSender(
-            public_url=settings.public_url,
-            secret=secret.get_secret_value() if secret else None,
-            timeout_s=settings.webhook_timeout_s,
-            allow_private=settings.allow_private_webhooks,
-        )
+        self.sender = WebhookSender.from_settings(settings, settings.public_url)
         storage = VolumeStorage(settings.volume_path)
         self.reconciler = Reconciler(settings, api, storage, self.metrics)
         self.sweep = Sweep(settings, api, self.reconciler, self.sender)

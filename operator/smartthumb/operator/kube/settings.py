@@ -13,7 +13,7 @@ from pydantic.networks import IPvAnyNetwork
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from smartthumb.operator.kube.resource import Toleration
 from smartthumb.operator.lifecycle import LifecyclePolicy
-from smartthumb.operator.settings import WebhookSettings
+from smartthumb.operator.settings import WebhookSettings, split_commas
 
 
 def _default_identity() -> str:
@@ -110,12 +110,7 @@ class OperatorSettings(WebhookSettings, BaseSettings):
         WebhookSettings.model_fields["allow_private_webhooks"]
     )
 
-    @field_validator("namespaces", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+    _split = field_validator("namespaces", mode="before")(split_commas)
 
     @field_validator("runner_node_selector", "runner_tolerations", mode="before")
     @classmethod

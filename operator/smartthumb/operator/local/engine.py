@@ -125,13 +125,7 @@ class LocalEngine:
         self._jobs_dir.mkdir(parents=True, exist_ok=True)
         self._store = JobStore(settings.data_dir / "smartthumb.sqlite3")
         self._remove_orphan_dirs()
-        secret = settings.webhook_secret
-        self._webhooks = WebhookSender(
-            public_url=settings.public_url,
-            secret=secret.get_secret_value() if secret else None,
-            timeout_s=settings.webhook_timeout_s,
-            allow_private=settings.allow_private_webhooks,
-        )
+        self._webhooks = WebhookSender.from_settings(settings, settings.public_url)
         # One lock around every read-decide-write of a job. wait() sleeps on a condition of its
         # job's own, so a change wakes only that job's waiters (not every long-poll).
         self._lock = threading.RLock()
