@@ -1,0 +1,342 @@
+"""A real Kubernetes node for the test suite: kubelet + containerd + runc + CNI on this
+machine, joined to the control plane of ``kube_cluster`` beside kwok's fake node.
+
+Pods on it really run: images are imported into containerd from the tar files that
+``hack/images.sh`` (``make images``) leaves in its cache (no registry, no pulls), memory
+limits are enforced by the kernel (a real ``OOMKilled``), and the runner's termination
+message comes back through the kubelet.
+
+Everything lives in one temporary directory: containerd's root, state and socket, the CNI
+configuration, IPAM state and network namespaces, the kubelet's root directory. Teardown
+(also when a test or the start-up fails, and from ``atexit``) stops the kubelet, kills and
+deletes every container, stops containerd, unmounts what is mounted under that directory,
+deletes the CNI bridge and the kubelet's cgroups, and removes the directory.
+
+The node is tainted ``smartthumb.dev/real-node=true:NoSchedule`` and labelled
+``smartthumb.dev/real-node=true``: only pods that tolerate and select it land there (see
+``REAL_NODE_POD``), so the kwok tests never do.
+
+Needs root, Debian's containerd, runc and containernetworking-plugins (``hack/ensure-node.sh``),
+the kubelet built by ``hack/testbin.sh`` and the image tars; without them the ``node`` tests
+are skipped, or fail when ``CI`` / ``SMARTTHUMB_REQUIRE_CLUSTER`` is set.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubecluster import (
+    SETPRIV,
+    ClusterStartError,
+    Component,
+    KubeCluster,
+    _require_cluster,
+    free_port,
+    wait_for,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES_SCRIPT = REPO / "hack" / "images.sh"
+NODE_NAME = "st-node-0"
+NODE_LABEL = "smartthumb.dev/real-node"
+CNI_BIN = Path("/usr/lib/cni")
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+CGROUP_ROOT = "/smartthumb-test"
+REAL_NODE_POD: dict[str, Any] = {
+    "nodeSelector": {NODE_LABEL: "true"},
+    "tolerations": [
+        {"key": NODE_LABEL, "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+    ],
+}
+"""What a pod needs to run on the real node (runnerPod, or a pod spec)."""
+
+
+@dataclass
+class RealNode:
+    name: str
+    workdir: Path
+    containerd_socket: Path
+    bridge: str
+    images: dict[str, str]
+    """Image names imported, by role: runner, operator, pause."""
+    components: list[Component] = field(default_factory=list)
+
+    def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["ctr", "--address", str(self.containerd_socket), "-n", "k8s.io", *args],
+            capture_output=True, text=True, check=check, timeout=120,
+        )
+
+    def containers(self) -> list[str]:
+        out = self.ctr("containers", "list", "-q", check=False)
+        return [line for line in out.stdout.split() if line]
+
+
+def images_dir() -> Path | None:
+    """Where hack/images.sh keeps the image tars (its --print-dir), if the script exists."""
+    if not IMAGES_SCRIPT.exists():
+        return None
+    out = subprocess.run(["bash", str(IMAGES_SCRIPT), "--print-dir"], capture_output=True,
+                         text=True, check=False)
+    return Path(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
+
+
+def image_tars(directory: Path) -> dict[str, tuple[str, Path]]:
+    """role -> (image name, tar) from the manifest hack/images.sh writes."""
+    manifest = directory / "images.json"
+    if not manifest.exists():
+        return {}
+    entries = json.loads(manifest.read_text())
+    return {role: (entry["image"], Path(entry["tar"])) for role, entry in entries.items()}
+
+
+def missing_prerequisites(bin_dir: Path) -> list[str]:
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root")
+    for tool in ("containerd", "runc", "ctr", "ip"):
+        if shutil.which(tool) is None:
+            missing.append(tool)
+    if not (CNI_BIN / "bridge").exists():
+        missing.append("containernetworking-plugins")
+    if not os.access(bin_dir / "kubelet", os.X_OK):
+        missing.append(f"{bin_dir}/kubelet (make testbin)")
+    directory = images_dir()
+    tars = image_tars(directory) if directory else {}
+    for role in ("pause", "runner", "operator"):
+        if role not in tars or not tars[role][1].exists():
+            missing.append(f"the {role} image (make images)")
+    return missing
+
+
+_LIVE: list[RealNode] = []
+
+
+@atexit.register
+def _teardown_all() -> None:
+    for node in list(_LIVE):
+        teardown(node)
+
+
+def _containerd_config(workdir: Path, socket: Path) -> str:
+    return f"""version = 2
+root = "{workdir}/containerd/root"
+state = "{workdir}/containerd/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "{socket}"
+[ttrpc]
+  address = "{socket}.ttrpc"
+[debug]
+  address = "{socket}.debug"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{workdir}/containerd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  # No CAP_SYS_RESOURCE here: runc cannot lower oom_score_adj to the kubelet's -998.
+  restrict_oom_score_adj = true
+  netns_mounts_under = "{workdir}/netns"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN}"
+    conf_dir = "{workdir}/cni"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+"""
+
+
+def _cni_config(workdir: Path, bridge: str) -> dict[str, Any]:
+    return {
+        "cniVersion": "0.4.0",
+        "name": "smartthumb-test",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": True,
+                "ipMasq": False,
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": str(workdir / "cni-ipam"),
+                    "ranges": [[{"subnet": "10.89.77.0/24"}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+            {"type": "loopback"},
+        ],
+    }
+
+
+def _kubelet_config(workdir: Path, socket: Path) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "cgroupDriver": "cgroupfs",
+        "cgroupRoot": CGROUP_ROOT,
+        "failCgroupV1": False,  # this host is cgroup v1
+        "failSwapOn": False,
+        "containerRuntimeEndpoint": f"unix://{socket}",
+        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False}},
+        "authorization": {"mode": "AlwaysAllow"},  # tests only: nothing else reaches it
+        "address": "127.0.0.1",
+        "port": free_port(),
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": free_port(),
+        "readOnlyPort": 0,
+        "evictionHard": {"memory.available": "1Mi", "nodefs.available": "1%",
+                         "imagefs.available": "1%"},
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "registerWithTaints": [{"key": NODE_LABEL, "value": "true", "effect": "NoSchedule"}],
+        "serializeImagePulls": False,
+        "staticPodPath": "",
+        "resolvConf": "",
+        "maxPods": 110,
+    }
+
+
+def _start(node: RealNode, name: str, argv: list[str]) -> Component:
+    log = node.workdir / "logs" / f"{name}.log"
+    log.parent.mkdir(exist_ok=True)
+    with open(log, "ab") as out:
+        prefix = [SETPRIV, "--pdeathsig", "KILL", "--"] if SETPRIV else []
+        proc = subprocess.Popen([*prefix, *argv], stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    component = Component(name, proc, log)
+    node.components.append(component)
+    return component
+
+
+@contextlib.contextmanager
+def start_real_node(cluster: KubeCluster, images: dict[str, tuple[str, Path]]) -> Iterator[
+    RealNode
+]:
+    # A short path: unix socket paths are limited to 108 bytes.
+    workdir = Path(tempfile.mkdtemp(prefix="st-node-", dir="/tmp"))
+    bridge = f"stbr{uuid.uuid4().hex[:6]}"
+    node = RealNode(NODE_NAME, workdir, workdir / "containerd.sock", bridge,
+                    {role: name for role, (name, _) in images.items()})
+    _LIVE.append(node)
+    try:
+        (workdir / "cni").mkdir()
+        (workdir / "cni" / "10-smartthumb.conflist").write_text(
+            json.dumps(_cni_config(workdir, bridge)))
+        config = workdir / "containerd.toml"
+        config.write_text(_containerd_config(workdir, node.containerd_socket))
+        containerd = _start(node, "containerd", ["containerd", "--config", str(config)])
+        wait_for("containerd's socket", lambda: node.ctr("version", check=False).returncode == 0,
+                 None, 60, containerd)
+        for _, tar in images.values():
+            node.ctr("images", "import", str(tar))
+        kubelet_config = workdir / "kubelet.yaml"
+        kubelet_config.write_text(json.dumps(_kubelet_config(workdir, node.containerd_socket)))
+        kubelet = _start(node, "kubelet", [
+            str(cluster.bin_dir / "kubelet"),
+            f"--config={kubelet_config}",
+            f"--kubeconfig={cluster.kubeconfig}",
+            f"--root-dir={workdir / 'kubelet'}",
+            f"--hostname-override={NODE_NAME}",
+            f"--node-labels={NODE_LABEL}=true",
+            "--node-ip=127.0.0.1",
+        ])
+        from kubernetes import client
+
+        with cluster.api_client() as api:
+            core = client.CoreV1Api(api)
+
+            def ready() -> bool:
+                found = core.list_node(field_selector=f"metadata.name={NODE_NAME}").items
+                return bool(found) and any(
+                    c.type == "Ready" and c.status == "True"
+                    for c in found[0].status.conditions or []
+                )
+
+            wait_for(f"node {NODE_NAME} Ready (kubelet)", ready, cluster, 120, kubelet)
+        yield node
+    finally:
+        teardown(node)
+
+
+def teardown(node: RealNode) -> None:
+    """Leave nothing behind: processes, containers, mounts, the bridge, cgroups, files."""
+    with contextlib.suppress(ValueError):
+        _LIVE.remove(node)
+    kubelet = [c for c in node.components if c.name == "kubelet"]
+    for component in kubelet:
+        component.stop(grace=10)
+    if node.containerd_socket.exists():
+        for container in node.containers():
+            node.ctr("tasks", "kill", "-s", "KILL", container, check=False)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            tasks = node.ctr("tasks", "list", "-q", check=False).stdout.split()
+            for task in tasks:
+                node.ctr("tasks", "delete", "-f", task, check=False)
+            if not tasks:
+                break
+            time.sleep(0.5)
+        for container in node.containers():
+            node.ctr("containers", "delete", container, check=False)
+    for component in node.components:
+        component.stop(grace=10)
+    _unmount_under(node.workdir)
+    subprocess.run(["ip", "link", "del", node.bridge], capture_output=True, check=False)
+    _remove_cgroups(CGROUP_ROOT)
+    shutil.rmtree(node.workdir, ignore_errors=True)
+
+
+def _unmount_under(directory: Path) -> None:
+    prefix = str(directory)
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
+
+
+def _remove_cgroups(root: str) -> None:
+    """The kubelet's pod cgroups under cgroupRoot, in every v1 hierarchy, deepest first."""
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        top = hierarchy / root.lstrip("/")
+        if not top.is_dir():
+            continue
+        for directory in sorted(top.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if directory.is_dir():
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
+
+
+@pytest.fixture(scope="session")
+def real_node(kube_cluster: KubeCluster) -> Iterator[RealNode]:
+    """The real node (see the module docstring), shared by the whole session."""
+    missing = missing_prerequisites(kube_cluster.bin_dir)
+    if missing:
+        message = f"no real node: missing {', '.join(missing)}"
+        if _require_cluster():
+            pytest.fail(message)
+        pytest.skip(message)
+    directory = images_dir()
+    assert directory is not None
+    try:
+        with start_real_node(kube_cluster, image_tars(directory)) as node:
+            yield node
+    except ClusterStartError as error:
+        pytest.fail(f"the real node did not start: {error}")
+
