@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from kubecluster import KubeCluster, kube_cluster  # noqa: F401  (session-scoped control plane)
+from realnode import real_node  # noqa: F401  (session-scoped real node)
 from smartthumb.operator.kube import crd as crd_module
 from smartthumb.operator.kube.resource import GROUP, KIND, VERSION
 

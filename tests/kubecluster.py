@@ -88,6 +88,7 @@ CONTROLLERS = (
     "garbage-collector-controller",
     "serviceaccount-controller",
     "namespace-controller",
+    "persistentvolume-binder-controller",  # the real-node tests mount a pre-bound PVC
 )
 NODE_NAME = "kwok-node-0"
 SIMULATE_LABEL = "smartthumb.io/simulate"

@@ -80,8 +80,10 @@ class RealNode:
             capture_output=True, text=True, check=check, timeout=120,
         )
 
-    def containers(self) -> list[str]:
-        out = self.ctr("containers", "list", "-q", check=False)
+    def containers(self, namespace: str | None = None) -> list[str]:
+        """Container ids, all or those of pods in one Kubernetes namespace."""
+        where = [f'labels."io.kubernetes.pod.namespace"=={namespace}'] if namespace else []
+        out = self.ctr("containers", "list", "-q", *where, check=False)
         return [line for line in out.stdout.split() if line]
 
 
