@@ -2,7 +2,8 @@
 machine, joined to the control plane of ``kube_cluster`` beside kwok's fake node.
 
 Pods on it really run: images are imported into containerd from the tar files that
-``hack/images.sh`` (``make images``) leaves in its cache (no registry, no pulls), memory
+``hack/images.sh`` (``make images``) leaves in its cache, and the sandbox image is one static
+Go binary made here (no registry, no pulls), memory
 limits are enforced by the kernel (a real ``OOMKilled``), and the runner's termination
 message comes back through the kubelet.
 
@@ -25,10 +26,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 import uuid
@@ -71,7 +75,7 @@ class RealNode:
     containerd_socket: Path
     bridge: str
     images: dict[str, str]
-    """Image names imported, by role: runner, operator, pause."""
+    """Image names imported, by role: runner, operator."""
     components: list[Component] = field(default_factory=list)
 
     def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -87,38 +91,86 @@ class RealNode:
         return [line for line in out.stdout.split() if line]
 
 
-def images_dir() -> Path | None:
-    """Where hack/images.sh keeps the image tars (its --print-dir), if the script exists."""
-    if not IMAGES_SCRIPT.exists():
-        return None
-    out = subprocess.run(["bash", str(IMAGES_SCRIPT), "--print-dir"], capture_output=True,
+def image_tars() -> dict[str, tuple[str, Path]]:
+    """role (runner, operator) -> (image, tar) as hack/images.sh names them: its tar
+    <role>-<hash12>.tar holds smartthumb-<role>:<hash12>, exactly what the tests run."""
+    out = subprocess.run(["bash", str(IMAGES_SCRIPT), "--print-tars"], capture_output=True,
                          text=True, check=False)
-    return Path(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
+    found = {}
+    for line in out.stdout.split():
+        tar = Path(line)
+        role, _, digest = tar.stem.rpartition("-")
+        found[role] = (f"smartthumb-{role}:{digest}", tar)
+    return found
 
 
-def image_tars(directory: Path) -> dict[str, tuple[str, Path]]:
-    """role -> (image name, tar) from the manifest hack/images.sh writes."""
-    manifest = directory / "images.json"
-    if not manifest.exists():
-        return {}
-    entries = json.loads(manifest.read_text())
-    return {role: (entry["image"], Path(entry["tar"])) for role, entry in entries.items()}
+PAUSE_GO = """package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// The pod sandbox's process: it only waits to be stopped.
+func main() {
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	<-stop
+}
+"""
+
+
+def pause_image(directory: Path) -> Path:
+    """The sandbox ("pause") image, as a `docker save` archive: one static Go binary (there
+    is no registry to pull registry.k8s.io/pause from)."""
+    source = directory / "pause-src"
+    source.mkdir()
+    (source / "main.go").write_text(PAUSE_GO)
+    (source / "go.mod").write_text("module smartthumb.local/pause\n\ngo 1.21\n")
+    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
+    subprocess.run(["go", "build", "-trimpath", "-ldflags=-s -w", "-o", "pause", "."],
+                   cwd=source, env=env, check=True, capture_output=True, timeout=300)
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        info = tar.gettarinfo(source / "pause", arcname="pause")
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        with open(source / "pause", "rb") as binary:
+            tar.addfile(info, binary)
+    layer_bytes = layer.getvalue()
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux", "config": {"Entrypoint": ["/pause"]},
+        "rootfs": {"type": "layers",
+                   "diff_ids": [f"sha256:{hashlib.sha256(layer_bytes).hexdigest()}"]},
+    }).encode()
+    config_name = f"{hashlib.sha256(config).hexdigest()}.json"
+    manifest = json.dumps(
+        [{"Config": config_name, "RepoTags": [PAUSE_IMAGE], "Layers": ["layer.tar"]}]
+    ).encode()
+    archive = directory / "pause.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, data in (("layer.tar", layer_bytes), (config_name, config),
+                           ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return archive
 
 
 def missing_prerequisites(bin_dir: Path) -> list[str]:
     missing = []
     if os.geteuid() != 0:
         missing.append("root")
-    for tool in ("containerd", "runc", "ctr", "ip"):
+    for tool in ("containerd", "runc", "ctr", "ip", "go"):
         if shutil.which(tool) is None:
             missing.append(tool)
     if not (CNI_BIN / "bridge").exists():
-        missing.append("containernetworking-plugins")
+        missing.append("containernetworking-plugins (hack/ensure-node.sh)")
     if not os.access(bin_dir / "kubelet", os.X_OK):
         missing.append(f"{bin_dir}/kubelet (make testbin)")
-    directory = images_dir()
-    tars = image_tars(directory) if directory else {}
-    for role in ("pause", "runner", "operator"):
+    tars = image_tars()
+    for role in ("runner", "operator"):
         if role not in tars or not tars[role][1].exists():
             missing.append(f"the {role} image (make images)")
     return missing
@@ -245,7 +297,7 @@ def start_real_node(cluster: KubeCluster, images: dict[str, tuple[str, Path]]) -
         containerd = _start(node, "containerd", ["containerd", "--config", str(config)])
         wait_for("containerd's socket", lambda: node.ctr("version", check=False).returncode == 0,
                  None, 60, containerd)
-        for _, tar in images.values():
+        for tar in [pause_image(workdir), *(tar for _, tar in images.values())]:
             node.ctr("images", "import", str(tar))
         kubelet_config = workdir / "kubelet.yaml"
         kubelet_config.write_text(json.dumps(_kubelet_config(workdir, node.containerd_socket)))
@@ -334,10 +386,8 @@ def real_node(kube_cluster: KubeCluster) -> Iterator[RealNode]:
         if _require_cluster():
             pytest.fail(message)
         pytest.skip(message)
-    directory = images_dir()
-    assert directory is not None
     try:
-        with start_real_node(kube_cluster, image_tars(directory)) as node:
+        with start_real_node(kube_cluster, image_tars()) as node:
             yield node
     except ClusterStartError as error:
         pytest.fail(f"the real node did not start: {error}")
