@@ -299,6 +299,7 @@ def start_real_node(cluster: KubeCluster, images: dict[str, tuple[str, Path]]) -
                  None, 60, containerd)
         for tar in [pause_image(workdir), *(tar for _, tar in images.values())]:
             node.ctr("images", "import", str(tar))
+        _make_cgroups(CGROUP_ROOT)
         kubelet_config = workdir / "kubelet.yaml"
         kubelet_config.write_text(json.dumps(_kubelet_config(workdir, node.containerd_socket)))
         kubelet = _start(node, "kubelet", [
@@ -361,6 +362,18 @@ def _unmount_under(directory: Path) -> None:
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
     for mount in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
         subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
+
+
+def _make_cgroups(root: str) -> None:
+    """cgroupRoot must exist in every v1 hierarchy before the kubelet starts."""
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        if not hierarchy.is_dir() or hierarchy.is_symlink():
+            continue
+        top = hierarchy / root.lstrip("/")
+        top.mkdir(exist_ok=True)
+        for knob in ("cpuset.cpus", "cpuset.mems"):  # an empty cpuset admits no process
+            if (top / knob).exists() and not (top / knob).read_text().strip():
+                (top / knob).write_text((hierarchy / knob).read_text())
 
 
 def _remove_cgroups(root: str) -> None:

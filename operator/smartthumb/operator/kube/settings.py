@@ -23,7 +23,10 @@ def _default_identity() -> str:
 class OperatorSettings(WebhookSettings, BaseSettings):
     """Settings of `smartthumb-operator` (environment prefix SMARTTHUMB_)."""
 
-    model_config = SettingsConfigDict(env_prefix="SMARTTHUMB_", extra="ignore")
+    # An empty variable counts as unset (SMARTTHUMB_VOLUME_HOST_PATH= in a manifest or a shell).
+    model_config = SettingsConfigDict(
+        env_prefix="SMARTTHUMB_", extra="ignore", env_ignore_empty=True
+    )
 
     namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
