@@ -58,7 +58,6 @@ NODE_NAME = "st-node-0"
 NODE_LABEL = "smartthumb.dev/real-node"
 CNI_BIN = Path("/usr/lib/cni")
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
-CGROUP_ROOT = "/smartthumb-test"
 REAL_NODE_POD: dict[str, Any] = {
     "nodeSelector": {NODE_LABEL: "true"},
     "tolerations": [
@@ -74,6 +73,8 @@ class RealNode:
     workdir: Path
     containerd_socket: Path
     bridge: str
+    cgroup_root: str
+    """The kubelet's cgroupRoot, in every v1 hierarchy: one per node, removed at teardown."""
     images: dict[str, str]
     """Image names imported, by role: runner, operator."""
     components: list[Component] = field(default_factory=list)
@@ -238,12 +239,12 @@ def _cni_config(workdir: Path, bridge: str) -> dict[str, Any]:
     }
 
 
-def _kubelet_config(workdir: Path, socket: Path) -> dict[str, Any]:
+def _kubelet_config(workdir: Path, socket: Path, cgroup_root: str) -> dict[str, Any]:
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
         "cgroupDriver": "cgroupfs",
-        "cgroupRoot": CGROUP_ROOT,
+        "cgroupRoot": cgroup_root,
         "failCgroupV1": False,  # this host is cgroup v1
         "failSwapOn": False,
         "containerRuntimeEndpoint": f"unix://{socket}",
@@ -286,6 +287,7 @@ def start_real_node(cluster: KubeCluster, images: dict[str, tuple[str, Path]]) -
     workdir = Path(tempfile.mkdtemp(prefix="st-node-", dir="/tmp"))
     bridge = f"stbr{uuid.uuid4().hex[:6]}"
     node = RealNode(NODE_NAME, workdir, workdir / "containerd.sock", bridge,
+                    f"/smartthumb-{workdir.name}",
                     {role: name for role, (name, _) in images.items()})
     _LIVE.append(node)
     try:
@@ -299,9 +301,11 @@ def start_real_node(cluster: KubeCluster, images: dict[str, tuple[str, Path]]) -
                  None, 60, containerd)
         for tar in [pause_image(workdir), *(tar for _, tar in images.values())]:
             node.ctr("images", "import", str(tar))
-        _make_cgroups(CGROUP_ROOT)
+        _make_cgroups(node.cgroup_root)
         kubelet_config = workdir / "kubelet.yaml"
-        kubelet_config.write_text(json.dumps(_kubelet_config(workdir, node.containerd_socket)))
+        kubelet_config.write_text(json.dumps(
+            _kubelet_config(workdir, node.containerd_socket, node.cgroup_root)
+        ))
         kubelet = _start(node, "kubelet", [
             str(cluster.bin_dir / "kubelet"),
             f"--config={kubelet_config}",
@@ -353,7 +357,7 @@ def teardown(node: RealNode) -> None:
         component.stop(grace=10)
     _unmount_under(node.workdir)
     subprocess.run(["ip", "link", "del", node.bridge], capture_output=True, check=False)
-    _remove_cgroups(CGROUP_ROOT)
+    _remove_cgroups(node.cgroup_root)
     shutil.rmtree(node.workdir, ignore_errors=True)
 
 
