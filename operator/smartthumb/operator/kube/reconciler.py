@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,8 +24,10 @@ from smartthumb.operator.kube.childjob import (
     ATTEMPT_LABEL,
     CHILD_SELECTOR,
     OPERATOR,
+    OWNER_LABEL,
     child_job,
     child_job_name,
+    owner_label_value,
 )
 from smartthumb.operator.kube.classify import classify_job, interruptions, job_finished
 from smartthumb.operator.kube.convert import events, job_from_resource, parse, status_from_job
@@ -44,13 +47,15 @@ from smartthumb.operator.lifecycle import (
     current_run,
     decide,
 )
-from smartthumb.operator.models import FailureReason, Job, RunOutcome
+from smartthumb.operator.models import FailureReason, Job, JobState, RunOutcome
 from smartthumb.operator.netguard import InvalidWebhookURL, check_url
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 CONFLICT_RETRIES = 8
+OWNERS_PER_LIST = 100
+"""Owner label values in one LIST's selector (its URL stays a few KiB)."""
 BACKGROUND = client.V1DeleteOptions(propagation_policy="Background")
 
 
@@ -62,6 +67,14 @@ def _json(response: Any) -> Any:
     """The body of a call made with _preload_content=False: plain JSON, no model objects
     (the client's own deserialisation costs more CPU than the whole reconcile)."""
     return json.loads(response.data)
+
+
+def _drain(response: Any) -> None:
+    """Read an unwanted body of a _preload_content=False call to its end: only then does the
+    connection go back to the pool (unread, it is closed, and the next call pays a new TLS
+    handshake, on both sides)."""
+    response.drain_conn()
+    response.release_conn()
 
 
 class Reconciler:
@@ -80,6 +93,12 @@ class Reconciler:
         self.custom = client.CustomObjectsApi(api)
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
+        # One thread: Events go out in the order told, and no caller waits for them.
+        self._events = ThreadPoolExecutor(1, thread_name_prefix="smartthumb-events")
+
+    def close(self) -> None:
+        """Post the Events still queued."""
+        self._events.shutdown(wait=True)
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -110,14 +129,23 @@ class Reconciler:
             items.extend(_json(answer)["items"])
         return items
 
-    def list_children(self) -> list[Obj]:
-        kwargs = {"label_selector": CHILD_SELECTOR, "resource_version": "0",
-                  "_preload_content": False}
-        if not self.settings.namespaces:
-            return _json(self.batch.list_job_for_all_namespaces(**kwargs))["items"]
+    def list_children(self, owners: list[Obj]) -> list[Obj]:
+        """The runner Jobs of `owners`, selected on the server by their owner label: all Jobs
+        stay until their TTL, thousands of them under load, and each is several KiB."""
+        values: dict[str, set[str]] = {}
+        for obj in owners:
+            meta = obj["metadata"]
+            values.setdefault(meta["namespace"], set()).add(owner_label_value(meta["name"]))
         items: list[Obj] = []
-        for namespace in self.settings.namespaces:
-            items.extend(_json(self.batch.list_namespaced_job(namespace, **kwargs))["items"])
+        for namespace, names in values.items():
+            ordered = sorted(names)
+            for start in range(0, len(ordered), OWNERS_PER_LIST):
+                chosen = ",".join(ordered[start : start + OWNERS_PER_LIST])
+                answer = self.batch.list_namespaced_job(
+                    namespace, label_selector=f"{CHILD_SELECTOR},{OWNER_LABEL} in ({chosen})",
+                    resource_version="0", _preload_content=False,
+                )
+                items.extend(_json(answer)["items"])
         return items
 
     def _pods(self, child: Obj) -> list[Obj]:
@@ -131,11 +159,16 @@ class Reconciler:
 
     # --- deciding -----------------------------------------------------------------------------------
 
-    def apply(self, namespace: str, name: str, event: Event) -> Transition | None:
+    def apply(
+        self, namespace: str, name: str, event: Event, seen: Obj | None = None
+    ) -> Transition | None:
         """Decide `event` for the ThumbnailJob and carry the transition out; None when it is
-        gone or unreadable."""
+        gone or unreadable. `seen`: the object as just listed, decided on without a GET (the
+        write is conditional on its resourceVersion: a stale one costs a conflict and a read,
+        never a wrong decision)."""
         for _ in range(CONFLICT_RETRIES):
-            obj = self.get(namespace, name)
+            obj = seen if seen is not None else self.get(namespace, name)
+            seen = None  # after a conflict: read it afresh
             if obj is None:
                 return None
             try:
@@ -153,6 +186,8 @@ class Reconciler:
                 continue  # somebody else wrote first: decide again on what they wrote
             self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
             if transition.changed:
+                if job.state is JobState.running and transition.job.state is not JobState.running:
+                    self.wake()  # a runner slot is free (or the job is queued again): admit now
                 self.metrics.observe(job, event, transition)
                 for kind, reason, message in events(job, transition.job):
                     self.post_event(obj, kind, reason, message)
@@ -166,10 +201,10 @@ class Reconciler:
         body = {**obj, "status": status_from_job(job, obj, moment)}
         meta = obj["metadata"]
         try:
-            self.custom.replace_namespaced_custom_object_status(
+            _drain(self.custom.replace_namespaced_custom_object_status(
                 GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body,
                 _preload_content=False,
-            )
+            ))
         except ApiException as error:
             if error.status in (404, 409):
                 return False
@@ -262,7 +297,9 @@ class Reconciler:
             return
         manifest = child_job(obj, spec, run, sources, output, self.settings)
         try:
-            self.batch.create_namespaced_job(meta["namespace"], manifest, _preload_content=False)
+            _drain(self.batch.create_namespaced_job(
+                meta["namespace"], manifest, _preload_content=False
+            ))
             self.metrics.runner_jobs.labels("fallback" if run.fallback else "main").inc()
         except ApiException as error:
             if error.status != 409:  # 409: made before a restart; adopt it
@@ -310,7 +347,8 @@ class Reconciler:
                 raise
 
     def post_event(self, obj: Obj, kind: str, reason: str, message: str) -> None:
-        """A core/v1 Event on the ThumbnailJob (what `kubectl describe` shows); best effort."""
+        """A core/v1 Event on the ThumbnailJob (what `kubectl describe` shows); best effort,
+        posted by a thread of its own."""
         meta = obj["metadata"]
         stamp = now()
         moment = stamp.isoformat().replace("+00:00", "Z")
@@ -339,7 +377,17 @@ class Reconciler:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False)
+            self._events.submit(self._post_event, body)
+        except RuntimeError:  # shut down already: post it from here
+            self._post_event(body)
+
+    def _post_event(self, body: Obj) -> None:
+        namespace, name = body["metadata"]["namespace"], body["involvedObject"]["name"]
+        try:
+            _drain(self.core.create_namespaced_event(namespace, body, _preload_content=False))
         except ApiException as error:
-            log.warning("event %s on %s/%s not posted: %s", reason, meta["namespace"],
-                        meta["name"], error.reason)
+            log.warning("event %s on %s/%s not posted: %s", body["reason"], namespace, name,
+                        error.reason)
+        except Exception as error:  # noqa: BLE001 - best effort, off the caller's thread
+            log.warning("event %s on %s/%s not posted: %r", body["reason"], namespace, name,
+                        error)

@@ -40,6 +40,9 @@ HANDLER_HEADSTART_S = 5.0
 """A finished runner Job is the handlers' to report; the sweep repairs it only after this."""
 POSITIONS_SHOWN = 100
 """Queue positions kept exact for the first N waiting jobs (each change is a status write)."""
+POSITIONS_EVERY_S = 2.0
+"""Positions are written at most this often: every admission moves all N of them, and under
+load rounds come many times a second."""
 ORPHAN_EVERY_S = 60.0
 ORPHAN_GRACE_S = 600.0
 WEBHOOK_SENDERS = 4
@@ -83,6 +86,11 @@ class Sweep:
         self._elector = self._make_elector(api)
         self._leader_until = 0.0
         self._last_orphans = 0.0
+        self._last_repair = 0.0
+        self._positions = ThreadPoolExecutor(1, thread_name_prefix="smartthumb-positions")
+        self._positions_busy = False
+        self._positions_at = 0.0
+        self._positions_behind = False
         self.stats = QueueStats(queued=0, running=0, capacity=0, workers=settings.max_running)
         self.last_round: float | None = None
         self.rounds = 0
@@ -114,6 +122,8 @@ class Sweep:
         if self._thread is not None:
             self._thread.join(30)
         self._senders.shutdown(wait=True, cancel_futures=True)
+        self._positions.shutdown(wait=True, cancel_futures=True)
+        self.reconciler.close()
         self._release()
 
     def _release(self) -> None:
@@ -150,7 +160,9 @@ class Sweep:
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(self.settings.sweep_interval_s)
+            interval = self.settings.sweep_interval_s
+            self._wake.wait(min(interval, POSITIONS_EVERY_S) if self._positions_behind
+                            else interval)
             self._wake.clear()
             if self._stopping.is_set():
                 return
@@ -168,18 +180,20 @@ class Sweep:
     def round(self) -> None:
         moment = now()
         items = self.reconciler.list_jobs()
-        children = self.reconciler.list_children()
         for obj in items:
             if _phase(obj) is None:
                 self.reconciler.accept(obj)
         queued = sorted((o for o in items if _phase(o) == Phase.queued.value), key=_created)
         running = [o for o in items if _phase(o) == Phase.running.value]
-        self._repair(running, children)
+        # Repairs every sweep interval, not every round: they read the runner Jobs again.
+        if time.monotonic() - self._last_repair >= self.settings.sweep_interval_s:
+            self._last_repair = time.monotonic()
+            self._repair(running, self.reconciler.list_children(running))
         free = max(0, self.settings.max_running - len(running))
         admitted = 0
         for obj in queued[:free]:
             attempt = len((obj.get("status") or {}).get("attempts") or []) + 1
-            transition = self.reconciler.apply(*_key(obj), Started(attempt=attempt))
+            transition = self.reconciler.apply(*_key(obj), Started(attempt=attempt), seen=obj)
             admitted += transition is not None and transition.changed
         waiting = queued[free:] if free else queued
         self._show_positions(waiting)
@@ -218,15 +232,34 @@ class Sweep:
                 self.reconciler.observe_child(child)
 
     def _show_positions(self, waiting: list[Obj]) -> None:
-        for position, obj in enumerate(waiting[:POSITIONS_SHOWN], start=1):
-            if (obj.get("status") or {}).get("queuePosition") == position:
-                continue
-            try:
-                job = job_from_resource(obj)
-            except ValidationError:
-                continue
-            job.queue_position = position
-            self.reconciler.write_status(obj, job, now())  # a conflict: next round
+        """Hand the places in the queue that changed to the positions thread: a pass is up to
+        POSITIONS_SHOWN status writes, which must not hold admission up; at most one pass
+        every POSITIONS_EVERY_S."""
+        due = [(position, obj) for position, obj in enumerate(waiting[:POSITIONS_SHOWN], 1)
+               if (obj.get("status") or {}).get("queuePosition") != position]
+        self._positions_behind = bool(due)
+        with self._lock:
+            if (not due or self._positions_busy or self._stopping.is_set()
+                    or time.monotonic() - self._positions_at < POSITIONS_EVERY_S):
+                return
+            self._positions_busy = True
+        self._positions.submit(self._write_positions, due)
+
+    def _write_positions(self, due: list[tuple[int, Obj]]) -> None:
+        try:
+            for position, obj in due:
+                try:
+                    job = job_from_resource(obj)
+                except ValidationError:
+                    continue
+                job.queue_position = position
+                self.reconciler.write_status(obj, job, now())  # a conflict: a later pass
+        except Exception:
+            log.exception("queue positions not written")
+        finally:
+            with self._lock:
+                self._positions_busy = False
+                self._positions_at = time.monotonic()
 
     def _finish(self, obj: Obj, moment: datetime) -> None:
         """TTLs and webhooks of finished jobs."""
