@@ -174,6 +174,10 @@ class Cluster:
         )
         return self.status(name)
 
+    def finished(self, name: str, timeout: float = 60) -> dict[str, Any]:
+        """The status once the job is Succeeded or Failed."""
+        return self.wait_phase(name, "Succeeded", "Failed", timeout=timeout)
+
     def conditions(self, name: str) -> dict[str, dict[str, Any]]:
         return {c["type"]: c for c in self.status(name).get("conditions", [])}
 

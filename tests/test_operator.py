@@ -62,10 +62,6 @@ def attempts(status: dict[str, Any]) -> list[tuple[str, str | None, str | None]]
     return [(a["runner"], a.get("memory"), a.get("outcome")) for a in status["attempts"]]
 
 
-def finished(cluster: Cluster, name: str, timeout: float = 60) -> dict[str, Any]:
-    return cluster.wait_phase(name, "Succeeded", "Failed", timeout=timeout)
-
-
 # --- the paths of a job ---------------------------------------------------------------------
 
 
@@ -73,7 +69,7 @@ def test_a_job_succeeds_with_status_conditions_columns_and_events(
     kube_cluster: KubeCluster, cluster: Cluster, operator: OperatorHandle
 ) -> None:
     cluster.create(tj("photo", runnerPod=simulated(result_json(), labels={"team": "covers"})))
-    status = finished(cluster, "photo")
+    status = cluster.finished("photo")
 
     assert status["phase"] == "Succeeded"
     assert attempts(status) == [("main", "512Mi", "Succeeded")]
@@ -112,7 +108,7 @@ def test_the_runner_job_is_memory_limited_restricted_and_owned(
         "tolerations": [{"key": "pool", "operator": "Equal", "value": "batch",
                          "effect": "NoSchedule"}],
     }))
-    finished(cluster, "owned")
+    cluster.finished("owned")
     [job] = cluster.jobs()
     owner = job.metadata.owner_references[0]
     assert (owner.kind, owner.name, owner.controller) == ("ThumbnailJob", "owned", True)
@@ -147,7 +143,7 @@ def test_the_runner_job_is_memory_limited_restricted_and_owned(
 def test_oom_is_retried_with_double_the_memory(cluster: Cluster, operator: OperatorHandle):
     runner_pod = simulated(result_json(), **{SIMULATE_MEMORY_NEED_ANNOTATION: "600Mi"})
     cluster.create(tj("bigger", resources={"maxMemory": "2Gi"}, runnerPod=runner_pod))
-    status = finished(cluster, "bigger")
+    status = cluster.finished("bigger")
     assert status["phase"] == "Succeeded"
     assert attempts(status) == [("main", "512Mi", "OOMKilled"), ("main", "1Gi", "Succeeded")]
     assert "OOMKilled by the kernel at the 512Mi memory limit" in status["attempts"][0]["message"]
@@ -166,7 +162,7 @@ def test_oom_at_the_maximum_falls_back_to_the_light_runner(
     runner_pod = simulated(result_json(method="pair:edges"),
                            **{SIMULATE_MEMORY_NEED_ANNOTATION: "10Gi"})
     cluster.create(tj("light", resources={"maxMemory": "1Gi"}, runnerPod=runner_pod))
-    status = finished(cluster, "light")
+    status = cluster.finished("light")
     assert status["phase"] == "Succeeded", status
     assert attempts(status) == [
         ("main", "512Mi", "OOMKilled"), ("main", "1Gi", "OOMKilled"),
@@ -190,7 +186,7 @@ def test_a_fallback_that_runs_out_of_memory_fails_the_job(
 ) -> None:
     runner_pod = {"labels": {SIMULATE_LABEL: "oom"}}
     cluster.create(tj("hopeless", resources={"maxMemory": "512Mi"}, runnerPod=runner_pod))
-    status = finished(cluster, "hopeless")
+    status = cluster.finished("hopeless")
     assert status["phase"] == "Failed"
     assert attempts(status) == [("main", "512Mi", "OOMKilled"), ("fallback", "256Mi", "OOMKilled")]
     failed = cluster.conditions("hopeless")["Failed"]
@@ -218,7 +214,7 @@ def test_a_disrupted_pod_is_rerun_in_place_not_as_a_fallback(
             }],
         }
     })
-    status = finished(cluster, "preempted")
+    status = cluster.finished("preempted")
     assert status["phase"] == "Succeeded", status
     assert attempts(status) == [("main", "512Mi", "Succeeded")]
     assert status["attempts"][0]["disruptedPods"] == [first.metadata.name]
@@ -234,7 +230,7 @@ def test_bad_input_fails_at_once_without_retry_or_fallback(
     runner_pod = simulated(message, labels={SIMULATE_LABEL: "error"},
                            **{SIMULATE_EXIT_CODE_ANNOTATION: "2"})
     cluster.create(tj("garbage", runnerPod=runner_pod))
-    status = finished(cluster, "garbage")
+    status = cluster.finished("garbage")
     assert status["phase"] == "Failed"
     assert attempts(status) == [("main", "512Mi", "BadInput")]
     failed = cluster.conditions("garbage")["Failed"]
@@ -246,7 +242,7 @@ def test_a_run_past_its_deadline_fails_with_deadline_exceeded(
     cluster: Cluster, operator: OperatorHandle
 ) -> None:
     cluster.create(tj("slow", timeoutSeconds=2, runnerPod=simulated(duration="60s")))
-    status = finished(cluster, "slow")
+    status = cluster.finished("slow")
     assert status["phase"] == "Failed"
     assert attempts(status) == [("main", "512Mi", "DeadlineExceeded")]
     assert cluster.conditions("slow")["Failed"]["reason"] == "DeadlineExceeded"
@@ -254,7 +250,7 @@ def test_a_run_past_its_deadline_fails_with_deadline_exceeded(
 
 def test_a_success_without_a_runner_result_is_not_ok(cluster: Cluster, operator: OperatorHandle):
     cluster.create(tj("silent"))  # exit 0, empty termination message (kubernetes#104454)
-    status = finished(cluster, "silent")
+    status = cluster.finished("silent")
     assert status["phase"] == "Failed"
     assert "no runner result" in status["message"]
 
@@ -268,7 +264,7 @@ def test_unusable_sources_fail_before_any_job(
 ) -> None:
     (operator.volume / "escape.jpg").symlink_to("/etc/hostname")
     cluster.create(tj("refused", sources=[{"path": path}]))
-    status = finished(cluster, "refused")
+    status = cluster.finished("refused")
     assert status["phase"] == "Failed" and status["failureReason"] == reason
     assert cluster.conditions("refused")["Failed"]["reason"] == reason
     assert cluster.conditions("refused")["Admitted"]["status"] == "False"
@@ -279,7 +275,7 @@ def test_a_refused_webhook_address_fails_the_job(kube_cluster: KubeCluster, clus
                                                  volume: Path) -> None:
     with run_operator(kube_cluster, volume, allow_private_webhooks="false"):
         cluster.create(tj("ssrf", webhook={"url": "http://169.254.169.254/latest"}))
-        status = finished(cluster, "ssrf")
+        status = cluster.finished("ssrf")
     assert status["failureReason"] == "WebhookRefused"
     assert cluster.jobs() == []
 
@@ -324,7 +320,7 @@ def test_waiting_jobs_show_their_queue_position(
         admitted = cluster.conditions("third")["Admitted"]
         assert (admitted["status"], admitted["reason"]) == ("False", "Queued")
         assert "position 2" in admitted["message"]
-        finished(cluster, "third", timeout=60)
+        cluster.finished("third", timeout=60)
     assert "queuePosition" not in cluster.status("third")
 
 
@@ -332,7 +328,7 @@ def test_ttl_deletes_the_job_its_runner_jobs_pods_and_files(
     cluster: Cluster, operator: OperatorHandle
 ) -> None:
     cluster.create(tj("brief", ttlSecondsAfterFinished=2, runnerPod=simulated(result_json())))
-    finished(cluster, "brief")
+    cluster.finished("brief")
     folder = operator.volume / "smartthumb" / cluster.namespace / "brief"
     assert folder.is_dir()
     poll("the ThumbnailJob to be deleted", lambda: cluster.get("brief") is None, timeout=30)
@@ -388,7 +384,7 @@ def test_an_operator_stopped_mid_job_loses_and_repeats_nothing(
     poll("the runner Job to finish while no operator runs",
          lambda: any(j.status.succeeded for j in cluster.jobs()), timeout=30)
     with run_operator(kube_cluster, volume):
-        status = finished(cluster, "restart")
+        status = cluster.finished("restart")
         receiver.wait_for(1, timeout=60)
         time.sleep(1.5)
     assert status["phase"] == "Succeeded"
@@ -411,7 +407,7 @@ def test_a_run_whose_job_was_never_created_gets_it_after_a_restart(
     cluster.custom.replace_namespaced_custom_object_status(
         GROUP, VERSION, cluster.namespace, PLURAL, "orphan", obj)
     with run_operator(kube_cluster, volume):
-        status = finished(cluster, "orphan")
+        status = cluster.finished("orphan")
     assert status["phase"] == "Succeeded"
     assert [j.metadata.name for j in cluster.jobs()] == ["orphan-1"]
 
@@ -468,10 +464,10 @@ def test_two_replicas_run_each_job_once_and_one_takes_over(
             for index in range(6):
                 cluster.create(tj(f"ha-{index}", runnerPod=simulated(result_json())))
             for index in range(6):
-                assert finished(cluster, f"ha-{index}")["phase"] == "Succeeded"
+                assert cluster.finished(f"ha-{index}")["phase"] == "Succeeded"
         # Replica A is gone: B takes over the handlers (peering) and admission (the Lease).
         cluster.create(tj("after", runnerPod=simulated(result_json())))
-        assert finished(cluster, "after", timeout=60)["phase"] == "Succeeded"
+        assert cluster.finished("after", timeout=60)["phase"] == "Succeeded"
     names = sorted(j.metadata.name for j in cluster.jobs())
     assert names == sorted([*(f"ha-{index}-1" for index in range(6)), "after-1"])
 
@@ -480,7 +476,7 @@ def test_metrics_and_liveness(cluster: Cluster, operator: OperatorHandle) -> Non
     runner_pod = simulated(result_json(), **{SIMULATE_MEMORY_NEED_ANNOTATION: "10Gi",
                                              SIMULATE_FALLBACK_MEMORY_NEED_ANNOTATION: "1Mi"})
     cluster.create(tj("measured", resources={"maxMemory": "512Mi"}, runnerPod=runner_pod))
-    finished(cluster, "measured")
+    cluster.finished("measured")
     poll("a sweep round", lambda: operator.liveness().get("sweep", {}).get("sweep_rounds"))
     status, text = operator.get("/metrics")
     assert status == 200

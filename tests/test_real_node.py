@@ -114,7 +114,7 @@ def test_a_real_pod_crops_a_real_photo(cluster: Cluster, operator: OperatorHandl
                                        volume: Path) -> None:
     cluster.create(tj("astronaut", sources=[{"path": "photos/astronaut-512x512.jpg"}],
                       timeoutSeconds=120))
-    status = cluster.wait_phase("astronaut", "Succeeded", "Failed", timeout=120)
+    status = cluster.finished("astronaut", timeout=120)
     assert status["phase"] == "Succeeded", status
     assert status["result"]["method"].startswith("crop:")
     assert (status["result"]["width"], status["result"]["height"]) == (300, 300)
@@ -131,7 +131,7 @@ def test_a_real_pod_pairs_real_pages(cluster: Cluster, operator: OperatorHandle,
     pages = sorted(p.relative_to(volume) for p in (volume / "chapter").iterdir())
     cluster.create(tj("chapter", mode="pair", width=800, height=None, timeoutSeconds=120,
                       sources=[{"path": str(page)} for page in pages]))
-    status = cluster.wait_phase("chapter", "Succeeded", "Failed", timeout=120)
+    status = cluster.finished("chapter", timeout=120)
     assert status["phase"] == "Succeeded", status
     assert len(status["result"]["selected"]) == 2
     assert output(volume, status).size == (800, 450)
@@ -145,7 +145,7 @@ def test_a_real_oom_kill_is_retried_with_more_memory(cluster: Cluster, operator:
                       timeoutSeconds=120,
                       resources={"memory": "128Mi", "maxMemory": "512Mi",
                                  "fallbackMemory": "128Mi"}))
-    status = cluster.wait_phase("big", "Succeeded", "Failed", timeout=180)
+    status = cluster.finished("big", timeout=180)
     assert status["phase"] == "Succeeded", status
     runs = [(a["runner"], a["memory"], a["outcome"]) for a in status["attempts"]]
     assert runs[0] == ("main", "128Mi", "OOMKilled")
@@ -165,7 +165,7 @@ def test_a_real_oom_kill_at_the_top_falls_back_to_the_light_image(
                       timeoutSeconds=120,
                       resources={"memory": "34Mi", "maxMemory": "34Mi",
                                  "fallbackMemory": "34Mi"}))
-    status = cluster.wait_phase("tight", "Succeeded", "Failed", timeout=180)
+    status = cluster.finished("tight", timeout=180)
     assert status["phase"] == "Succeeded", status
     runs = [(a["runner"], a["memory"], a["outcome"]) for a in status["attempts"]]
     assert runs == [("main", "34Mi", "OOMKilled"), ("fallback", "34Mi", "Succeeded")]
@@ -182,7 +182,7 @@ def test_nothing_of_the_jobs_is_left_on_the_node_after_the_ttl(
 ) -> None:
     cluster.create(tj("brief", sources=[{"path": "photos/astronaut-512x512.jpg"}],
                       ttlSecondsAfterFinished=1, timeoutSeconds=120))
-    cluster.wait_phase("brief", "Succeeded", "Failed", timeout=120)
+    cluster.finished("brief", timeout=120)
     poll("the job and its pods to go", lambda: cluster.get("brief") is None
          and not cluster.pods(), timeout=60)
     poll("the node to remove their containers",

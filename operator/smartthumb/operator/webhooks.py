@@ -125,6 +125,7 @@ class WebhookSender:
         httpx's timeout bounds each phase, so a receiver trickling a byte at a time would hold
         a sender thread for ever: a watchdog shuts the socket down at the deadline. Only the
         status line and headers are read; the body (which may be huge) never is.
+        `message_id` and `secret` override the job-id-based webhook-id and the sender's key.
         """
         assert job.webhook.url is not None
         attempt = job.webhook.attempts + 1

@@ -81,9 +81,8 @@ def disrupted_pods(pods: list[Obj]) -> dict[str, str]:
     found = {}
     for pod in pods:
         why = disruption(pod)
-        if why is not None and pod.get("status", {}).get("phase") in ("Failed", "Succeeded"):
-            found[pod["metadata"]["name"]] = why
-        elif why is not None and pod.get("metadata", {}).get("deletionTimestamp"):
+        ended = pod.get("status", {}).get("phase") in ("Failed", "Succeeded")
+        if why is not None and (ended or pod["metadata"].get("deletionTimestamp")):
             found[pod["metadata"]["name"]] = why
     return found
 
