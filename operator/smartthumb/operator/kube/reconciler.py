@@ -196,37 +196,42 @@ class Reconciler:
         log.warning("%s/%s: gave up after %d write conflicts", namespace, name, CONFLICT_RETRIES)
         return None
 
-    def write_status(self, obj: Obj, job: Job, moment: datetime) -> bool:
-        """PUT the status, conditional on the resourceVersion read; False on a conflict."""
+    def write_status(self, obj: Obj, job: Job, moment: datetime) -> Obj | None:
+        """PUT the status, conditional on the resourceVersion read: the object as stored, or
+        None on a conflict."""
         body = {**obj, "status": status_from_job(job, obj, moment)}
         meta = obj["metadata"]
         try:
-            _drain(self.custom.replace_namespaced_custom_object_status(
+            response = self.custom.replace_namespaced_custom_object_status(
                 GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body,
                 _preload_content=False,
-            ))
+            )
         except ApiException as error:
             if error.status in (404, 409):
-                return False
+                return None
             raise
-        return True
+        # Plain json, not the client's deserializer: this runs for every status write.
+        stored: Obj = json.loads(response.data)
+        return stored
 
-    def accept(self, obj: Obj) -> None:
+    def accept(self, obj: Obj) -> Obj | None:
         """A ThumbnailJob seen for the first time: refuse it now if it can never run (its
-        sources are missing or leave the volume, its webhook URL is refused), else queue it."""
+        sources are missing or leave the volume, its webhook URL is refused), else queue it.
+        Returns it as stored when this call queued it."""
         if (obj.get("status") or {}).get("phase"):
-            return
+            return None
         meta = obj["metadata"]
         spec, _ = parse(obj)
         problem = self._problem(spec)
         if problem is not None:
             self.apply(meta["namespace"], meta["name"], problem)
-            return
-        job = job_from_resource(obj)
-        if self.write_status(obj, job, now()):
+            return None
+        stored = self.write_status(obj, job_from_resource(obj), now())
+        if stored is not None:
             self.post_event(obj, "Normal", "Queued", "waiting for a free runner slot")
             self.metrics.accepted.inc()
             self.wake()
+        return stored
 
     def _problem(self, spec: ThumbnailJobSpec) -> Rejected | None:
         try:

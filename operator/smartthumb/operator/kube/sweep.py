@@ -179,11 +179,12 @@ class Sweep:
 
     def round(self) -> None:
         moment = now()
-        items = self.reconciler.list_jobs()
-        for obj in items:
-            if _phase(obj) is None:
-                self.reconciler.accept(obj)
+        # A job queued by this round competes for the free slots as what it now is: admitting
+        # only the ones queued before would let younger jobs overtake it.
+        items = [(self.reconciler.accept(obj) or obj) if _phase(obj) is None else obj
+                 for obj in self.reconciler.list_jobs()]
         queued = sorted((o for o in items if _phase(o) == Phase.queued.value), key=_created)
+        unaccepted = sorted((o for o in items if _phase(o) is None), key=_created)
         running = [o for o in items if _phase(o) == Phase.running.value]
         # Repairs every sweep interval, not every round: they read the runner Jobs again.
         if time.monotonic() - self._last_repair >= self.settings.sweep_interval_s:
@@ -192,6 +193,8 @@ class Sweep:
         free = max(0, self.settings.max_running - len(running))
         admitted = 0
         for obj in queued[:free]:
+            if unaccepted and _created(unaccepted[0]) < _created(obj):
+                break  # an older job is still being queued (by a handler): it goes first
             attempt = len((obj.get("status") or {}).get("attempts") or []) + 1
             transition = self.reconciler.apply(*_key(obj), Started(attempt=attempt), seen=obj)
             admitted += transition is not None and transition.changed
