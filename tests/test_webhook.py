@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 from smartthumb.operator.local import LocalEngine
-from smartthumb.operator import netguard
+from smartthumb.runner import netguard
 from smartthumb.operator.models import Job
-from smartthumb.operator.netguard import (
+from smartthumb.runner.netguard import (
     GuardedTransport,
-    InvalidWebhookURL,
+    RefusedURL,
     RefusedAddress,
     address_allowed,
     check_url,
@@ -182,7 +182,7 @@ def test_private_addresses_are_refused_at_submit(tmp_path: Path, url: str):
     "url", ["ftp://example.com/x", "not a url", "http:///path", "http://nonexistent.invalid/"]
 )
 def test_malformed_or_unresolvable_urls_are_refused(url: str):
-    with pytest.raises(InvalidWebhookURL):
+    with pytest.raises(RefusedURL):
         check_url(url, allow=False)
 
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from smartthumb.api.errors import ApiError
 from smartthumb.operator.local.engine import InputError, InputFile, LocalEngine, QueueFullError
 from smartthumb.operator.models import Job
-from smartthumb.operator.netguard import InvalidWebhookURL
+from smartthumb.runner.netguard import RefusedURL
 from smartthumb.runner.spec import ThumbnailSpec
 
 
@@ -18,8 +18,8 @@ def _engine_refusals() -> Iterator[None]:
         yield
     except InputError as error:
         raise ApiError(400, "invalid_input", str(error)) from None
-    except InvalidWebhookURL as error:
-        raise ApiError(400, "webhook_url_refused", str(error)) from None
+    except RefusedURL as error:
+        raise ApiError(400, "webhook_url_refused", f"webhook_url: {error}") from None
     except QueueFullError as error:
         raise ApiError(429, "queue_full", str(error), {"Retry-After": "5"}) from None
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from smartthumb.operator.lifecycle import WebhookResponse
 from smartthumb.operator.models import Job, JobState
-from smartthumb.operator.netguard import AllowPrivate, GuardedTransport, InvalidWebhookURL
+from smartthumb.runner.netguard import AllowPrivate, GuardedTransport, RefusedURL
 from smartthumb.operator.settings import WebhookSettings
 from standardwebhooks import Webhook
 
@@ -145,7 +145,7 @@ class WebhookSender:
                     status_code=response.status_code,
                     retry_after_s=parse_retry_after(response.headers.get("retry-after"), now),
                 )
-        except InvalidWebhookURL as error:
+        except RefusedURL as error:
             return WebhookResponse(attempt=attempt, error=str(error), permanent=True)
         except httpx.HTTPError as error:
             if deadline.expired:

@@ -48,7 +48,7 @@ from smartthumb.operator.lifecycle import (
     decide,
 )
 from smartthumb.operator.models import FailureReason, Job, JobState, RunOutcome
-from smartthumb.operator.netguard import InvalidWebhookURL, check_url
+from smartthumb.runner.netguard import RefusedURL, check_url
 
 log = logging.getLogger(__name__)
 
@@ -242,8 +242,8 @@ class Reconciler:
         if spec.webhook is not None:
             try:
                 check_url(spec.webhook.url, self.settings.allow_private_webhooks)
-            except InvalidWebhookURL as error:
-                return Rejected(reason=FailureReason.webhook_refused, message=str(error))
+            except RefusedURL as error:
+                return Rejected(reason=FailureReason.webhook_refused, message=f"spec.webhook.url: {error}")
         return None
 
     # --- the runner Jobs ----------------------------------------------------------------------------

@@ -9,14 +9,14 @@ from smartthumb.operator.local.engine import (
     UnknownJobError,
 )
 from smartthumb.operator.local.settings import EngineSettings
-from smartthumb.operator.netguard import InvalidWebhookURL
+from smartthumb.runner.netguard import RefusedURL
 
 __all__ = [
     "EngineConfigError",
     "EngineSettings",
     "InputError",
     "InputFile",
-    "InvalidWebhookURL",
+    "RefusedURL",
     "LocalEngine",
     "QueueFullError",
     "UnknownJobError",

@@ -45,7 +45,7 @@ from smartthumb.operator.models import (
     RunOutcome,
     WebhookDelivery,
 )
-from smartthumb.operator.netguard import check_url
+from smartthumb.runner.netguard import check_url
 from smartthumb.operator.webhooks import WebhookSender
 from smartthumb.runner.spec import ThumbnailSpec
 from smartthumb.runner.subjects import YOLO_ENV
@@ -210,7 +210,7 @@ class LocalEngine:
         webhook_url: str | None = None,
         batch_id: str | None = None,
     ) -> Job:
-        """Queue a job. Raises InputError, InvalidWebhookURL or QueueFullError."""
+        """Queue a job. Raises InputError, RefusedURL or QueueFullError."""
         if webhook_url is not None:
             check_url(webhook_url, self.settings.allow_private_webhooks)
         return self._enqueue([self._prepare(spec, inputs, webhook_url, batch_id)])[0]

@@ -1,4 +1,5 @@
-"""SSRF guard: user-supplied URLs may only reach public addresses unless configured otherwise.
+"""SSRF guard: user-supplied URLs (webhooks, image sources) may only reach public addresses
+unless configured otherwise.
 
 Checked when a job is submitted (a clear error) and again at connect time, where the checked
 address is the one connected to, so DNS rebinding cannot swap in a private address.
@@ -18,11 +19,11 @@ AllowPrivate = bool | Sequence[IPNetwork]
 """True allows every address, a list allows those ranges besides the public internet."""
 
 
-class InvalidWebhookURL(ValueError):
-    """The webhook URL is malformed, does not resolve, or reaches a refused address."""
+class RefusedURL(ValueError):
+    """The URL is malformed, does not resolve, or reaches a refused address."""
 
 
-class RefusedAddress(InvalidWebhookURL):
+class RefusedAddress(RefusedURL):
     """The host resolves to a loopback, private, link-local or otherwise non-public address."""
 
 
@@ -81,7 +82,7 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as error:
-        raise InvalidWebhookURL(f"cannot resolve {host!r}: {error}") from error
+        raise RefusedURL(f"cannot resolve {host!r}: {error}") from error
     # Drop an IPv6 zone ("fe80::1%eth0"): the address itself decides.
     return list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
 
@@ -89,7 +90,7 @@ def resolve(host: str, port: int) -> list[IPAddress]:
 def checked_address(url: httpx.URL, allow: AllowPrivate) -> IPAddress:
     """The address to connect to for `url`, after checking all the host resolves to."""
     if url.scheme not in ("http", "https") or not url.host:
-        raise InvalidWebhookURL(f"webhook URL must be http(s)://host/...: {url}")
+        raise RefusedURL(f"URL must be http(s)://host/...: {url}")
     addresses = resolve(url.host, url.port or (443 if url.scheme == "https" else 80))
     refused = [address for address in addresses if not address_allowed(address, allow)]
     if refused:
@@ -101,11 +102,11 @@ def checked_address(url: httpx.URL, allow: AllowPrivate) -> IPAddress:
 
 
 def check_url(url: str, allow: AllowPrivate) -> None:
-    """Raise InvalidWebhookURL unless `url` is an http(s) URL reaching allowed addresses."""
+    """Raise RefusedURL unless `url` is an http(s) URL reaching allowed addresses."""
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as error:
-        raise InvalidWebhookURL(f"invalid webhook URL: {error}") from error
+        raise RefusedURL(f"invalid URL: {error}") from error
     checked_address(parsed, allow)
 
 
