@@ -19,7 +19,8 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 from skimage import data
 
-from smartthumb.operator.local import EngineSettings, InputFile, LocalEngine
+from smartthumb.operator.backend import InputFile
+from smartthumb.operator.local import EngineSettings, LocalEngine
 from smartthumb.operator.metrics import Metrics
 from smartthumb.runner.spec import ThumbnailSpec
 

@@ -1,5 +1,5 @@
 """Print the README's configuration tables from the settings models (the one source of truth):
-the API / local mode, then the operator.
+the API, its two backends (local mode, Kubernetes), the runner, then the operator.
 
     .venv/bin/python hack/config_table.py
 tests/test_readme.py fails when README.md's tables differ from this output.
@@ -7,11 +7,14 @@ tests/test_readme.py fails when README.md's tables differ from this output.
 
 from __future__ import annotations
 
+from enum import Enum
+
 from pydantic.fields import FieldInfo
 
 from pydantic import BaseModel
 from smartthumb.api.settings import ApiSettings
-from smartthumb.operator.kube.settings import OperatorSettings
+from smartthumb.operator.kube.settings import KubernetesBackendSettings, OperatorSettings
+from smartthumb.operator.local.settings import EngineSettings
 from smartthumb.runner.limits import DEFAULT_MAX_PIXELS
 
 # Read by the runner process itself (no settings object there: it is a CLI).
@@ -35,7 +38,10 @@ COMPUTED_DEFAULTS = {
     "identity": "`$POD_NAME`, else host-pid",
     "runner_node_selector": "`{}`",
     "runner_tolerations": "`[]`",
+    "namespace": "`$POD_NAMESPACE`, else `default`",
 }
+SHOWN_ELSEWHERE = {EngineSettings: {"public_url"}}
+"""Fields another table already lists under the same variable (the API hands it over)."""
 
 
 def _default(name: str, field: FieldInfo) -> str:
@@ -46,13 +52,17 @@ def _default(name: str, field: FieldInfo) -> str:
     value = field.default
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
+    if isinstance(value, Enum):
+        return f"`{value.value}`"
     return f"`{value}`"
 
 
-def table(settings: type[BaseModel], extra: list[tuple[str, str, str]]) -> str:
-    prefix = settings.model_config.get("env_prefix", "")
+def table(settings: type[BaseModel] | None, extra: list[tuple[str, str, str]]) -> str:
+    prefix = settings.model_config.get("env_prefix", "") if settings else ""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
-    for name, field in settings.model_fields.items():
+    for name, field in (settings.model_fields if settings else {}).items():
+        if name in SHOWN_ELSEWHERE.get(settings, set()):
+            continue
         description = (field.description or "").replace("|", "\\|")
         rows.append(f"| `{prefix.upper()}{name.upper()}` | {_default(name, field)} | {description} |")
     for name, default, description in extra:
@@ -63,8 +73,14 @@ def table(settings: type[BaseModel], extra: list[tuple[str, str, str]]) -> str:
 
 def tables() -> str:
     return "\n\n".join([
-        "#### `smartthumb-api` (local mode)",
-        table(ApiSettings, RUNNER_VARIABLES),
+        "#### `smartthumb-api`",
+        table(ApiSettings, []),
+        "#### Local mode (`SMARTTHUMB_BACKEND=local`, the default)",
+        table(EngineSettings, []),
+        "#### The runner (local mode's runner processes, and the runner pods)",
+        table(None, RUNNER_VARIABLES),
+        "#### Kubernetes mode (`SMARTTHUMB_BACKEND=kubernetes`)",
+        table(KubernetesBackendSettings, []),
         "#### `smartthumb-operator`",
         table(OperatorSettings, []),
     ])

@@ -1,10 +1,15 @@
-"""A real smartthumb API for tests: uvicorn on 127.0.0.1 and a free port, in a thread, with
-the real engine and a SQLite store under a temporary folder."""
+"""A real smartthumb API for tests: uvicorn on 127.0.0.1 and a free port, in a thread, on
+either backend: the local engine with a SQLite store under a temporary folder, or the
+Kubernetes backend on the test control plane, its jobs run by the operator as real runner
+pods on the real node (that folder is then the shared volume).
+
+Tests written against `serve(kind, ...)` with `BACKENDS` as parameters run on both."""
 
 from __future__ import annotations
 
 import base64
 import io
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -13,20 +18,39 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from PIL import Image
 from smartthumb.api.app import create_app
 from smartthumb.api.settings import ApiSettings
+from smartthumb.operator.backend import Backend
+from smartthumb.operator.kube.backend import KubernetesBackend
+from smartthumb.operator.kube.settings import KubernetesBackendSettings, OperatorSettings
+from smartthumb.operator.local import EngineSettings, LocalEngine
 
 TERMINAL = {"done", "failed"}
 
 
+BACKENDS = [
+    "local",
+    pytest.param("kubernetes", marks=[pytest.mark.cluster, pytest.mark.node]),
+]
+"""Parameters of a fixture whose tests run on both backends."""
+
+
 class LiveServer:
-    def __init__(self, settings: ApiSettings) -> None:
+    def __init__(
+        self, settings: ApiSettings, backend: Backend, data_dir: Path, kind: str = "local"
+    ) -> None:
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
+            create_app(settings, backend), host="127.0.0.1", port=0, log_level="warning",
+            lifespan="on",
         )
         self.settings = settings
+        self.backend = backend
+        self.data_dir = data_dir
+        """The engine's data folder, or the shared volume on Kubernetes."""
+        self.kind = kind
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -45,15 +69,91 @@ class LiveServer:
         self.thread.join(timeout=60)
 
 
+def _split(overrides: dict[str, Any], *models: type) -> list[dict[str, Any]]:
+    """The overrides each settings model takes, by field name; a name none takes is a typo."""
+    parts: list[dict[str, Any]] = [{} for _ in models]
+    for key, value in overrides.items():
+        owners = [index for index, model in enumerate(models) if key in model.model_fields]
+        if not owners:
+            raise TypeError(f"no setting {key!r}")
+        for index in owners:
+            parts[index][key] = value
+    return parts
+
+
 @contextmanager
-def live_server(data_dir: Path, **overrides: Any) -> Iterator[LiveServer]:
-    values: dict[str, Any] = {"data_dir": data_dir, "workers": 2, **overrides}
-    server = LiveServer(ApiSettings(**values))
+def _running(server: LiveServer) -> Iterator[LiveServer]:
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def live_server(data_dir: Path, **overrides: Any) -> Iterator[LiveServer]:
+    """The API on the local engine."""
+    api, engine = _split(overrides, ApiSettings, EngineSettings)
+    settings = ApiSettings(**api)
+    engine.pop("public_url", None)  # the API's, handed over below
+    engine = {"workers": 2, **engine}
+    backend = LocalEngine(EngineSettings(
+        data_dir=data_dir, public_url=settings.webhook_public_url(), **engine
+    ))
+    with _running(LiveServer(settings, backend, data_dir)) as server:
+        yield server
+
+
+KUBE_NAMES = {"workers": "max_running"}
+"""Local settings with another name on Kubernetes (the operator runs that many pods)."""
+
+
+@contextmanager
+def kube_server(request: pytest.FixtureRequest, volume: Path, **overrides: Any) -> Iterator[
+    LiveServer
+]:
+    """The API on the Kubernetes backend, with an operator running its namespace's jobs on
+    the real node; `volume` is the shared volume."""
+    from kubestack import real_node_operator, volume_namespace
+
+    cluster = request.getfixturevalue("kube_cluster")
+    node = request.getfixturevalue("real_node")
+    request.getfixturevalue("installed_crd")
+    renamed = {KUBE_NAMES.get(key, key): value for key, value in overrides.items()}
+    if "ttl_s" in renamed:  # whole seconds on Kubernetes
+        renamed["ttl_s"] = max(1, math.ceil(renamed["ttl_s"]))
+    api, backend_fields, operator_fields = _split(
+        renamed, ApiSettings, KubernetesBackendSettings, OperatorSettings
+    )
+    settings = ApiSettings(**api)
+    with cluster.api_client() as admin, volume_namespace(admin, volume) as namespace:
+        backend = KubernetesBackend(
+            KubernetesBackendSettings(namespace=namespace, volume_path=volume, **backend_fields),
+            cluster.api_client(),
+        )
+        operator_env = {
+            key: str(value).lower() if isinstance(value, bool) else str(value)
+            for key, value in operator_fields.items()
+        }
+        with (
+            _running(LiveServer(settings, backend, volume, "kubernetes")) as server,
+            real_node_operator(cluster, node, volume, namespace,
+                               public_url=settings.webhook_public_url(), **operator_env),
+        ):
+            yield server
+
+
+@contextmanager
+def serve(
+    kind: str, request: pytest.FixtureRequest, data_dir: Path, **overrides: Any
+) -> Iterator[LiveServer]:
+    """The API on backend `kind` ("local" or "kubernetes"; see BACKENDS)."""
+    if kind == "kubernetes":
+        with kube_server(request, data_dir, **overrides) as server:
+            yield server
+    else:
+        with live_server(data_dir, **overrides) as server:
+            yield server
 
 
 def b64(data: bytes) -> str:

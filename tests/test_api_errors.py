@@ -289,7 +289,7 @@ def test_malformed_max_pixels_is_a_startup_error(
 ) -> None:
     monkeypatch.setenv("SMARTTHUMB_MAX_PIXELS", value)
     with pytest.raises(ValueError, match="SMARTTHUMB_MAX_PIXELS") as raised:
-        ApiSettings(data_dir=tmp_path)
+        ApiSettings()
     assert repr(value) in str(raised.value)
 
 
@@ -347,4 +347,4 @@ def test_uploads_in_flight_share_a_memory_budget(tmp_path: Path) -> None:
 
 def test_the_in_flight_budget_must_hold_one_upload(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="MAX_IN_FLIGHT_BYTES must be at least"):
-        ApiSettings(data_dir=tmp_path, max_upload_bytes=1000, max_in_flight_bytes=999)
+        ApiSettings(max_upload_bytes=1000, max_in_flight_bytes=999)

@@ -118,7 +118,7 @@ def test_image_conversions_are_cached_next_to_the_output(
     assert first.headers["content-type"] == "image/webp"
     with Image.open(io.BytesIO(first.content)) as variant:
         assert variant.format == "WEBP" and variant.size == (100, 100)
-    cached = list(server.settings.data_dir.rglob("*.w100.q82.webp"))
+    cached = list(server.data_dir.rglob("*.w100.q82.webp"))
     assert len(cached) == 1
     made_at = cached[0].stat().st_mtime_ns
     time.sleep(0.05)
@@ -175,7 +175,7 @@ def test_png_variants_ignore_quality(client: httpx.Client, server: LiveServer) -
         for q in (10, 50, 90)
     }
     assert len(bodies) == 1
-    job_dir = server.settings.data_dir / "jobs" / job_id
+    job_dir = server.data_dir / "jobs" / job_id
     assert [path.name for path in job_dir.glob("thumbnail.w*.png")] == ["thumbnail.w64.png"]
 
 

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
-from smartthumb.operator.local import InputError, InputFile, LocalEngine, QueueFullError
+from smartthumb.operator.backend import InputError, InputFile, QueueFullError
+from smartthumb.operator.local import LocalEngine
 from smartthumb.operator.local.engine import EngineConfigError
 from smartthumb.operator.local.process import ForkServerError
 from smartthumb.operator.local.store import JobStore

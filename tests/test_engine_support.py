@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from prometheus_client import CollectorRegistry
-from smartthumb.operator.local import EngineSettings, InputFile, LocalEngine
+from smartthumb.operator.backend import InputFile
+from smartthumb.operator.local import EngineSettings, LocalEngine
 from smartthumb.operator.metrics import Metrics
 from smartthumb.runner.spec import ThumbnailSpec
 

@@ -17,14 +17,14 @@ from images import art_page, blank_page, save_photo, text_page, write_pages
 from kubecluster import KubeCluster
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from operatorharness import Cluster, OperatorHandle, run_operator
+from operatorharness import Cluster, OperatorHandle
 from operatorharness import thumbnail_job as tj
 from PIL import Image
+from kubestack import claim_volume, real_node_operator
 from realnode import NODE_NAME, REAL_NODE_POD, RealNode
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
-RESTRICTED = "pod-security.kubernetes.io/enforce"
 
 
 @pytest.fixture(scope="module")
@@ -48,29 +48,11 @@ def volume() -> Iterator[Path]:
 
 
 @pytest.fixture
-def restricted(api: Any, namespace: str, volume: Path) -> str:
+def restricted(api: Any, namespace: str, volume: Path) -> Iterator[str]:
     """The test namespace under Pod Security "restricted", with a claim on the volume."""
-    core = client.CoreV1Api(api)
-    core.patch_namespace(namespace, {"metadata": {"labels": {RESTRICTED: "restricted"}}})
-    pv = f"thumbs-{namespace}"
-    core.create_persistent_volume({
-        "metadata": {"name": pv},
-        "spec": {
-            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
-            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
-            "hostPath": {"path": str(volume), "type": "Directory"},
-            "claimRef": {"namespace": namespace, "name": "thumbs"},
-        },
-    })
-    core.create_namespaced_persistent_volume_claim(namespace, {
-        "metadata": {"name": "thumbs"},
-        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
-                 "resources": {"requests": {"storage": "1Gi"}}},
-    })
-    poll("the claim to be bound", lambda: core.read_namespaced_persistent_volume_claim(
-        "thumbs", namespace).status.phase == "Bound")
+    pv = claim_volume(api, namespace, volume)
     yield namespace
-    core.delete_persistent_volume(pv)
+    client.CoreV1Api(api).delete_persistent_volume(pv)
 
 
 @pytest.fixture
@@ -81,13 +63,7 @@ def cluster(api: Any, restricted: str, installed_crd: str) -> Cluster:
 @pytest.fixture
 def operator(kube_cluster: KubeCluster, real_node: RealNode, volume: Path,
              restricted: str) -> Iterator[OperatorHandle]:
-    with run_operator(
-        kube_cluster, volume,
-        volume_host_path="", volume_claim="thumbs", namespaces=restricted,
-        runner_image=real_node.images["runner"], fallback_image=real_node.images["operator"],
-        runner_node_selector=json.dumps(REAL_NODE_POD["nodeSelector"]),
-        runner_tolerations=json.dumps(REAL_NODE_POD["tolerations"]),
-    ) as handle:
+    with real_node_operator(kube_cluster, real_node, volume, restricted) as handle:
         yield handle
 
 

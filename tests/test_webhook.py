@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from smartthumb.operator.backend import WebhookRefusedError
 from smartthumb.operator.local import LocalEngine
 from smartthumb.runner import netguard
 from smartthumb.operator.models import Job
@@ -171,7 +172,7 @@ def test_gives_up_after_the_configured_attempts(tmp_path: Path, receiver: Receiv
 def test_private_addresses_are_refused_at_submit(tmp_path: Path, url: str):
     engine = LocalEngine(settings(tmp_path))
     try:
-        with pytest.raises(RefusedAddress, match="non-public address"):
+        with pytest.raises(WebhookRefusedError, match="webhook_url: .*non-public address"):
             engine.submit(RESIZE, [jpeg_input()], webhook_url=url)
         assert engine.stats().queued == 0
     finally:

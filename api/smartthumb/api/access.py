@@ -5,24 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from smartthumb.api.errors import ApiError
-from smartthumb.operator.local.engine import LocalEngine
+from smartthumb.operator.backend import Backend
 from smartthumb.operator.models import Job, JobState
 
 
-def find_job(engine: LocalEngine, job_id: str) -> Job:
-    job = engine.get(job_id)
+def find_job(backend: Backend, job_id: str) -> Job:
+    job = backend.get(job_id)
     if job is None or job.state is JobState.expired:
         raise ApiError(404, "job_not_found", f"job {job_id} is unknown or has expired")
     return job
 
 
-def finished_output(engine: LocalEngine, job: Job) -> Path:
+def finished_output(backend: Backend, job: Job) -> Path:
     """The stored image of a done job; 409 while it is queued or running, 422 if it failed."""
     if job.state is JobState.failed:
         raise ApiError(422, "job_failed", f"job {job.id} failed: {job.error or 'unknown error'}")
     if job.state is not JobState.done:
         raise ApiError(409, "job_not_finished", f"job {job.id} is {job.state.value}; try later")
-    path = engine.output_file(job)
+    path = backend.output_file(job)
     if path is None:
         raise ApiError(404, "job_not_found", f"job {job.id} has no image any more (expired)")
     return path

@@ -1,4 +1,4 @@
-"""create_app(settings): the FastAPI application, with the engine started and stopped by
+"""create_app(settings): the FastAPI application, with the backend started and stopped by
 its lifespan."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from smartthumb.api.errors import install_error_handlers
 from smartthumb.api.limits import BodySizeLimit
 from smartthumb.api.routers import batches, health, jobs, metrics, thumbnail, uploads, web
 from smartthumb.api.settings import ApiSettings
-from smartthumb.operator.local.engine import LocalEngine
+from smartthumb.operator.backend import Backend, create_backend
 from starlette.concurrency import run_in_threadpool
 
 LONG_POLLS = 200
-"""Threads that may sit in engine.wait at once (they block on a condition, not the CPU)."""
+"""Threads that may sit in Backend.wait at once (they block on a condition, not the CPU)."""
 
 DESCRIPTION = """\
 Smart thumbnails as asynchronous jobs. Submit with `POST /thumbnail` (or a compatibility
@@ -30,15 +30,16 @@ set, send `Authorization: Bearer <token>` (all but health, the web page and thes
 """
 
 
-def create_app(settings: ApiSettings | None = None) -> FastAPI:
+def create_app(settings: ApiSettings | None = None, backend: Backend | None = None) -> FastAPI:
+    """The app on `backend`, else on the one SMARTTHUMB_BACKEND names (configured from the
+    environment)."""
     settings = settings or ApiSettings()
-    engine_settings = settings.engine_settings()
+    backend = backend or create_backend(settings.backend, settings.webhook_public_url())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = LocalEngine(engine_settings)
-        await run_in_threadpool(engine.start)
-        app.state.engine = engine
+        await run_in_threadpool(backend.start)
+        app.state.backend = backend
         app.state.wait_limiter = anyio.CapacityLimiter(LONG_POLLS)
         app.state.accepting = True
         try:
@@ -46,7 +47,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         finally:
             app.state.accepting = False
             # Graceful: running jobs finish, queued ones stay in the store for the next start.
-            await run_in_threadpool(engine.stop, True)
+            await run_in_threadpool(backend.stop, True)
 
     app = FastAPI(
         title="smartthumb",
@@ -55,7 +56,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.public_url = engine_settings.public_url if settings.public_url_configured else None
+    app.state.public_url = settings.public_url if settings.public_url_configured else None
     app.state.accepting = False
     app.add_middleware(
         BodySizeLimit,

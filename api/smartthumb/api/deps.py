@@ -1,4 +1,4 @@
-"""Dependencies shared by the routers: settings, the engine, bearer-token auth.
+"""Dependencies shared by the routers: settings, the backend, bearer-token auth.
 
 They are `async def` because none of them blocks: FastAPI runs a plain `def` dependency in
 its thread pool, and a thread hop per dependency per request was most of the API's CPU."""
@@ -12,19 +12,19 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from smartthumb.api.errors import ApiError
 from smartthumb.api.settings import ApiSettings
-from smartthumb.operator.local.engine import LocalEngine
+from smartthumb.operator.backend import Backend
 
 
 async def get_settings(request: Request) -> ApiSettings:
     return request.app.state.settings
 
 
-async def get_engine(request: Request) -> LocalEngine:
-    return request.app.state.engine
+async def get_backend(request: Request) -> Backend:
+    return request.app.state.backend
 
 
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
-EngineDep = Annotated[LocalEngine, Depends(get_engine)]
+BackendDep = Annotated[Backend, Depends(get_backend)]
 
 _bearer = HTTPBearer(auto_error=False, description="One of SMARTTHUMB_API_TOKENS.")
 

@@ -1,4 +1,4 @@
-"""Turns what a client sent (base64, multipart parts, server paths) into the engine's
+"""Turns what a client sent (base64, multipart parts, server paths) into the backend's
 InputFile list, refusing obviously bad input with a 4xx before a job exists.
 
 The check is cheap: Pillow reads only the header (format and size), never the pixels; a
@@ -18,7 +18,7 @@ from fastapi import UploadFile
 from PIL import Image, UnidentifiedImageError
 from smartthumb.api.errors import ApiError
 from smartthumb.api.settings import ApiSettings
-from smartthumb.operator.local.engine import InputFile
+from smartthumb.operator.backend import InputFile
 from smartthumb.runner.load import SUPPORTED_FORMATS
 
 _DATA_URL_PREFIX = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
@@ -87,7 +87,7 @@ def safe_name(name: str) -> str:
 
 def path_input(raw: str, settings: ApiSettings) -> InputFile:
     """A file under the input root; `..`, absolute paths elsewhere and symlink escapes are
-    refused. The resolved real path is what the engine reads."""
+    refused. The resolved real path is what the backend reads."""
     if settings.input_root is None:
         raise ApiError(
             400,

@@ -1,8 +1,7 @@
-"""ApiSettings: every SMARTTHUMB_* environment variable of `smartthumb-api`.
+"""ApiSettings: the SMARTTHUMB_* environment variables of the HTTP front itself.
 
-It extends the engine's EngineSettings (workers, queue, TTL, webhooks: documented there) with
-the HTTP front's own fields, so one class describes the whole configuration and the README
-table is generated from it; `engine_settings()` hands the engine its part.
+The backend it runs jobs on (SMARTTHUMB_BACKEND) reads its own: EngineSettings (local mode)
+or KubernetesBackendSettings, so one mode's knobs are not the other's.
 """
 
 from __future__ import annotations
@@ -13,22 +12,24 @@ from typing import Annotated
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from pydantic.networks import IPvAnyNetwork
-from smartthumb.operator.local.settings import EngineSettings
+from smartthumb.operator.backend import BackendKind
 from smartthumb.operator.settings import split_commas
 from smartthumb.runner.limits import Limits
 
 MiB = 1024 * 1024
 
 
-class ApiSettings(EngineSettings, BaseSettings):
+class ApiSettings(BaseSettings):
     """Settings of `smartthumb-api` (environment prefix SMARTTHUMB_)."""
 
     model_config = SettingsConfigDict(env_prefix="SMARTTHUMB_", extra="ignore")
 
-    data_dir: Path = Field(
-        Path("var/smartthumb"),
-        description="Holds the SQLite store and each job's inputs and outputs.",
+    backend: BackendKind = Field(
+        BackendKind.local,
+        description=(
+            "Where jobs run: `local` (runner processes on this machine, SQLite) or "
+            "`kubernetes` (ThumbnailJob resources, run by smartthumb-operator)."
+        ),
     )
     public_url: str = Field(
         "http://127.0.0.1:8080",
@@ -49,10 +50,6 @@ class ApiSettings(EngineSettings, BaseSettings):
             "resolving outside it (`..`, absolute paths, symlink escapes) are refused. Unset: "
             "server-side paths are refused altogether and only uploads are accepted."
         ),
-    )
-    # The engine's field, read raw (NoDecode): its validator takes true/false, CIDRs or JSON.
-    allow_private_webhooks: Annotated[bool | list[IPvAnyNetwork], NoDecode] = (
-        EngineSettings.model_fields["allow_private_webhooks"]
     )
     api_tokens: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -93,6 +90,11 @@ class ApiSettings(EngineSettings, BaseSettings):
 
     _split_tokens = field_validator("api_tokens", mode="before")(split_commas)
 
+    @field_validator("public_url")
+    @classmethod
+    def _no_trailing_slash(cls, url: str) -> str:
+        return url.rstrip("/")
+
     @model_validator(mode="after")
     def _one_upload_fits_in_flight(self) -> ApiSettings:
         if self.max_in_flight_bytes < self.max_upload_bytes:
@@ -125,11 +127,11 @@ class ApiSettings(EngineSettings, BaseSettings):
         """False: links follow the URL each client used; true: always SMARTTHUMB_PUBLIC_URL."""
         return "public_url" in self.model_fields_set
 
-    def engine_settings(self) -> EngineSettings:
-        values = self.model_dump(include=set(EngineSettings.model_fields))
-        if not self.public_url_configured:
-            # Webhooks leave the process: give them this server's own address.
-            host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-            host = f"[{host}]" if ":" in host else host
-            values["public_url"] = f"http://{host}:{self.port}"
-        return EngineSettings.model_validate(values)
+    def webhook_public_url(self) -> str:
+        """The base of the links in webhooks: they leave the process, so without
+        SMARTTHUMB_PUBLIC_URL it is this server's own address."""
+        if self.public_url_configured:
+            return self.public_url
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"

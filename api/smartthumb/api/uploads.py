@@ -8,23 +8,23 @@ from fastapi import UploadFile
 from smartthumb.api.inputs import check_count, upload_input
 from smartthumb.api.settings import ApiSettings
 from smartthumb.api.submit import submit_all
-from smartthumb.operator.local.engine import InputFile, LocalEngine
+from smartthumb.operator.backend import Backend, InputFile
 from smartthumb.operator.models import Job
 from smartthumb.runner.spec import ThumbnailSpec
 from starlette.concurrency import run_in_threadpool
 
 
 async def submit_batch(
-    engine: LocalEngine, settings: ApiSettings, uploads: list[UploadFile], spec: ThumbnailSpec
+    backend: Backend, settings: ApiSettings, uploads: list[UploadFile], spec: ThumbnailSpec
 ) -> tuple[str, list[Job]]:
     """Every file is checked before any job is created, so a bad file queues nothing."""
     check_count(len(uploads), settings)
     inputs = [await upload_input(upload, settings) for upload in uploads]
-    return await run_in_threadpool(_submit_all, engine, spec, inputs)
+    return await run_in_threadpool(_submit_all, backend, spec, inputs)
 
 
 def _submit_all(
-    engine: LocalEngine, spec: ThumbnailSpec, inputs: list[InputFile]
+    backend: Backend, spec: ThumbnailSpec, inputs: list[InputFile]
 ) -> tuple[str, list[Job]]:
     batch_id = uuid.uuid4().hex
-    return batch_id, submit_all(engine, spec, inputs, batch_id)
+    return batch_id, submit_all(backend, spec, inputs, batch_id)

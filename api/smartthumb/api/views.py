@@ -1,4 +1,4 @@
-"""Job (the engine's record) -> seed 000's documents. One mapping, used by every route that
+"""Job (the backend's record) -> seed 000's documents. One mapping, used by every route that
 describes a job, so the status vocabulary and the URLs never drift apart."""
 
 from __future__ import annotations

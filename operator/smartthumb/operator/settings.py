@@ -17,6 +17,22 @@ def split_commas(value: object) -> object:
     return value
 
 
+def parse_allow_private(value: object) -> object:
+    """An allow-list of non-public addresses from the environment: true/false, a JSON list,
+    or comma-separated CIDRs (as SMARTTHUMB_API_TOKENS is); pydantic then validates each
+    network."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.lower() in ("", "false", "0", "no", "off"):
+        return False
+    if text.lower() in ("true", "1", "yes", "on"):
+        return True
+    if text.startswith("["):
+        return json.loads(text)
+    return split_commas(text)
+
+
 class WebhookSettings(BaseModel):
     """The webhook fields of EngineSettings and OperatorSettings."""
 
@@ -39,21 +55,9 @@ class WebhookSettings(BaseModel):
         ),
     )
 
-    @field_validator("allow_private_webhooks", mode="before")
-    @classmethod
-    def _parse_allowed(cls, value: object) -> object:
-        # From the environment: true/false, a JSON list, or comma-separated CIDRs (as
-        # SMARTTHUMB_API_TOKENS is); pydantic then validates each network.
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if text.lower() in ("", "false", "0", "no", "off"):
-            return False
-        if text.lower() in ("true", "1", "yes", "on"):
-            return True
-        if text.startswith("["):
-            return json.loads(text)
-        return split_commas(text)
+    _parse_allowed = field_validator("allow_private_webhooks", mode="before")(
+        parse_allow_private
+    )
 
     @field_validator("webhook_secret")
     @classmethod

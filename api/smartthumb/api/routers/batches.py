@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, UploadFile
-from smartthumb.api.deps import EngineDep, SettingsDep
+from smartthumb.api.deps import BackendDep, SettingsDep
 from smartthumb.api.errors import ApiError, documented
 from smartthumb.api.links import Links, LinksDep
 from smartthumb.api.schemas.batches import (
@@ -36,11 +36,11 @@ SEED_003_SPEC = ThumbnailSpec(mode=Mode.fit, width=512, grayscale=True, quality=
 )
 async def process_images(
     images: Annotated[list[UploadFile], File(description="The images (multipart field 'images').")],
-    engine: EngineDep,
+    backend: BackendDep,
     settings: SettingsDep,
     links: LinksDep,
 ) -> BatchAccepted:
-    batch_id, jobs = await submit_batch(engine, settings, images, SEED_003_SPEC)
+    batch_id, jobs = await submit_batch(backend, settings, images, SEED_003_SPEC)
     return BatchAccepted(
         batch_id=batch_id,
         status_url=links.batch(batch_id),
@@ -55,8 +55,8 @@ async def process_images(
     responses=documented(401, 404),
     summary="Progress of every job of a batch",
 )
-def get_batch(batch_id: str, engine: EngineDep, links: LinksDep) -> BatchStatus:
-    jobs = engine.list_batch(batch_id)
+def get_batch(batch_id: str, backend: BackendDep, links: LinksDep) -> BatchStatus:
+    jobs = backend.list_batch(batch_id)
     files = [_file(job, links) for job in jobs if job.state in FILE_STATES]
     if not files:
         raise ApiError(404, "batch_not_found", f"batch {batch_id} is unknown or has expired")

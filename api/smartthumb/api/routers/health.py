@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from smartthumb.api.deps import EngineDep
+from smartthumb.api.deps import BackendDep
 from smartthumb.api.schemas.health import Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -12,8 +12,8 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health", response_model=Health, summary="Liveness and queue figures")
 @router.get("/healthz", response_model=Health, summary="Liveness and queue figures")
-def health(engine: EngineDep) -> Health:
-    return Health(queue=engine.stats())
+def health(backend: BackendDep) -> Health:
+    return Health(queue=backend.stats())
 
 
 @router.get(
@@ -22,15 +22,12 @@ def health(engine: EngineDep) -> Health:
     responses={503: {"model": Readiness, "description": "Not ready."}},
     summary="Ready to accept jobs",
 )
-def ready(request: Request, engine: EngineDep) -> Readiness | JSONResponse:
+def ready(request: Request, backend: BackendDep) -> Readiness | JSONResponse:
     if not request.app.state.accepting:
         return _not_ready("starting or shutting down")
-    try:
-        engine.stats()  # proves the store answers
-    except Exception as error:  # noqa: BLE001 - any failure means "not ready", with the reason
-        return _not_ready(f"store unavailable: {type(error).__name__}")
-    if not engine.healthy():
-        return _not_ready("the runner fork server or an engine thread is down")
+    reason = backend.unready_reason()
+    if reason is not None:
+        return _not_ready(reason)
     return Readiness(ready=True)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from smartthumb.api.access import find_job, finished_output
-from smartthumb.api.deps import EngineDep, SettingsDep
+from smartthumb.api.deps import BackendDep, SettingsDep
 from smartthumb.api.errors import documented
 from smartthumb.api.inputs import decode_base64, inline_input
 from smartthumb.api.links import LinksDep
@@ -41,13 +41,13 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
     summary="Queue a resize (exact size) or thumbnail (fit inside) job",
 )
 def create_job(
-    body: SimpleJobRequest, engine: EngineDep, settings: SettingsDep, links: LinksDep
+    body: SimpleJobRequest, backend: BackendDep, settings: SettingsDep, links: LinksDep
 ) -> SimpleJobAccepted:
     data = decode_base64(body.image_data, "image_data", settings.max_inline_bytes)
     image = inline_input("image_data", data, settings)
     # Seed 002: without output_format the output keeps the input's format (png or jpeg).
     source_format = OutputFormat.png if data.startswith(_PNG_SIGNATURE) else OutputFormat.jpeg
-    job = submit(engine, body.spec(source_format), [image])
+    job = submit(backend, body.spec(source_format), [image])
     return SimpleJobAccepted(
         job_id=job.id,
         message="Image processing job submitted",
@@ -62,8 +62,8 @@ def create_job(
     responses=documented(401, 404),
     summary="Status of one job (seed 002 and seed 003 fields)",
 )
-def get_simple_job(job_id: str, engine: EngineDep, links: LinksDep) -> SimpleJobStatus:
-    job = find_job(engine, job_id)
+def get_simple_job(job_id: str, backend: BackendDep, links: LinksDep) -> SimpleJobStatus:
+    job = find_job(backend, job_id)
     done = job.state is JobState.done
     download = links.absolute(links.download(job.id))
     return SimpleJobStatus(
@@ -95,8 +95,8 @@ def get_simple_job(job_id: str, engine: EngineDep, links: LinksDep) -> SimpleJob
     },
     summary="The processed image",
 )
-def download(job_id: str, engine: EngineDep) -> FileResponse:
-    job = find_job(engine, job_id)
-    path = finished_output(engine, job)
+def download(job_id: str, backend: BackendDep) -> FileResponse:
+    job = find_job(backend, job_id)
+    path = finished_output(backend, job)
     fmt = job.spec.format
     return FileResponse(path, media_type=fmt.media_type, filename=f"{job.id}.{fmt.extension}")

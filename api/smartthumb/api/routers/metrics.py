@@ -1,4 +1,4 @@
-"""GET /metrics: the engine's Prometheus metrics (smartthumb.operator.metrics registers them
+"""GET /metrics: the backend's Prometheus metrics (smartthumb.operator.metrics registers them
 on prometheus_client's default registry, beside the process and Python collectors)."""
 
 from __future__ import annotations

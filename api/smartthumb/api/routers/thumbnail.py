@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from smartthumb.api.access import find_job, finished_output
 from smartthumb.api.convert import parse_format, variant
-from smartthumb.api.deps import EngineDep, SettingsDep
+from smartthumb.api.deps import BackendDep, SettingsDep
 from smartthumb.api.errors import documented
 from smartthumb.api.inputs import check_count, decode_base64, inline_input, path_input
 from smartthumb.api.links import Links, LinksDep
@@ -23,7 +23,7 @@ from smartthumb.api.schemas.thumbnail import (
 )
 from smartthumb.api.submit import submit
 from smartthumb.api.views import job_accepted, job_status
-from smartthumb.operator.local.engine import InputFile, LocalEngine, UnknownJobError
+from smartthumb.operator.backend import Backend, InputFile, UnknownJobError
 from smartthumb.operator.models import JobState
 from starlette.concurrency import run_in_threadpool
 
@@ -40,7 +40,7 @@ _TERMINAL = {JobState.done, JobState.failed, JobState.expired}
     summary="Queue a thumbnail job",
 )
 def create_thumbnail(
-    body: ThumbnailRequest, engine: EngineDep, settings: SettingsDep, links: LinksDep
+    body: ThumbnailRequest, backend: BackendDep, settings: SettingsDep, links: LinksDep
 ) -> JobAccepted:
     paths = ([body.image_path] if body.image_path else []) + body.image_paths
     check_count(len(paths) + len(body.image_files), settings)
@@ -49,8 +49,8 @@ def create_thumbnail(
         data = decode_base64(upload.content_base64, upload.filename, settings.max_inline_bytes)
         inputs.append(inline_input(upload.filename, data, settings))
     webhook = str(body.webhook_url) if body.webhook_url else None
-    job = submit(engine, body.spec(), inputs, webhook_url=webhook)
-    return job_accepted(job, engine.stats().queued, links, settings.ttl_s)
+    job = submit(backend, body.spec(), inputs, webhook_url=webhook)
+    return job_accepted(job, backend.stats().queued, links, backend.ttl_s)
 
 
 @router.get(
@@ -63,33 +63,33 @@ async def get_job(
     job_id: str,
     query: Annotated[JobWaitQuery, Query()],
     request: Request,
-    engine: EngineDep,
+    backend: BackendDep,
     settings: SettingsDep,
     links: LinksDep,
 ) -> JobStatus:
     timeout = min(query.wait, settings.max_wait_s)
     if timeout <= 0:
-        return await run_in_threadpool(_status, engine, job_id, links, settings.ttl_s)
-    # One thread for the whole long-poll (engine.wait blocks on a condition); a limiter of
+        return await run_in_threadpool(_status, backend, job_id, links, backend.ttl_s)
+    # One thread for the whole long-poll (backend.wait blocks on a condition); a limiter of
     # its own keeps long-polls from starving the request threadpool.
     return await anyio.to_thread.run_sync(
-        _wait_then_status, engine, job_id, timeout, links, settings.ttl_s,
+        _wait_then_status, backend, job_id, timeout, links, backend.ttl_s,
         limiter=request.app.state.wait_limiter,
     )
 
 
 def _wait_then_status(
-    engine: LocalEngine, job_id: str, timeout: float, links: Links, ttl_s: float
+    backend: Backend, job_id: str, timeout: float, links: Links, ttl_s: float
 ) -> JobStatus:
-    if find_job(engine, job_id).state not in _TERMINAL:  # 404 at once for an unknown job
+    if find_job(backend, job_id).state not in _TERMINAL:  # 404 at once for an unknown job
         # The status document that follows says where the job stands (404 if it expired).
         with contextlib.suppress(TimeoutError, UnknownJobError):
-            engine.wait(job_id, timeout)
-    return _status(engine, job_id, links, ttl_s)
+            backend.wait(job_id, timeout)
+    return _status(backend, job_id, links, ttl_s)
 
 
-def _status(engine: LocalEngine, job_id: str, links: Links, ttl_s: float) -> JobStatus:
-    return job_status(find_job(engine, job_id), engine.stats().queued, links, ttl_s)
+def _status(backend: Backend, job_id: str, links: Links, ttl_s: float) -> JobStatus:
+    return job_status(find_job(backend, job_id), backend.stats().queued, links, ttl_s)
 
 
 @router.get(
@@ -102,10 +102,10 @@ def _status(engine: LocalEngine, job_id: str, links: Links, ttl_s: float) -> Job
     summary="The thumbnail, optionally converted (cached on disk)",
 )
 def get_job_image(
-    job_id: str, query: Annotated[ImageQuery, Query()], engine: EngineDep
+    job_id: str, query: Annotated[ImageQuery, Query()], backend: BackendDep
 ) -> FileResponse:
-    job = find_job(engine, job_id)
-    source = finished_output(engine, job)
+    job = find_job(backend, job_id)
+    source = finished_output(backend, job)
     fmt = parse_format(query.format) if query.format else job.spec.format
     if query.format is None and query.width is None and query.quality is None:
         path = source

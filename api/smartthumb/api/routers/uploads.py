@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, UploadFile
 from smartthumb.api.access import find_job
-from smartthumb.api.deps import EngineDep, SettingsDep
+from smartthumb.api.deps import BackendDep, SettingsDep
 from smartthumb.api.errors import documented
 from smartthumb.api.links import Links, LinksDep
 from smartthumb.api.schemas.uploads import (
@@ -49,11 +49,11 @@ _CELERY_STATES: dict[JobState, CeleryState] = {
 )
 async def upload(
     file: Annotated[list[UploadFile], File(description="One or more images (field 'file').")],
-    engine: EngineDep,
+    backend: BackendDep,
     settings: SettingsDep,
     links: LinksDep,
 ) -> UploadAccepted:
-    batch_id, jobs = await submit_batch(engine, settings, file, SEED_001_SPEC)
+    batch_id, jobs = await submit_batch(backend, settings, file, SEED_001_SPEC)
     files = [_uploaded(job, links) for job in jobs]
     first = files[0]
     return UploadAccepted(
@@ -72,8 +72,8 @@ async def upload(
     responses=documented(401, 404),
     summary="PENDING -> PROGRESS -> SUCCESS | FAILURE",
 )
-def upload_status(job_id: str, engine: EngineDep) -> UploadStatus:
-    job = find_job(engine, job_id)
+def upload_status(job_id: str, backend: BackendDep) -> UploadStatus:
+    job = find_job(backend, job_id)
     return UploadStatus(
         id=job.id, task_id=job.id, status=_CELERY_STATES[job.state], error=job.error
     )
@@ -85,8 +85,8 @@ def upload_status(job_id: str, engine: EngineDep) -> UploadStatus:
     responses=documented(401, 404),
     summary="Links to the compressed and thumbnail variants once done",
 )
-def upload_result(job_id: str, engine: EngineDep, links: LinksDep) -> UploadResult:
-    job = find_job(engine, job_id)
+def upload_result(job_id: str, backend: BackendDep, links: LinksDep) -> UploadResult:
+    job = find_job(backend, job_id)
     variants = None
     if job.state is JobState.done:
         variants = UploadVariants(

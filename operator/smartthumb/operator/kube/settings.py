@@ -13,7 +13,7 @@ from pydantic.networks import IPvAnyNetwork
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from smartthumb.operator.kube.resource import Toleration
 from smartthumb.operator.lifecycle import LifecyclePolicy
-from smartthumb.operator.settings import WebhookSettings, split_commas
+from smartthumb.operator.settings import WebhookSettings, parse_allow_private, split_commas
 
 
 def _default_identity() -> str:
@@ -131,3 +131,45 @@ class OperatorSettings(WebhookSettings, BaseSettings):
 
     def policy(self, ttl_s: float) -> LifecyclePolicy:
         return self.lifecycle_policy(ttl_s, self.max_interruptions)
+
+
+class KubernetesBackendSettings(BaseSettings):
+    """Settings of the API's Kubernetes backend (SMARTTHUMB_BACKEND=kubernetes), environment
+    prefix SMARTTHUMB_. The operator's settings decide how the jobs then run."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SMARTTHUMB_", extra="ignore", env_ignore_empty=True
+    )
+
+    namespace: str = Field(
+        default_factory=lambda: os.environ.get("POD_NAMESPACE", "default"),
+        description="Namespace the API creates its ThumbnailJobs in (default: its pod's).",
+    )
+    volume_path: Path = OperatorSettings.model_fields["volume_path"]
+    queue_capacity: int = Field(
+        1000,
+        ge=1,
+        description="Most ThumbnailJobs waiting in the namespace; past it submits get 429.",
+    )
+    max_running: int = Field(
+        OperatorSettings.model_fields["max_running"].default,
+        ge=1,
+        description="The operator's SMARTTHUMB_MAX_RUNNING, shown as `workers` in /health.",
+    )
+    ttl_s: int = Field(
+        7200,
+        gt=0,
+        le=30 * 86400,
+        description="ttlSecondsAfterFinished of the ThumbnailJobs the API creates.",
+    )
+    job_timeout_s: int = Field(
+        1800, gt=0, le=86400, description="timeoutSeconds of the ThumbnailJobs the API creates."
+    )
+    # Read raw (NoDecode): the validator takes true/false, CIDRs or JSON.
+    allow_private_webhooks: Annotated[bool | list[IPvAnyNetwork], NoDecode] = (
+        WebhookSettings.model_fields["allow_private_webhooks"]
+    )
+
+    _parse_allowed = field_validator("allow_private_webhooks", mode="before")(
+        parse_allow_private
+    )

@@ -17,7 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from smartthumb.operator.backend import (
+    InputError,
+    InputFile,
+    QueueFullError,
+    UnknownJobError,
+    WebhookRefusedError,
+)
 from smartthumb.operator.lifecycle import (
     Action,
     DeleteArtifacts,
@@ -45,7 +51,8 @@ from smartthumb.operator.models import (
     RunOutcome,
     WebhookDelivery,
 )
-from smartthumb.runner.netguard import check_url
+from smartthumb.runner.netguard import RefusedURL, check_url
+from smartthumb.operator.waiters import Waiters
 from smartthumb.operator.webhooks import WebhookSender
 from smartthumb.runner.spec import ThumbnailSpec
 from smartthumb.runner.subjects import YOLO_ENV
@@ -58,34 +65,6 @@ YOLO_MIN_MEMORY_MB = 4096
 """The optional YOLO detector (torch) maps about 3.5 GB of address space by itself."""
 SCHEDULER_ERROR_PAUSE_S = 1.0
 """After a failed sweep: the next one may fail the same way, and must not spin."""
-
-
-class InputFile(BaseModel):
-    """One input image: uploaded bytes, or a file already on this machine."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    data: bytes | None = None
-    path: Path | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one_source(self) -> InputFile:
-        if (self.data is None) == (self.path is None):
-            raise ValueError("an input needs exactly one of data and path")
-        return self
-
-
-class QueueFullError(Exception):
-    """The queue holds queue_capacity jobs already: try again later (HTTP 429)."""
-
-
-class InputError(ValueError):
-    """The inputs of a submission are unusable (HTTP 400)."""
-
-
-class UnknownJobError(LookupError):
-    """No such job, or it has expired (HTTP 404)."""
 
 
 class EngineConfigError(ValueError):
@@ -119,6 +98,7 @@ def _with_client_names(event: RunnerExited, inputs: list[Path], names: list[str]
 class LocalEngine:
     def __init__(self, settings: EngineSettings, metrics: Metrics = METRICS) -> None:
         self.settings = settings
+        self.ttl_s = settings.ttl_s
         self._policy = settings.policy()
         self._metrics = metrics
         self._jobs_dir = settings.data_dir / "jobs"
@@ -129,7 +109,7 @@ class LocalEngine:
         # One lock around every read-decide-write of a job. wait() sleeps on a condition of its
         # job's own, so a change wakes only that job's waiters (not every long-poll).
         self._lock = threading.RLock()
-        self._waiters: dict[str, tuple[threading.Condition, int]] = {}
+        self._waiters = Waiters(self._lock)
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._processes: dict[str, RunnerProcess] = {}
         self._interrupted: set[str] = set()
@@ -165,6 +145,15 @@ class LocalEngine:
         for index in range(self.settings.workers):
             self._spawn(self._work, f"smartthumb-worker-{index}")
         self._spawn(self._schedule, "smartthumb-scheduler")
+
+    def unready_reason(self) -> str | None:
+        try:
+            self.stats()  # proves the store answers
+        except Exception as error:  # noqa: BLE001 - any failure means "not ready", with the reason
+            return f"store unavailable: {type(error).__name__}"
+        if not self.healthy():
+            return "the runner fork server or an engine thread is down"
+        return None
 
     def healthy(self) -> bool:
         """True while the engine can run jobs: started, not stopping, its threads alive and
@@ -210,9 +199,12 @@ class LocalEngine:
         webhook_url: str | None = None,
         batch_id: str | None = None,
     ) -> Job:
-        """Queue a job. Raises InputError, RefusedURL or QueueFullError."""
+        """Queue a job. Raises InputError, WebhookRefusedError or QueueFullError."""
         if webhook_url is not None:
-            check_url(webhook_url, self.settings.allow_private_webhooks)
+            try:
+                check_url(webhook_url, self.settings.allow_private_webhooks)
+            except RefusedURL as error:
+                raise WebhookRefusedError(f"webhook_url: {error}") from None
         return self._enqueue([self._prepare(spec, inputs, webhook_url, batch_id)])[0]
 
     def submit_batch(
@@ -300,29 +292,7 @@ class LocalEngine:
 
     def wait(self, job_id: str, timeout: float) -> Job:
         """The job once done or failed. Raises UnknownJobError, or TimeoutError after `timeout`."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            changed, count = self._waiters.get(job_id, (threading.Condition(self._lock), 0))
-            self._waiters[job_id] = (changed, count + 1)
-            try:
-                while True:
-                    job = self.get(job_id)
-                    if job is None:
-                        raise UnknownJobError(job_id)
-                    if job.state.finished:
-                        return job
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(
-                            f"job {job_id} still {job.state.value} after {timeout} s"
-                        )
-                    changed.wait(remaining)
-            finally:
-                changed, count = self._waiters[job_id]
-                if count == 1:
-                    del self._waiters[job_id]
-                else:
-                    self._waiters[job_id] = (changed, count - 1)
+        return self._waiters.wait(job_id, lambda: self.get(job_id), timeout)
 
     # --- files ----------------------------------------------------------------------------------
 
@@ -377,9 +347,7 @@ class LocalEngine:
                 return None
             transition = decide(job, event, _now(), self._policy)
             self._store.save(transition.job)
-            waiting = self._waiters.get(job_id)
-            if waiting is not None:
-                waiting[0].notify_all()
+            self._waiters.notify(job_id)
         self._metrics.observe(job, event, transition)
         self._carry_out(job_id, transition.actions)
         return transition

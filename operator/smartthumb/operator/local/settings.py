@@ -1,19 +1,29 @@
-"""How the local engine is configured. The API builds it from SMARTTHUMB_* variables
-(SMARTTHUMB_DATA_DIR, SMARTTHUMB_WORKERS, ... : the field name in upper case)."""
+"""How the local engine is configured: SMARTTHUMB_* variables (SMARTTHUMB_DATA_DIR,
+SMARTTHUMB_WORKERS, ... : the field name in upper case), read when the API runs in local mode."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
+from pydantic.networks import IPvAnyNetwork
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from smartthumb.operator.lifecycle import LifecyclePolicy
 from smartthumb.operator.models import MemoryPlan
 from smartthumb.operator.settings import WebhookSettings
 
 
-class EngineSettings(WebhookSettings):
-    data_dir: Path = Field(description="Holds the SQLite store and each job's inputs and outputs.")
+class EngineSettings(WebhookSettings, BaseSettings):
+    """Settings of the local backend (environment prefix SMARTTHUMB_)."""
+
+    model_config = SettingsConfigDict(env_prefix="SMARTTHUMB_", extra="ignore")
+
+    data_dir: Path = Field(
+        Path("var/smartthumb"),
+        description="Holds the SQLite store and each job's inputs and outputs.",
+    )
     workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="Jobs run at the same time."
     )
@@ -54,7 +64,12 @@ class EngineSettings(WebhookSettings):
         7200, gt=0, description="A finished job and its files are deleted after this."
     )
     public_url: str = Field(
-        "http://127.0.0.1:8080", description="Base of the job_url and image_url sent in webhooks."
+        "http://127.0.0.1:8080",
+        description="Base of the job_url and image_url sent in webhooks (the API passes its own).",
+    )
+    # Read raw (NoDecode): the validator takes true/false, CIDRs or JSON.
+    allow_private_webhooks: Annotated[bool | list[IPvAnyNetwork], NoDecode] = (
+        WebhookSettings.model_fields["allow_private_webhooks"]
     )
     sweep_interval_s: float = Field(
         30, gt=0, description="How often expired jobs are looked for (webhooks wake it earlier)."

@@ -1,0 +1,117 @@
+"""What the HTTP API needs from a backend, and the errors every backend raises.
+
+Two backends implement `Backend`: the local engine (runner processes, SQLite) and the
+Kubernetes backend (ThumbnailJob resources run by the operator). The API depends on this
+module only; `create_backend` is the one place that picks an implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, model_validator
+from smartthumb.operator.models import Job, QueueStats
+from smartthumb.runner.spec import ThumbnailSpec
+
+
+class BackendKind(str, Enum):
+    local = "local"
+    kubernetes = "kubernetes"
+
+
+class InputFile(BaseModel):
+    """One input image: uploaded bytes, or a file already on this machine."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    data: bytes | None = None
+    path: Path | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> InputFile:
+        if (self.data is None) == (self.path is None):
+            raise ValueError("an input needs exactly one of data and path")
+        return self
+
+
+class QueueFullError(Exception):
+    """The queue holds its capacity of jobs already: try again later (HTTP 429)."""
+
+
+class InputError(ValueError):
+    """The inputs of a submission are unusable (HTTP 400)."""
+
+
+class WebhookRefusedError(ValueError):
+    """The webhook URL is malformed or reaches a refused address (HTTP 400)."""
+
+
+class UnknownJobError(LookupError):
+    """No such job, or it has expired (HTTP 404)."""
+
+
+class Backend(Protocol):
+    """Runs thumbnail jobs. Every method may be called from any thread."""
+
+    ttl_s: float
+    """A finished job and its files are deleted this many seconds after it ends."""
+
+    def start(self) -> None:
+        """Ready the backend (recover state, start threads); raises on unusable settings."""
+
+    def stop(self, graceful: bool = True) -> None:
+        """Stop its threads; graceful: let what runs here finish first (briefly)."""
+
+    def healthy(self) -> bool:
+        """Liveness: the backend's own threads work (not whether its dependencies answer)."""
+
+    def unready_reason(self) -> str | None:
+        """Readiness: why jobs cannot be accepted now, or None when they can."""
+
+    def submit(
+        self,
+        spec: ThumbnailSpec,
+        inputs: Sequence[InputFile],
+        *,
+        webhook_url: str | None = None,
+        batch_id: str | None = None,
+    ) -> Job:
+        """Queue one job. Raises InputError, WebhookRefusedError or QueueFullError."""
+
+    def submit_batch(
+        self, spec: ThumbnailSpec, inputs: Sequence[InputFile], batch_id: str
+    ) -> list[Job]:
+        """One job per input sharing `batch_id`: all queued, or none (QueueFullError)."""
+
+    def get(self, job_id: str) -> Job | None:
+        """The job, or None when it is unknown or has expired."""
+
+    def wait(self, job_id: str, timeout: float) -> Job:
+        """The job once done or failed. Raises UnknownJobError, or TimeoutError."""
+
+    def list_batch(self, batch_id: str) -> list[Job]:
+        """The batch's jobs that still exist, oldest first."""
+
+    def output_file(self, job: Job) -> Path | None:
+        """The thumbnail of a done job as a local file (variants are cached beside it)."""
+
+    def stats(self) -> QueueStats:
+        """Queued and running jobs, queue capacity and parallelism."""
+
+
+def create_backend(kind: BackendKind, public_url: str) -> Backend:
+    """The backend `kind`, configured from its own SMARTTHUMB_* variables; `public_url` is
+    the API's address, for the links in webhooks the backend sends."""
+    if kind is BackendKind.kubernetes:
+        from smartthumb.operator.kube.backend import KubernetesBackend
+        from smartthumb.operator.kube.settings import KubernetesBackendSettings
+
+        return KubernetesBackend(KubernetesBackendSettings())
+    from smartthumb.operator.local.engine import LocalEngine
+    from smartthumb.operator.local.settings import EngineSettings
+
+    return LocalEngine(EngineSettings(public_url=public_url))

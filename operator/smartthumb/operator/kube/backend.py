@@ -1,0 +1,312 @@
+"""The API's Kubernetes backend: a submitted job becomes a ThumbnailJob (its inputs first
+written to the shared volume), which smartthumb-operator runs; reads come from a watch-fed
+cache of the namespace's ThumbnailJobs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
+from smartthumb.operator.backend import (
+    InputError,
+    InputFile,
+    QueueFullError,
+    WebhookRefusedError,
+)
+from smartthumb.operator.kube.convert import BATCH_LABEL, job_from_resource, output_of, parse
+from smartthumb.operator.kube.resource import (
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    Phase,
+    Source,
+    ThumbnailJobSpec,
+    Webhook,
+)
+from smartthumb.operator.kube.runtime import client_configuration
+from smartthumb.operator.kube.settings import KubernetesBackendSettings
+from smartthumb.operator.kube.storage import JOBS_DIR
+from smartthumb.operator.kube.watchcache import ThumbnailJobCache
+from smartthumb.operator.models import Job, JobState, QueueStats
+from smartthumb.operator.waiters import Waiters
+from smartthumb.runner.netguard import RefusedURL, check_url
+from smartthumb.runner.spec import ThumbnailSpec
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+INPUT_NAMES = "smartthumb.dev/input-names"
+"""Annotation: the inputs' original file names (JSON list); the sources are server-chosen."""
+CREATED_BY = {"app.kubernetes.io/created-by": "smartthumb-api"}
+CRD_NAME = f"{PLURAL}.{GROUP}"
+FIRST_SYNC_S = 10.0
+"""start() waits this long for the first list; after that readiness tells."""
+CHECK_EVERY_S = 10.0
+"""The CRD and the volume are checked for readiness at most this often."""
+
+
+def _safe_suffix(name: str) -> str:
+    suffix = Path(name).suffix.lower()
+    return suffix if suffix[1:].isalnum() and len(suffix) <= 6 else ""
+
+
+class KubernetesBackend:
+    def __init__(
+        self, settings: KubernetesBackendSettings, api: client.ApiClient | None = None
+    ) -> None:
+        self.settings = settings
+        self.ttl_s = float(settings.ttl_s)
+        self._api = api or client.ApiClient(client_configuration())
+        self._custom = client.CustomObjectsApi(self._api)
+        self._lock = threading.RLock()
+        self._waiters = Waiters(self._lock)
+        self._cache = ThumbnailJobCache(
+            self._custom, settings.namespace, self._lock, self._waiters.notify
+        )
+        self._checked_at = -CHECK_EVERY_S
+        self._check_problem: str | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._cache.start(FIRST_SYNC_S)
+
+    def stop(self, graceful: bool = True) -> None:
+        """The jobs go on in the cluster; only the watch stops."""
+        self._cache.stop()
+        self._api.close()
+
+    def healthy(self) -> bool:
+        return self._cache.alive()
+
+    def unready_reason(self) -> str | None:
+        if not self._cache.synced.is_set():
+            return f"ThumbnailJobs not listed: {self._cache.problem}"
+        if time.monotonic() - self._checked_at >= CHECK_EVERY_S:
+            self._check_problem = self._crd_problem() or self._volume_problem()
+            self._checked_at = time.monotonic()
+        return self._check_problem
+
+    def _crd_problem(self) -> str | None:
+        try:
+            crd = client.ApiextensionsV1Api(self._api).read_custom_resource_definition(CRD_NAME)
+        except ApiException as error:
+            if error.status == 404:
+                return f"the CustomResourceDefinition {CRD_NAME} is not installed"
+            return f"cannot read the CustomResourceDefinition {CRD_NAME}: {error.status}"
+        except Exception as error:  # noqa: BLE001 - unreachable: not ready, with the reason
+            return f"cannot reach the API server: {type(error).__name__}"
+        conditions = {c.type: c.status for c in (crd.status.conditions or [])}
+        if conditions.get("Established") != "True":
+            return f"the CustomResourceDefinition {CRD_NAME} is not established"
+        return None
+
+    def _volume_problem(self) -> str | None:
+        folder = self._jobs_dir()
+        probe = folder / f".ready-{uuid.uuid4().hex}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            return f"the shared volume is not writable at {folder}: {error.strerror}"
+        return None
+
+    # --- submitting -----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        spec: ThumbnailSpec,
+        inputs: Sequence[InputFile],
+        *,
+        webhook_url: str | None = None,
+        batch_id: str | None = None,
+    ) -> Job:
+        if webhook_url is not None:
+            try:
+                check_url(webhook_url, self.settings.allow_private_webhooks)
+            except RefusedURL as error:
+                raise WebhookRefusedError(f"webhook_url: {error}") from None
+        return self._create_all(spec, [list(inputs)], webhook_url, batch_id)[0]
+
+    def submit_batch(
+        self, spec: ThumbnailSpec, inputs: Sequence[InputFile], batch_id: str
+    ) -> list[Job]:
+        return self._create_all(spec, [[one] for one in inputs], None, batch_id)
+
+    def _create_all(
+        self,
+        spec: ThumbnailSpec,
+        groups: list[list[InputFile]],
+        webhook_url: str | None,
+        batch_id: str | None,
+    ) -> list[Job]:
+        """One ThumbnailJob per group of inputs: all created, or none (those made before a
+        failure are deleted with their files)."""
+        self._check_capacity(len(groups))
+        created: list[str] = []
+        try:
+            for inputs in groups:
+                name = uuid.uuid4().hex
+                created.append(name)
+                self._create(name, spec, inputs, webhook_url, batch_id)
+        except BaseException:
+            for name in created:
+                self._delete(name)
+            raise
+        jobs = [self.get(name) for name in created]
+        return [job for job in jobs if job is not None]
+
+    def _check_capacity(self, count: int) -> None:
+        waiting = sum(
+            1 for obj in self._cache.objects()
+            if (obj.get("status") or {}).get("phase") in (None, Phase.queued.value)
+        )
+        if waiting + count > self.settings.queue_capacity:
+            raise QueueFullError(
+                f"{waiting} jobs are waiting, the queue holds {self.settings.queue_capacity}; "
+                "try again later"
+            )
+
+    def _create(
+        self,
+        name: str,
+        spec: ThumbnailSpec,
+        inputs: list[InputFile],
+        webhook_url: str | None,
+        batch_id: str | None,
+    ) -> None:
+        if not inputs:
+            raise InputError("at least one input image is needed")
+        sources = self._write_inputs(name, inputs)
+        try:
+            job_spec = ThumbnailJobSpec(
+                **spec.model_dump(),
+                sources=[Source(path=path) for path in sources],
+                timeout_seconds=self.settings.job_timeout_s,
+                ttl_seconds_after_finished=self.settings.ttl_s,
+                webhook=Webhook(url=webhook_url) if webhook_url else None,
+            )
+        except ValidationError as error:
+            raise InputError(str(error.errors()[0]["msg"])) from None
+        labels = {**CREATED_BY, **({BATCH_LABEL: batch_id} if batch_id else {})}
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {
+                "name": name,
+                "labels": labels,
+                "annotations": {INPUT_NAMES: json.dumps([item.name for item in inputs])},
+            },
+            "spec": job_spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        }
+        try:
+            made = self._custom.create_namespaced_custom_object(
+                GROUP, VERSION, self.settings.namespace, PLURAL, body
+            )
+        except ApiException as error:
+            if error.status in (400, 422):
+                raise InputError(_api_message(error)) from None
+            raise
+        self._cache.put(made)
+
+    def _jobs_dir(self) -> Path:
+        return self.settings.volume_path / JOBS_DIR / self.settings.namespace
+
+    def _write_inputs(self, name: str, inputs: list[InputFile]) -> list[str]:
+        """The inputs on the shared volume, readable by the runner pods; their paths relative
+        to it. Files from SMARTTHUMB_INPUT_ROOT are copied: the runner never follows a path a
+        client named."""
+        folder = self._jobs_dir() / name / "inputs"
+        folder.mkdir(parents=True, exist_ok=True)
+        for directory in (folder, folder.parent):
+            directory.chmod(0o755)
+        paths = []
+        for index, item in enumerate(inputs):
+            target = folder / f"{index:03d}{_safe_suffix(item.name)}"
+            if item.data is not None:
+                target.write_bytes(item.data)
+            elif item.path is not None:
+                shutil.copyfile(item.path, target)
+            target.chmod(0o644)
+            paths.append(target.relative_to(self.settings.volume_path).as_posix())
+        return paths
+
+    def _delete(self, name: str) -> None:
+        try:
+            self._custom.delete_namespaced_custom_object(
+                GROUP, VERSION, self.settings.namespace, PLURAL, name
+            )
+        except ApiException as error:
+            if error.status != 404:
+                log.warning("ThumbnailJob %s of a refused batch not deleted: %s", name, error)
+        shutil.rmtree(self._jobs_dir() / name, ignore_errors=True)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        obj = self._cache.get(job_id)
+        if obj is None:
+            return None
+        try:
+            job = job_from_resource(obj)
+        except (ValidationError, KeyError, ValueError):
+            return None  # not a job this API can describe (e.g. status from a newer operator)
+        if job.state is JobState.expired or (
+            job.expires_at is not None and job.expires_at <= datetime.now(UTC)
+        ):
+            return None  # the operator deletes it soon
+        names = (obj["metadata"].get("annotations") or {}).get(INPUT_NAMES)
+        if names:
+            job.input_names = json.loads(names)
+        return job
+
+    def wait(self, job_id: str, timeout: float) -> Job:
+        return self._waiters.wait(job_id, lambda: self.get(job_id), timeout)
+
+    def list_batch(self, batch_id: str) -> list[Job]:
+        batch = [
+            obj for obj in self._cache.objects()
+            if (obj["metadata"].get("labels") or {}).get(BATCH_LABEL) == batch_id
+        ]
+        batch.sort(key=lambda obj: (obj["metadata"].get("creationTimestamp") or "",
+                                    obj["metadata"]["name"]))
+        jobs = (self.get(obj["metadata"]["name"]) for obj in batch)
+        return [job for job in jobs if job is not None]
+
+    def output_file(self, job: Job) -> Path | None:
+        obj = self._cache.get(job.id)
+        if obj is None or job.state is not JobState.done:
+            return None
+        path = self.settings.volume_path / output_of(obj, parse(obj)[0])
+        return path if path.is_file() else None
+
+    def stats(self) -> QueueStats:
+        phases = [(obj.get("status") or {}).get("phase") for obj in self._cache.objects()]
+        return QueueStats(
+            queued=sum(1 for phase in phases if phase in (None, Phase.queued.value)),
+            running=phases.count(Phase.running.value),
+            capacity=self.settings.queue_capacity,
+            workers=self.settings.max_running,
+        )
+
+
+def _api_message(error: ApiException) -> str:
+    """The API server's own words (a CEL rule's message, a schema violation)."""
+    try:
+        return str(json.loads(error.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return f"refused by the Kubernetes API server: {error.status} {error.reason}"
+
