@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 MODELS := $(VENV)/.models
 
-.PHONY: install run test testbin crds browser node bench yolo clean
+.PHONY: install run cluster test testbin crds browser node bench yolo clean
 
 $(INSTALLED): runner/pyproject.toml operator/pyproject.toml api/pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ install: $(MODELS)
 # Local mode: API + SQLite job store + worker processes, no cluster (http://127.0.0.1:8080).
 run: install
 	$(BIN)/smartthumb-api
+
+# Cluster mode on this machine (root): the test control plane, the real node, the operator and
+# the API with SMARTTHUMB_BACKEND=kubernetes on SMARTTHUMB_PORT (8080); Ctrl-C stops it all.
+cluster: install testbin node images
+	$(BIN)/python hack/cluster.py
 
 # The ThumbnailJob CRD, generated from the models in operator/smartthumb/operator/kube/resource.py
 # (tests/test_crd.py fails when crds/ is stale).

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from apiserver import BACKENDS
 from kubecluster import KubeCluster, kube_cluster  # noqa: F401  (session-scoped control plane)
 from realnode import real_node  # noqa: F401  (session-scoped real node)
 from smartthumb.operator.kube import crd as crd_module
@@ -82,3 +83,9 @@ def installed_crd(kube_cluster: KubeCluster) -> str:  # noqa: F811
         lambda: kube_cluster.kubectl("get", "tj", "-A", check=False).returncode == 0,
     )
     return crd_module.NAME
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    """"local" or "kubernetes": a test taking it runs on both backends (see apiserver.serve)."""
+    return request.param

@@ -1,4 +1,5 @@
-"""The compatibility routes of seeds 001-004 over real HTTP, each ending in a real image."""
+"""The compatibility routes of seeds 001-004 over real HTTP, each ending in a real image, on
+both backends."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from apiserver import LiveServer, b64, encode, live_server
+from apiserver import BACKENDS, LiveServer, b64, encode, serve
 from images import photo
 from PIL import Image
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with live_server(tmp_path_factory.mktemp("data")) as running:
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    with serve(request.param, request, tmp_path_factory.mktemp("data")) as running:
         yield running
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from apiserver import LiveServer, assert_error, b64, encode, live_server
+from apiserver import BACKENDS, LiveServer, assert_error, b64, encode, live_server, serve
 from images import photo
 from PIL import Image
 from smartthumb.api.settings import ApiSettings
@@ -31,9 +31,13 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return inside
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, root: Path) -> Iterator[LiveServer]:
-    with live_server(
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, root: Path
+) -> Iterator[LiveServer]:
+    with serve(
+        request.param,
+        request,
         tmp_path_factory.mktemp("data"),
         input_root=root,
         workers=1,
@@ -261,10 +265,12 @@ def test_unknown_route_and_method_use_the_same_shape(client: httpx.Client) -> No
     assert_error(client.delete("/thumbnail"), 405, "method_not_allowed")
 
 
-def test_queue_full_is_429(tmp_path: Path) -> None:
+def test_queue_full_is_429(
+    request: pytest.FixtureRequest, backend_kind: str, tmp_path: Path
+) -> None:
     slow = b64(encode(photo("chelsea").resize((3000, 2000)), quality=90))
     with (
-        live_server(tmp_path, workers=1, queue_capacity=1) as server,
+        serve(backend_kind, request, tmp_path, workers=1, queue_capacity=1) as server,
         httpx.Client(base_url=server.url, timeout=60) as client,
     ):
         statuses = [

@@ -1,4 +1,5 @@
-"""Seed 000's contract over real HTTP: POST /thumbnail, GET /job/{id}, GET /job/{id}/image."""
+"""Seed 000's contract over real HTTP: POST /thumbnail, GET /job/{id}, GET /job/{id}/image, on
+both backends."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from apiserver import LiveServer, assert_error, b64, encode, live_server, wait_done
+from apiserver import BACKENDS, LiveServer, assert_error, b64, encode, serve, wait_done
 from images import art_page, blank_page, photo, text_page
 from PIL import Image
 
@@ -25,9 +26,12 @@ def input_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, input_root: Path) -> Iterator[LiveServer]:
-    with live_server(tmp_path_factory.mktemp("data"), input_root=input_root) as running:
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, input_root: Path
+) -> Iterator[LiveServer]:
+    data = tmp_path_factory.mktemp("data")
+    with serve(request.param, request, data, input_root=input_root) as running:
         yield running
 
 
@@ -175,7 +179,7 @@ def test_png_variants_ignore_quality(client: httpx.Client, server: LiveServer) -
         for q in (10, 50, 90)
     }
     assert len(bodies) == 1
-    job_dir = server.data_dir / "jobs" / job_id
+    job_dir = next(path for path in server.data_dir.rglob(job_id) if path.is_dir())
     assert [path.name for path in job_dir.glob("thumbnail.w*.png")] == ["thumbnail.w64.png"]
 
 
@@ -234,11 +238,11 @@ def test_truncated_image_fails_the_job_with_a_clear_error(client: httpx.Client) 
 
 
 def test_image_is_409_until_done_and_queue_position_is_reported(
-    tmp_path: Path,
+    request: pytest.FixtureRequest, backend_kind: str, tmp_path: Path
 ) -> None:
     big = b64(encode(photo("chelsea").resize((3000, 2000)), quality=90))
     with (
-        live_server(tmp_path, workers=1) as server,
+        serve(backend_kind, request, tmp_path, workers=1) as server,
         httpx.Client(base_url=server.url, timeout=60) as client,
     ):
         ids = [
@@ -262,9 +266,11 @@ def test_image_is_409_until_done_and_queue_position_is_reported(
         assert client.get(f"/job/{ids[-1]}/image").status_code == 200
 
 
-def test_unknown_and_expired_jobs_are_404(tmp_path: Path) -> None:
+def test_unknown_and_expired_jobs_are_404(
+    request: pytest.FixtureRequest, backend_kind: str, tmp_path: Path
+) -> None:
     with (
-        live_server(tmp_path, ttl_s=0.5, sweep_interval_s=0.2) as server,
+        serve(backend_kind, request, tmp_path, ttl_s=0.5, sweep_interval_s=0.2) as server,
         httpx.Client(base_url=server.url, timeout=60) as client,
     ):
         assert_error(client.get("/job/nope"), 404, "job_not_found")

@@ -39,6 +39,7 @@ from smartthumb.operator.kube.runtime import client_configuration
 from smartthumb.operator.kube.settings import KubernetesBackendSettings
 from smartthumb.operator.kube.storage import JOBS_DIR
 from smartthumb.operator.kube.watchcache import ThumbnailJobCache
+from smartthumb.operator.metrics import METRICS, Metrics
 from smartthumb.operator.models import Job, JobState, QueueStats
 from smartthumb.operator.waiters import Waiters
 from smartthumb.runner.netguard import RefusedURL, check_url
@@ -57,6 +58,11 @@ CHECK_EVERY_S = 10.0
 """The CRD and the volume are checked for readiness at most this often."""
 
 
+def _age(obj: Obj) -> tuple[str, str]:
+    """The operator's admission order: oldest first, then by name."""
+    return obj["metadata"].get("creationTimestamp") or "", obj["metadata"]["name"]
+
+
 def _safe_suffix(name: str) -> str:
     suffix = Path(name).suffix.lower()
     return suffix if suffix[1:].isalnum() and len(suffix) <= 6 else ""
@@ -64,7 +70,10 @@ def _safe_suffix(name: str) -> str:
 
 class KubernetesBackend:
     def __init__(
-        self, settings: KubernetesBackendSettings, api: client.ApiClient | None = None
+        self,
+        settings: KubernetesBackendSettings,
+        api: client.ApiClient | None = None,
+        metrics: Metrics = METRICS,
     ) -> None:
         self.settings = settings
         self.ttl_s = float(settings.ttl_s)
@@ -77,6 +86,8 @@ class KubernetesBackend:
         )
         self._checked_at = -CHECK_EVERY_S
         self._check_problem: str | None = None
+        # The queue gauges of the API's /metrics; job counters are the operator's metrics.
+        metrics.watch(self.stats)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -170,10 +181,7 @@ class KubernetesBackend:
         return [job for job in jobs if job is not None]
 
     def _check_capacity(self, count: int) -> None:
-        waiting = sum(
-            1 for obj in self._cache.objects()
-            if (obj.get("status") or {}).get("phase") in (None, Phase.queued.value)
-        )
+        waiting = len(self._waiting())
         if waiting + count > self.settings.queue_capacity:
             raise QueueFullError(
                 f"{waiting} jobs are waiting, the queue holds {self.settings.queue_capacity}; "
@@ -271,7 +279,16 @@ class KubernetesBackend:
         names = (obj["metadata"].get("annotations") or {}).get(INPUT_NAMES)
         if names:
             job.input_names = json.loads(names)
+        if job.state is JobState.queued:
+            # The operator admits the oldest first: the place is known here at once, while
+            # status.queuePosition is written only every few seconds.
+            ahead = [other for other in self._waiting() if _age(other) < _age(obj)]
+            job.queue_position = len(ahead) + 1
         return job
+
+    def _waiting(self) -> list[Obj]:
+        return [obj for obj in self._cache.objects()
+                if (obj.get("status") or {}).get("phase") in (None, Phase.queued.value)]
 
     def wait(self, job_id: str, timeout: float) -> Job:
         return self._waiters.wait(job_id, lambda: self.get(job_id), timeout)
@@ -281,8 +298,7 @@ class KubernetesBackend:
             obj for obj in self._cache.objects()
             if (obj["metadata"].get("labels") or {}).get(BATCH_LABEL) == batch_id
         ]
-        batch.sort(key=lambda obj: (obj["metadata"].get("creationTimestamp") or "",
-                                    obj["metadata"]["name"]))
+        batch.sort(key=_age)
         jobs = (self.get(obj["metadata"]["name"]) for obj in batch)
         return [job for job in jobs if job is not None]
 

@@ -118,6 +118,7 @@ def _run_result(result: Result) -> RunResult:
         output=OutputReport(
             format=result.format, width=result.width, height=result.height, bytes=result.bytes
         ),
+        inputs=result.inputs,
     )
 
 
@@ -166,6 +167,7 @@ def status_from_job(job: Job, obj: Obj, now: datetime) -> Obj:
             selected=report.selected,
             fallback_used=report.fallback_used,
             worker_warning=report.worker_warning,
+            inputs=report.inputs,
         )
     delivery = job.webhook
     status = ThumbnailJobStatus(

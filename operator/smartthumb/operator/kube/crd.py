@@ -168,9 +168,27 @@ def crd() -> dict[str, Any]:
     }
 
 
+YAML11_BOOLEANS = {"y", "Y", "n", "N", "yes", "Yes", "YES", "no", "No", "NO", "on", "On", "ON",
+                  "off", "Off", "OFF"}
+"""Plain words that YAML 1.1 readers (kubectl's, Helm's) take for booleans: the field `y`
+of a box must reach the API server as the string "y"."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _string(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+    style = "'" if text in YAML11_BOOLEANS else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_Dumper.add_representer(str, _string)
+
+
 def render() -> str:
     """The CRD file's text."""
-    return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=100)
+    return HEADER + yaml.dump(crd(), Dumper=_Dumper, sort_keys=False, width=100)
 
 
 def main(argv: list[str] | None = None) -> int:

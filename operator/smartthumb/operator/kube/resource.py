@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
-from smartthumb.runner.spec import Mode, OutputFormat, ThumbnailSpec
+from smartthumb.runner.spec import InputReport, Mode, OutputFormat, ThumbnailSpec
 
 GROUP = "smartthumb.dev"
 VERSION = "v1alpha1"
@@ -424,6 +424,11 @@ class Result(BaseModel):
     selected: list[int] = Field(default_factory=list, description="The source indexes used.")
     fallback_used: bool = Field(False, description="The light fallback made it after an OOM.")
     worker_warning: str | None = Field(None, description="Why the fallback ran.")
+    inputs: list[InputReport] = Field(
+        default_factory=list,
+        description="What the runner made of each source (only the selected ones when the "
+        "full list did not fit its 4 KiB termination message).",
+    )
 
 
 class WebhookStatus(BaseModel):

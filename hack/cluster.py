@@ -1,0 +1,123 @@
+"""`make cluster`: smartthumb in cluster mode on this machine, for a person to try.
+
+The test suite's control plane (kube-apiserver, etcd, controllers, kwok) and its real node
+(kubelet + containerd, the images of `make images`), the ThumbnailJob CRD, a namespace
+`smartthumb` whose claim `thumbs` is a folder here (the shared volume, with sample photos
+under photos/), the operator and the API (SMARTTHUMB_BACKEND=kubernetes) on
+SMARTTHUMB_PORT (default 8080). Prints the API's URL and a `KUBECONFIG=` line; Ctrl-C stops
+and removes all of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from images import save_photo  # noqa: E402
+from kubecluster import free_port, missing_binaries, start_kube_cluster, testbin_dir  # noqa: E402
+from kubestack import CLAIM, claim_volume  # noqa: E402
+from realnode import REAL_NODE_POD, image_tars, missing_prerequisites, start_real_node  # noqa: E402
+from smartthumb.operator.kube import crd  # noqa: E402
+
+NAMESPACE = "smartthumb"
+BIN = Path(sys.executable).parent
+
+
+def _fail(message: str) -> None:
+    print(f"make cluster: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _sample_photos(volume: Path) -> None:
+    photos = volume / "photos"
+    photos.mkdir(parents=True)
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        save_photo(photos, name).chmod(0o644)
+    photos.chmod(0o755)
+
+
+def _start(name: str, argv: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen:
+    log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    return subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=log)
+
+
+def main() -> None:
+    if os.geteuid() != 0:
+        _fail("the real node needs root (kubelet, containerd, network namespaces)")
+    bin_dir = testbin_dir()
+    missing = missing_binaries(bin_dir) + missing_prerequisites(bin_dir)
+    if missing:
+        _fail(f"missing {', '.join(missing)}: run `make testbin node images` first")
+    port = os.environ.get("SMARTTHUMB_PORT", "8080")
+    workdir = Path(tempfile.mkdtemp(prefix="st-cluster-", dir="/tmp"))
+    volume = workdir / "volume"
+    volume.mkdir()
+    _sample_photos(volume)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    processes: list[subprocess.Popen] = []
+    try:
+        with start_kube_cluster(bin_dir, workdir / "kube") as cluster, \
+                start_real_node(cluster, image_tars()) as node:
+            crd_file = str(REPO / crd.OUTPUT)
+            cluster.kubectl("apply", "--server-side", "-f", crd_file)
+            cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd.NAME}")
+            cluster.kubectl("create", "namespace", NAMESPACE)
+            with cluster.api_client() as api:
+                claim_volume(api, NAMESPACE, volume)
+            common = {"KUBECONFIG": str(cluster.kubeconfig), "SMARTTHUMB_VOLUME_PATH": str(volume)}
+            url = f"http://127.0.0.1:{port}"
+            processes.append(_start("operator", [str(BIN / "smartthumb-operator")], {
+                **common,
+                "SMARTTHUMB_NAMESPACES": NAMESPACE,
+                "SMARTTHUMB_VOLUME_CLAIM": CLAIM,
+                "SMARTTHUMB_RUNNER_IMAGE": node.images["runner"],
+                "SMARTTHUMB_FALLBACK_IMAGE": node.images["operator"],
+                "SMARTTHUMB_RUNNER_NODE_SELECTOR": json.dumps(REAL_NODE_POD["nodeSelector"]),
+                "SMARTTHUMB_RUNNER_TOLERATIONS": json.dumps(REAL_NODE_POD["tolerations"]),
+                "SMARTTHUMB_LEASE_NAMESPACE": NAMESPACE,
+                "SMARTTHUMB_PUBLIC_URL": url,
+                "SMARTTHUMB_LIVENESS_PORT": str(free_port()),
+                "SMARTTHUMB_METRICS_PORT": str(free_port()),
+            }, workdir))
+            processes.append(_start("api", [str(BIN / "smartthumb-api")], {
+                **common,
+                "SMARTTHUMB_BACKEND": "kubernetes",
+                "SMARTTHUMB_NAMESPACE": NAMESPACE,
+                "SMARTTHUMB_PORT": port,
+            }, workdir))
+            print(f"smartthumb API (cluster mode) on {url}/ (docs at /docs)")
+            print(f"KUBECONFIG={cluster.kubeconfig}")
+            print(f"PATH={bin_dir}:$PATH  # kubectl")
+            print(f"shared volume: {volume} (sample photos in photos/); logs in {workdir}")
+            print("try: kubectl -n smartthumb apply -f examples/crop.yaml; "
+                  "kubectl -n smartthumb get tj -w")
+            print("Ctrl-C stops all of it.", flush=True)
+            while not stop.wait(1):
+                for process in processes:
+                    if process.poll() is not None:
+                        _fail(f"{process.args[0]} exited ({process.returncode}); see {workdir}")
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
