@@ -69,6 +69,8 @@ def _safe_suffix(name: str) -> str:
 
 
 class KubernetesBackend:
+    first_sync_s = FIRST_SYNC_S
+
     def __init__(
         self,
         settings: KubernetesBackendSettings,
@@ -92,7 +94,7 @@ class KubernetesBackend:
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._cache.start(FIRST_SYNC_S)
+        self._cache.start(self.first_sync_s)
 
     def stop(self, graceful: bool = True) -> None:
         """The jobs go on in the cluster; only the watch stops."""
