@@ -77,6 +77,10 @@ class RealNode:
     """The kubelet's cgroupRoot, in every v1 hierarchy: one per node, removed at teardown."""
     images: dict[str, str]
     """Image names imported, by role: runner, operator."""
+    subnet: str
+    """The pods' addresses (CNI host-local range of the node's bridge)."""
+    gateway: str
+    """The bridge's address on this machine: how pods reach servers the tests start here."""
     components: list[Component] = field(default_factory=list)
 
     def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -216,7 +220,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 """
 
 
-def _cni_config(workdir: Path, bridge: str) -> dict[str, Any]:
+def _cni_config(workdir: Path, bridge: str, subnet: str) -> dict[str, Any]:
     return {
         "cniVersion": "0.4.0",
         "name": "smartthumb-test",
@@ -229,7 +233,7 @@ def _cni_config(workdir: Path, bridge: str) -> dict[str, Any]:
                 "ipam": {
                     "type": "host-local",
                     "dataDir": str(workdir / "cni-ipam"),
-                    "ranges": [[{"subnet": "10.89.77.0/24"}]],
+                    "ranges": [[{"subnet": subnet}]],
                     "routes": [{"dst": "0.0.0.0/0"}],
                 },
             },
@@ -285,15 +289,19 @@ def start_real_node(cluster: KubeCluster, images: dict[str, tuple[str, Path]]) -
 ]:
     # A short path: unix socket paths are limited to 108 bytes.
     workdir = Path(tempfile.mkdtemp(prefix="st-node-", dir="/tmp"))
-    bridge = f"stbr{uuid.uuid4().hex[:6]}"
+    tag = uuid.uuid4().hex[:6]
+    bridge = f"stbr{tag}"
+    # Its own /24 (two nodes at once, e.g. a benchmark beside the tests, must not share one).
+    third = int(tag[:2], 16)
     node = RealNode(NODE_NAME, workdir, workdir / "containerd.sock", bridge,
                     f"/smartthumb-{workdir.name}",
-                    {role: name for role, (name, _) in images.items()})
+                    {role: name for role, (name, _) in images.items()},
+                    subnet=f"10.89.{third}.0/24", gateway=f"10.89.{third}.1")
     _LIVE.append(node)
     try:
         (workdir / "cni").mkdir()
         (workdir / "cni" / "10-smartthumb.conflist").write_text(
-            json.dumps(_cni_config(workdir, bridge)))
+            json.dumps(_cni_config(workdir, bridge, node.subnet)))
         config = workdir / "containerd.toml"
         config.write_text(_containerd_config(workdir, node.containerd_socket))
         containerd = _start(node, "containerd", ["containerd", "--config", str(config)])
