@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the binaries of the test control plane (no Docker, no prebuilt downloads):
-# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, etcd, kwok and helm,
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, etcd, kwok, helm and
+# versitygw (the S3 server of the object-storage tests, posix backend),
 # all from the Go module proxy, into a cache outside the repository:
 #
 #   ${SMARTTHUMB_TESTBIN:-$HOME/.cache/smartthumb/testbin}/<k8s-version>/bin
@@ -16,16 +17,18 @@
 # Usage: hack/testbin.sh [--print-dir]
 # Env: SMARTTHUMB_TESTBIN  cache root (default ~/.cache/smartthumb/testbin)
 #      TESTBIN_FORCE=1      rebuild even if stamps are present
-#      TESTBIN_ONLY="a b"   build only these tools (kubernetes etcd kwok helm)
+#      TESTBIN_ONLY="a b"   build only these tools (kubernetes etcd kwok helm versitygw)
 #      TESTBIN_KEEP_GOING=1 exit 0 even if a tool failed to build (the failure is recorded in
 #                           bin/.stamps/<tool>.failed and the test fixture reports it)
-#      K8S_VERSION, ETCD_VERSION, KWOK_VERSION, HELM_VERSION  override the pinned versions
+#      K8S_VERSION, ETCD_VERSION, KWOK_VERSION, HELM_VERSION, VERSITYGW_VERSION  override the
+#                           pinned versions
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.36.3}      # go.mod says go 1.26.0; podFailurePolicy GA since 1.31
 ETCD_VERSION=${ETCD_VERSION:-v3.6.8}     # the etcd release k8s.io/kubernetes $K8S_VERSION pins
 KWOK_VERSION=${KWOK_VERSION:-v0.7.0}
 HELM_VERSION=${HELM_VERSION:-v3.18.6}
+VERSITYGW_VERSION=${VERSITYGW_VERSION:-v1.8.0}
 
 ROOT=${SMARTTHUMB_TESTBIN:-$HOME/.cache/smartthumb/testbin}
 BASE=$ROOT/$K8S_VERSION
@@ -119,7 +122,7 @@ build_etcd() {
     log "etcd $ETCD_VERSION: built in $((SECONDS - t))s"
 }
 
-# --- kwok, helm: plain go install -------------------------------------------------------------
+# --- kwok, helm, versitygw: plain go install -------------------------------------------------------------
 go_install() {  # go_install TOOL VERSION PACKAGE VERSION_SYMBOL
     local tool=$1 version=$2 package=$3 symbol=$4 t=$SECONDS
     log "$tool $version: go install $package@$version"
@@ -135,6 +138,11 @@ build_kwok() {
 
 build_helm() {
     go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm helm.sh/helm/v3/internal/version.version
+}
+
+build_versitygw() {
+    go_install versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw/cmd/versitygw \
+        main.Version
 }
 
 run() {  # run TOOL VERSION BINARIES...
@@ -157,6 +165,7 @@ main() {
     run etcd "$ETCD_VERSION" etcd
     run kwok "$KWOK_VERSION" kwok
     run helm "$HELM_VERSION" helm
+    run versitygw "$VERSITYGW_VERSION" versitygw
 
     if ((SECONDS - T0 > 5)); then
         log "done in $((SECONDS - T0))s"

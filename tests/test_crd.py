@@ -77,6 +77,17 @@ BAD = [
     Bad("absolute-source", {"sources": [{"path": "/etc/passwd"}]},
         "spec.sources[0].path: Invalid value: \"/etc/passwd\": must be relative to the shared "
         "volume's root", "must be relative to the shared volume's root"),
+    Bad("two-kinds-of-source", {"sources": [{"path": "a.jpg", "url": "https://x.example/a.jpg"}]},
+        "spec.sources[0]: Invalid value: set exactly one of path, s3 and url",
+        "set exactly one of path, s3 and url"),
+    Bad("no-kind-of-source", {"sources": [{}]},
+        "spec.sources[0]: Invalid value: set exactly one of path, s3 and url",
+        "set exactly one of path, s3 and url"),
+    Bad("ftp-source", {"sources": [{"url": "ftp://x.example/a.jpg"}]},
+        "spec.sources[0].url: Invalid value: \"ftp://x.example/a.jpg\": url must start with "
+        "https:// or http://", "url must start with https:// or http://"),
+    Bad("bad-bucket", {"sources": [{"s3": {"bucket": "No_Such", "key": "a.jpg"}}]},
+        "spec.sources[0].s3.bucket in body should match", "should match pattern"),
     Bad("dotdot-output", {"output": "../elsewhere/x.jpg"},
         "must not contain '..': the output stays inside the shared volume",
         "the output stays inside the shared volume"),
@@ -126,6 +137,8 @@ BAD = [
 # Edge cases both the API server and the model accept.
 GOOD_CASES = {
     "minimal": {},
+    "url-and-s3-sources": {"sources": [{"url": "https://images.example.com/a.jpg?sig=1"},
+                                       {"s3": {"bucket": "photos", "key": "2026/a.jpg"}}]},
     "pair-just-wide-enough": {"height": 226, "gap": 400},  # round(226 * 16 / 9) = 402
     "pair-width-and-height": {"width": 800, "height": 800},
     "crop-width-and-aspect": {"mode": "crop", "width": 1200, "aspect": "16:9"},
@@ -216,7 +229,7 @@ def test_schema_keeps_what_the_models_say() -> None:
     assert props["mode"]["description"] == ThumbnailJobSpec.model_fields["mode"].description
     assert (props["width"]["minimum"], props["width"]["maximum"]) == (1, 8192)
     assert props["sources"]["maxItems"] == 500
-    assert props["sources"]["items"]["required"] == ["path"]
+    assert "required" not in props["sources"]["items"]  # one of path, s3, url (a CEL rule)
     # Class docstrings describe object-typed fields that have no description of their own.
     assert props["resources"]["description"].startswith("Memory and CPU of the runner pods.")
     assert props["resources"]["default"] == {"memory": "512Mi", "fallbackMemory": "256Mi",

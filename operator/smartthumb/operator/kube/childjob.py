@@ -102,7 +102,8 @@ def child_job(
                 "imagePullPolicy": settings.runner_image_pull_policy,
                 "command": ["smartthumb"],
                 "args": runner_args(spec, sources, output, run),
-                "env": [{"name": k, "value": v} for k, v in SINGLE_THREADED.items()],
+                "env": [{"name": k, "value": v}
+                        for k, v in {**SINGLE_THREADED, **settings.runner_env()}.items()],
                 "resources": {
                     "requests": {"memory": memory, "cpu": spec.resources.cpu},
                     "limits": {"memory": memory},
@@ -116,14 +117,15 @@ def child_job(
                 },
                 "terminationMessagePath": TERMINATION_LOG,
                 "terminationMessagePolicy": "File",
-                "volumeMounts": [
-                    {"name": "data", "mountPath": str(settings.volume_path)},
-                    {"name": "tmp", "mountPath": "/tmp"},
-                ],
+                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
             }
         ],
-        "volumes": [_volume(settings), {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
     }
+    if settings.storage == "volume":  # with object storage the pod has URLs, not a volume
+        pod_spec["containers"][0]["volumeMounts"].insert(
+            0, {"name": "data", "mountPath": str(settings.volume_path)})
+        pod_spec["volumes"].insert(0, _volume(settings))
     node_selector = {**settings.runner_node_selector, **spec.runner_pod.node_selector}
     if node_selector:
         pod_spec["nodeSelector"] = node_selector

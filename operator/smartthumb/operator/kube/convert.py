@@ -83,7 +83,7 @@ def job_from_resource(obj: Obj) -> Job:
         batch_id=(meta.get("labels") or {}).get(BATCH_LABEL),
         state=STATES[status.phase],
         spec=spec.thumbnail_spec(),
-        input_names=[source.path for source in spec.sources],
+        input_names=[source.shown() for source in spec.sources],
         created_at=_time(meta["creationTimestamp"]),
         started_at=status.started_at,
         finished_at=status.finished_at,

@@ -236,7 +236,7 @@ class Reconciler:
     def _problem(self, spec: ThumbnailJobSpec) -> Rejected | None:
         try:
             for source in spec.sources:
-                self.storage.resolve_source(source.path)
+                self.storage.resolve_source(source)
         except SourceError as error:
             return Rejected(reason=error.reason, message=str(error))
         if spec.webhook is not None:
@@ -290,7 +290,7 @@ class Reconciler:
     def _create_child(self, obj: Obj, spec: ThumbnailJobSpec, run: RunRunner) -> None:
         meta = obj["metadata"]
         try:
-            sources = [self.storage.resolve_source(source.path) for source in spec.sources]
+            sources = [self.storage.resolve_source(source) for source in spec.sources]
             output = self.storage.output_location(
                 meta["namespace"], meta["name"], spec.output, spec.format.extension
             )

@@ -118,17 +118,72 @@ def mib_quantity(mib: int) -> str:
     return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
 
 
-class Source(BaseModel):
-    """One input image on the shared volume."""
+class S3Object(BaseModel):
+    """An object in S3-compatible storage (SMARTTHUMB_STORAGE=s3): runner pods get a
+    presigned URL for it, never credentials."""
 
     model_config = _CAMEL
 
-    path: SourcePath = Field(
+    bucket: Annotated[str, StringConstraints(min_length=3, max_length=63,
+                                             pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")] = Field(
+        description="Bucket name."
+    )
+    key: Annotated[str, StringConstraints(min_length=1, max_length=1024)] = Field(
+        description="Object key."
+    )
+
+
+SOURCE_KINDS = "set exactly one of path, s3 and url"
+URL_SCHEMES = "url must start with https:// or http://"
+
+
+class Source(BaseModel):
+    """One input image: a file on the shared volume, an object in S3-compatible storage, or
+    an http(s) URL the runner fetches itself (through its SSRF guard, size cap and timeout;
+    SMARTTHUMB_ALLOWED_SOURCES may limit the hosts)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        json_schema_extra=_cel(_rule(
+            "(has(self.path) ? 1 : 0) + (has(self.s3) ? 1 : 0) + (has(self.url) ? 1 : 0) == 1",
+            SOURCE_KINDS,
+        )),
+    )
+
+    path: SourcePath | None = Field(
+        None,
         description=(
             "Path of the image relative to the shared volume's root. Paths that resolve "
             "outside the volume (`..`, absolute paths, symlinks leading out) are refused."
         ),
     )
+    s3: S3Object | None = Field(None, description="An object in S3-compatible storage.")
+    url: Annotated[str, StringConstraints(max_length=2048)] | None = Field(
+        None,
+        description="An http(s) URL; loopback, private, link-local and metadata addresses "
+        "are refused unless the operator allows them (SMARTTHUMB_ALLOW_PRIVATE_SOURCES).",
+        json_schema_extra=_cel(_rule(
+            "self.startsWith('https://') || self.startsWith('http://')", URL_SCHEMES)),
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Source:
+        if sum(value is not None for value in (self.path, self.s3, self.url)) != 1:
+            raise ValueError(SOURCE_KINDS)
+        if self.url is not None and not self.url.startswith(("https://", "http://")):
+            raise ValueError(URL_SCHEMES)
+        return self
+
+    def shown(self) -> str:
+        """How the source is named in status and messages (a URL without its query, which
+        may carry a signature)."""
+        if self.path is not None:
+            return self.path
+        if self.s3 is not None:
+            return f"s3://{self.s3.bucket}/{self.s3.key}"
+        return str(self.url).split("?", 1)[0]
 
 
 class Resources(BaseModel):

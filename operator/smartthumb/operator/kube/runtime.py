@@ -13,7 +13,7 @@ from prometheus_client import start_http_server
 from smartthumb.operator.kube.metrics import OperatorMetrics
 from smartthumb.operator.kube.reconciler import Reconciler
 from smartthumb.operator.kube.settings import OperatorSettings
-from smartthumb.operator.kube.storage import VolumeStorage
+from smartthumb.operator.kube.storage import storage_for
 from smartthumb.operator.kube.sweep import Sweep
 from smartthumb.operator.webhooks import WebhookSender
 
@@ -58,7 +58,7 @@ class Operator:
         self.api = api
         self.metrics = OperatorMetrics()
         self.sender = WebhookSender.from_settings(settings, settings.public_url)
-        storage = VolumeStorage(settings.volume_path)
+        storage = storage_for(settings)
         self.reconciler = Reconciler(settings, api, storage, self.metrics)
         self.sweep = Sweep(settings, api, self.reconciler, self.sender)
         self.reconciler.wake = self.sweep.wake

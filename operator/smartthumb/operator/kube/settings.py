@@ -1,4 +1,5 @@
-"""OperatorSettings: every SMARTTHUMB_* environment variable of `smartthumb-operator`."""
+"""OperatorSettings: every SMARTTHUMB_* environment variable of `smartthumb-operator`; the
+API's Kubernetes backend's (KubernetesBackendSettings); the storage settings they share."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic.networks import IPvAnyNetwork
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from smartthumb.operator.kube.resource import Toleration
@@ -20,7 +21,54 @@ def _default_identity() -> str:
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
-class OperatorSettings(WebhookSettings, BaseSettings):
+class StorageSettings(BaseModel):
+    """Where the images live: the shared volume, or S3-compatible object storage. The API
+    and the operator must agree (the Helm chart sets both from one value)."""
+
+    storage: Literal["volume", "s3"] = Field(
+        "volume",
+        description=(
+            "`volume`: a shared volume mounted by the API, the operator and every runner pod; "
+            "`s3`: a bucket (runner pods get presigned URLs and hold no credentials)."
+        ),
+    )
+    volume_path: Path = Field(
+        Path("/data"),
+        description=(
+            "Where the shared volume is mounted, in the operator's pod and in every runner pod "
+            "(and the API's): ThumbnailJob sources and outputs are relative to it."
+        ),
+    )
+    s3_bucket: str | None = Field(
+        None, description="The bucket of uploads and thumbnails (storage `s3`)."
+    )
+    s3_endpoint: str | None = Field(
+        None,
+        description="URL of an S3-compatible server (MinIO, versitygw, Ceph...); unset: AWS. "
+        "Runner pods must reach it too.",
+    )
+    s3_region: str = Field("us-east-1", description="The bucket's region.")
+    s3_access_key_id: SecretStr | None = Field(
+        None, description="Unset: AWS_ACCESS_KEY_ID or the pod's cloud identity."
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        None, description="Unset: AWS_SECRET_ACCESS_KEY or the pod's cloud identity."
+    )
+    s3_url_expiry_s: int = Field(
+        3600,
+        ge=60,
+        le=7 * 86400,
+        description="Lifetime of the presigned URLs a runner pod gets (at least its timeout).",
+    )
+
+    @model_validator(mode="after")
+    def _bucket_for_s3(self) -> StorageSettings:
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("SMARTTHUMB_STORAGE=s3 needs SMARTTHUMB_S3_BUCKET")
+        return self
+
+
+class OperatorSettings(StorageSettings, WebhookSettings, BaseSettings):
     """Settings of `smartthumb-operator` (environment prefix SMARTTHUMB_)."""
 
     # An empty variable counts as unset (SMARTTHUMB_VOLUME_HOST_PATH= in a manifest or a shell).
@@ -34,13 +82,6 @@ class OperatorSettings(WebhookSettings, BaseSettings):
     )
     max_running: int = Field(
         10, ge=1, description="Most runner Jobs at once; the other ThumbnailJobs wait in order."
-    )
-    volume_path: Path = Field(
-        Path("/data"),
-        description=(
-            "Where the shared volume is mounted, in the operator's pod and in every runner pod "
-            "(and the API's): ThumbnailJob sources and outputs are relative to it."
-        ),
     )
     volume_claim: str | None = Field(
         None, description="PersistentVolumeClaim the runner pods mount at volume_path."
@@ -80,6 +121,20 @@ class OperatorSettings(WebhookSettings, BaseSettings):
     max_interruptions: int = Field(
         3, ge=0, description="Evictions/preemptions of a run that are re-run; one more fails it."
     )
+    allowed_sources: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "SMARTTHUMB_ALLOWED_SOURCES of the runner pods: comma-separated URL prefixes `url` "
+            "sources must start with (`*` matches within one host label); unset: any public host."
+        ),
+    )
+    allow_private_sources: Annotated[bool | list[IPvAnyNetwork], NoDecode] = Field(
+        False,
+        description=(
+            "SMARTTHUMB_ALLOW_PRIVATE_SOURCES of the runner pods: non-public addresses `url` "
+            "sources may reach (true, or CIDRs); an in-cluster S3 endpoint must be listed."
+        ),
+    )
     sweep_interval_s: float = Field(
         5, gt=0, description="How often due TTLs, webhook retries and missing Jobs are looked for."
     )
@@ -113,7 +168,21 @@ class OperatorSettings(WebhookSettings, BaseSettings):
         WebhookSettings.model_fields["allow_private_webhooks"]
     )
 
-    _split = field_validator("namespaces", mode="before")(split_commas)
+    _split = field_validator("namespaces", "allowed_sources", mode="before")(split_commas)
+    _parse_private_sources = field_validator("allow_private_sources", mode="before")(
+        parse_allow_private
+    )
+
+    def runner_env(self) -> dict[str, str]:
+        """What the runner pods are told about URL sources (their CLI reads the environment)."""
+        private = self.allow_private_sources
+        return {
+            "SMARTTHUMB_ALLOWED_SOURCES": ",".join(self.allowed_sources),
+            "SMARTTHUMB_ALLOW_PRIVATE_SOURCES": (
+                str(private).lower() if isinstance(private, bool)
+                else ",".join(str(network) for network in private)
+            ),
+        }
 
     @field_validator("runner_node_selector", "runner_tolerations", mode="before")
     @classmethod
@@ -122,6 +191,8 @@ class OperatorSettings(WebhookSettings, BaseSettings):
 
     @model_validator(mode="after")
     def _one_volume(self) -> OperatorSettings:
+        if self.storage == "s3":
+            return self
         if (self.volume_claim is None) == (self.volume_host_path is None):
             raise ValueError(
                 "set exactly one of SMARTTHUMB_VOLUME_CLAIM (a PersistentVolumeClaim) and "
@@ -133,7 +204,7 @@ class OperatorSettings(WebhookSettings, BaseSettings):
         return self.lifecycle_policy(ttl_s, self.max_interruptions)
 
 
-class KubernetesBackendSettings(BaseSettings):
+class KubernetesBackendSettings(StorageSettings, BaseSettings):
     """Settings of the API's Kubernetes backend (SMARTTHUMB_BACKEND=kubernetes), environment
     prefix SMARTTHUMB_. The operator's settings decide how the jobs then run."""
 
@@ -145,7 +216,6 @@ class KubernetesBackendSettings(BaseSettings):
         default_factory=lambda: os.environ.get("POD_NAMESPACE", "default"),
         description="Namespace the API creates its ThumbnailJobs in (default: its pod's).",
     )
-    volume_path: Path = OperatorSettings.model_fields["volume_path"]
     queue_capacity: int = Field(
         1000,
         ge=1,

@@ -1,5 +1,6 @@
 """Where a ThumbnailJob's images live: a shared volume mounted at the same path by the runner
-pods, the operator and the API. Object storage is a second implementation of `Storage`."""
+pods, the operator and the API (VolumeStorage), or a bucket of S3-compatible storage whose
+objects runner pods read and write through presigned URLs (ObjectStorage)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import os
 import shutil
 import time
 from pathlib import Path, PurePosixPath
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from smartthumb.operator.kube.objectstore import ObjectStore
+from smartthumb.operator.kube.resource import Source
+from smartthumb.operator.kube.settings import StorageSettings
 from smartthumb.operator.models import FailureReason
 
 JOBS_DIR = "smartthumb"
@@ -30,12 +35,18 @@ class SourceError(ValueError):
         self.reason = reason
 
 
+def job_prefix(namespace: str, name: str) -> str:
+    return f"{JOBS_DIR}/{namespace}/{name}/"
+
+
 class Storage(Protocol):
-    def resolve_source(self, path: str) -> str:
-        """The source as the runner should open it (a path in its pod). Raises SourceError."""
+    def resolve_source(self, source: Source) -> str:
+        """The source as the runner should open it (a path in its pod, or a URL). Raises
+        SourceError."""
 
     def output_location(self, namespace: str, name: str, output: str | None, ext: str) -> str:
-        """Where the runner writes the thumbnail (a path in its pod). Raises SourceError."""
+        """Where the runner writes the thumbnail (a path in its pod, or a URL to PUT to).
+        Raises SourceError."""
 
     def delete_job_files(self, namespace: str, name: str, output: str | None) -> None:
         """Remove what the job made; missing files are fine (idempotent)."""
@@ -67,7 +78,13 @@ class VolumeStorage:
             )
         return real
 
-    def resolve_source(self, path: str) -> str:
+    def resolve_source(self, source: Source) -> str:
+        if source.url is not None:
+            return source.url  # the runner fetches it through its own guard
+        if source.path is None:
+            raise SourceError(FailureReason.bad_input, f"source {source.shown()}: s3 sources "
+                              "need object storage (SMARTTHUMB_STORAGE=s3)")
+        path = source.path
         candidate = self._inside(path, "source")
         real = self._check_within(candidate, path, "source")
         if not real.exists():
@@ -80,7 +97,7 @@ class VolumeStorage:
         return str(real)
 
     def _job_dir(self, namespace: str, name: str) -> Path:
-        return self.root / JOBS_DIR / namespace / name
+        return self.root / job_prefix(namespace, name)
 
     def output_location(self, namespace: str, name: str, output: str | None, ext: str) -> str:
         shown = default_output(namespace, name, output, ext)
@@ -110,3 +127,51 @@ class VolumeStorage:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(f"{owner[0]}/{owner[1]}")
         return removed
+
+
+class ObjectStorage:
+    """Runner pods get a presigned GET URL per source and a presigned PUT URL for the output,
+    so they hold no credentials; `spec.output` is a key in the bucket."""
+
+    def __init__(self, settings: StorageSettings) -> None:
+        self.store = ObjectStore(settings)
+
+    def resolve_source(self, source: Source) -> str:
+        if source.url is not None:
+            return source.url
+        if source.s3 is None:
+            raise SourceError(FailureReason.bad_input, f"source {source.shown()!r}: path "
+                              "sources need the shared volume (SMARTTHUMB_STORAGE=volume)")
+        if not self.store.exists(source.s3.key, source.s3.bucket):
+            raise SourceError(FailureReason.input_not_found,
+                              f"source {source.shown()} does not exist")
+        return self.store.url_to_get(source.s3.key, source.s3.bucket)
+
+    def output_location(self, namespace: str, name: str, output: str | None, ext: str) -> str:
+        return self.store.url_to_put(default_output(namespace, name, output, ext))
+
+    def delete_job_files(self, namespace: str, name: str, output: str | None) -> None:
+        if output is not None:
+            self.store.delete(output)
+        self.store.delete_prefix(job_prefix(namespace, name))
+
+    def remove_orphans(self, live: set[tuple[str, str]], grace_s: float) -> list[str]:
+        cutoff = datetime.now(UTC) - timedelta(seconds=grace_s)
+        newest: dict[tuple[str, str], datetime] = {}
+        for key, modified in self.store.listing(f"{JOBS_DIR}/"):
+            parts = key.split("/")
+            if len(parts) >= 4:
+                owner = (parts[1], parts[2])
+                newest[owner] = max(modified, newest.get(owner, modified))
+        removed = []
+        for owner, modified in newest.items():
+            if owner not in live and modified < cutoff:
+                self.store.delete_prefix(job_prefix(*owner))
+                removed.append(f"{owner[0]}/{owner[1]}")
+        return removed
+
+
+def storage_for(settings: StorageSettings) -> Storage:
+    if settings.storage == "s3":
+        return ObjectStorage(settings)
+    return VolumeStorage(settings.volume_path)
