@@ -1,6 +1,6 @@
 """The API's Kubernetes backend: a submitted job becomes a ThumbnailJob (its inputs first
-written to the shared volume), which smartthumb-operator runs; reads come from a watch-fed
-cache of the namespace's ThumbnailJobs."""
+written to the shared volume or the bucket), which smartthumb-operator runs; reads come from
+a watch-fed cache of the namespace's ThumbnailJobs."""
 
 from __future__ import annotations
 
@@ -31,13 +31,15 @@ from smartthumb.operator.kube.resource import (
     PLURAL,
     VERSION,
     Phase,
+    S3Object,
     Source,
     ThumbnailJobSpec,
     Webhook,
 )
 from smartthumb.operator.kube.runtime import client_configuration
 from smartthumb.operator.kube.settings import KubernetesBackendSettings
-from smartthumb.operator.kube.storage import JOBS_DIR
+from smartthumb.operator.kube.objectstore import ObjectStore
+from smartthumb.operator.kube.storage import JOBS_DIR, job_prefix
 from smartthumb.operator.kube.watchcache import ThumbnailJobCache
 from smartthumb.operator.metrics import METRICS, Metrics
 from smartthumb.operator.models import Job, JobState, QueueStats
@@ -84,8 +86,9 @@ class KubernetesBackend:
         self._lock = threading.RLock()
         self._waiters = Waiters(self._lock)
         self._cache = ThumbnailJobCache(
-            self._custom, settings.namespace, self._lock, self._waiters.notify
+            self._custom, settings.namespace, self._lock, self._changed
         )
+        self._store = ObjectStore(settings) if settings.storage == "s3" else None
         self._checked_at = -CHECK_EVERY_S
         self._check_problem: str | None = None
         # The queue gauges of the API's /metrics; job counters are the operator's metrics.
@@ -126,7 +129,14 @@ class KubernetesBackend:
             return f"the CustomResourceDefinition {CRD_NAME} is not established"
         return None
 
+    def _changed(self, name: str) -> None:
+        self._waiters.notify(name)
+        if self._store is not None and self._cache.get(name) is None:
+            shutil.rmtree(self.settings.cache_dir / name, ignore_errors=True)  # the job is gone
+
     def _volume_problem(self) -> str | None:
+        if self._store is not None:
+            return self._store.problem()
         folder = self._jobs_dir()
         probe = folder / f".ready-{uuid.uuid4().hex}"
         try:
@@ -200,11 +210,10 @@ class KubernetesBackend:
     ) -> None:
         if not inputs:
             raise InputError("at least one input image is needed")
-        sources = self._write_inputs(name, inputs)
         try:
             job_spec = ThumbnailJobSpec(
                 **spec.model_dump(),
-                sources=[Source(path=path) for path in sources],
+                sources=self._write_inputs(name, inputs),
                 timeout_seconds=self.settings.job_timeout_s,
                 ttl_seconds_after_finished=self.settings.ttl_s,
                 webhook=Webhook(url=webhook_url) if webhook_url else None,
@@ -235,24 +244,31 @@ class KubernetesBackend:
     def _jobs_dir(self) -> Path:
         return self.settings.volume_path / JOBS_DIR / self.settings.namespace
 
-    def _write_inputs(self, name: str, inputs: list[InputFile]) -> list[str]:
-        """The inputs on the shared volume, readable by the runner pods; their paths relative
-        to it. Files from SMARTTHUMB_INPUT_ROOT are copied: the runner never follows a path a
+    def _write_inputs(self, name: str, inputs: list[InputFile]) -> list[Source]:
+        """The inputs on the shared volume (readable by the runner pods) or in the bucket.
+        Files from SMARTTHUMB_INPUT_ROOT are copied: the runner never follows a path a
         client named."""
-        folder = self._jobs_dir() / name / "inputs"
+        prefix = job_prefix(self.settings.namespace, name)
+        names = [f"inputs/{index:03d}{_safe_suffix(item.name)}"
+                 for index, item in enumerate(inputs)]
+        if self._store is not None:
+            for item, stored in zip(inputs, names, strict=True):
+                self._store.put(prefix + stored, item.data if item.data is not None
+                                else Path(str(item.path)))
+            return [Source(s3=S3Object(bucket=self._store.bucket, key=prefix + stored))
+                    for stored in names]
+        folder = self.settings.volume_path / prefix / "inputs"
         folder.mkdir(parents=True, exist_ok=True)
         for directory in (folder, folder.parent):
             directory.chmod(0o755)
-        paths = []
-        for index, item in enumerate(inputs):
-            target = folder / f"{index:03d}{_safe_suffix(item.name)}"
+        for item, stored in zip(inputs, names, strict=True):
+            target = self.settings.volume_path / prefix / stored
             if item.data is not None:
                 target.write_bytes(item.data)
             elif item.path is not None:
                 shutil.copyfile(item.path, target)
             target.chmod(0o644)
-            paths.append(target.relative_to(self.settings.volume_path).as_posix())
-        return paths
+        return [Source(path=prefix + stored) for stored in names]
 
     def _delete(self, name: str) -> None:
         try:
@@ -262,7 +278,10 @@ class KubernetesBackend:
         except ApiException as error:
             if error.status != 404:
                 log.warning("ThumbnailJob %s of a refused batch not deleted: %s", name, error)
-        shutil.rmtree(self._jobs_dir() / name, ignore_errors=True)
+        if self._store is not None:
+            self._store.delete_prefix(job_prefix(self.settings.namespace, name))
+        else:
+            shutil.rmtree(self._jobs_dir() / name, ignore_errors=True)
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -308,8 +327,15 @@ class KubernetesBackend:
         obj = self._cache.get(job.id)
         if obj is None or job.state is not JobState.done:
             return None
-        path = self.settings.volume_path / output_of(obj, parse(obj)[0])
-        return path if path.is_file() else None
+        stored = output_of(obj, parse(obj)[0])
+        if self._store is None:
+            path = self.settings.volume_path / stored
+            return path if path.is_file() else None
+        # A local copy, made once: variants are cached beside it, as on the volume.
+        copy = self.settings.cache_dir / job.id / Path(stored).name
+        if copy.is_file() or self._store.download(stored, copy):
+            return copy
+        return None
 
     def stats(self) -> QueueStats:
         phases = [(obj.get("status") or {}).get("phase") for obj in self._cache.objects()]

@@ -13,6 +13,9 @@ from obstore.store import S3Store
 from smartthumb.operator.kube.settings import StorageSettings
 
 
+RETRY_TIMEOUT = timedelta(seconds=10)
+
+
 class ObjectStore:
     def __init__(self, settings: StorageSettings) -> None:
         if settings.s3_bucket is None:
@@ -38,7 +41,11 @@ class ObjectStore:
             self._stores[name] = S3Store(
                 name,
                 region=settings.s3_region,
-                client_options={"allow_http": plain_http},
+                # Bounded: an unreachable server must not hold a submit or a readiness probe
+                # for the library's default three minutes of retries.
+                client_options={"allow_http": plain_http, "connect_timeout": "5s",
+                                 "timeout": "60s"},
+                retry_config={"max_retries": 2, "retry_timeout": RETRY_TIMEOUT},
                 **options,  # type: ignore[arg-type]
             )
         return self._stores[name]

@@ -235,6 +235,11 @@ class KubernetesBackendSettings(StorageSettings, BaseSettings):
     job_timeout_s: int = Field(
         1800, gt=0, le=86400, description="timeoutSeconds of the ThumbnailJobs the API creates."
     )
+    cache_dir: Path = Field(
+        Path("/tmp/smartthumb-api"),
+        description="With storage `s3`: the API's copies of thumbnails it serves, and their "
+        "format/width variants (each job's folder goes when the job does).",
+    )
     # Read raw (NoDecode): the validator takes true/false, CIDRs or JSON.
     allow_private_webhooks: Annotated[bool | list[IPvAnyNetwork], NoDecode] = (
         WebhookSettings.model_fields["allow_private_webhooks"]
