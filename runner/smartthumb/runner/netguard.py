@@ -8,6 +8,7 @@ address is the one connected to, so DNS rebinding cannot swap in a private addre
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Sequence
 
@@ -25,6 +26,21 @@ class RefusedURL(ValueError):
 
 class RefusedAddress(RefusedURL):
     """The host resolves to a loopback, private, link-local or otherwise non-public address."""
+
+    def __init__(self, host: str, address: IPAddress) -> None:
+        super().__init__(
+            f"webhook host {host!r} resolves to {address}, a non-public address"
+            " (allow it with allow_private_webhooks)"
+        )
+        self.host = host
+        self.address = address
+
+
+def redact(url: str) -> str:
+    """`url` as it may be shown: no query (presigned URLs carry signatures there), fragment
+    or user:password. Plain text work, so even a URL httpx cannot parse is safe to print."""
+    head = re.split(r"[?#]", url, maxsplit=1)[0]
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/]*@", r"\1", head)
 
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
@@ -90,14 +106,11 @@ def resolve(host: str, port: int) -> list[IPAddress]:
 def checked_address(url: httpx.URL, allow: AllowPrivate) -> IPAddress:
     """The address to connect to for `url`, after checking all the host resolves to."""
     if url.scheme not in ("http", "https") or not url.host:
-        raise RefusedURL(f"URL must be http(s)://host/...: {url}")
+        raise RefusedURL(f"URL must be http(s)://host/...: {redact(str(url))}")
     addresses = resolve(url.host, url.port or (443 if url.scheme == "https" else 80))
     refused = [address for address in addresses if not address_allowed(address, allow)]
     if refused:
-        raise RefusedAddress(
-            f"webhook host {url.host!r} resolves to {refused[0]}, a non-public address"
-            " (allow it with allow_private_webhooks)"
-        )
+        raise RefusedAddress(url.host, refused[0])
     return addresses[0]
 
 
@@ -119,9 +132,13 @@ class GuardedTransport(httpx.HTTPTransport):
         self._allow = allow
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        host = request.url.host
         address = checked_address(request.url, self._allow)
-        request.url = request.url.copy_with(host=str(address))
+        extensions = dict(request.extensions)
         if request.url.scheme == "https":
-            request.extensions = {**request.extensions, "sni_hostname": host}
-        return super().handle_request(request)
+            extensions["sni_hostname"] = request.url.host
+        # A copy, not the request itself: httpx resolves a relative redirect against
+        # request.url, and the next hop must keep the host name (Host, SNI, allow-lists).
+        pinned = httpx.Request(request.method, request.url.copy_with(host=str(address)),
+                               headers=request.headers, stream=request.stream,
+                               extensions=extensions)
+        return super().handle_request(pinned)
