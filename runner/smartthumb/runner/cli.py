@@ -1,5 +1,8 @@
 """`smartthumb crop ...`: the contract the local engine and the Kubernetes Job both invoke.
 
+Inputs and the output are file paths or http(s) URLs (fetched and uploaded through the SSRF
+guard; see fetch.py and the SMARTTHUMB_* source settings in limits.py).
+
 Prints the RunResult JSON on stdout. Exit codes: 0 done, 2 bad input or usage (one line on
 stderr), 3 MemoryError, 1 anything else. A kernel OOM kill is seen by the caller as signal 9.
 """
@@ -26,12 +29,19 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"smartthumb: error: {message}\n")
 
 
+def _path_or_url(text: str) -> Path | str:
+    """An http(s) URL stays text (fetch.py reaches it); anything else is a file path."""
+    return text if text.lower().startswith(("http://", "https://")) else Path(text)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="smartthumb", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     crop = commands.add_parser("crop", help="make one thumbnail from one or more images")
-    crop.add_argument("inputs", nargs="+", type=Path, help="input image files (pages in order)")
-    crop.add_argument("-o", "--output", type=Path, required=True, help="where to write the image")
+    crop.add_argument("inputs", nargs="+", type=_path_or_url,
+                      help="input image files or URLs (pages in order)")
+    crop.add_argument("-o", "--output", type=_path_or_url, required=True,
+                      help="where to write the image: a file, or an http(s) URL to PUT it to")
     crop.add_argument("--spec", help="the whole ThumbnailSpec as JSON (overrides the flags below)")
     crop.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.pair.value)
     crop.add_argument("--width", type=int)
@@ -108,24 +118,31 @@ def main(argv: list[str] | None = None) -> int:
         spec = _spec_from_args(args)
     except ValidationError as error:
         return _fail(EXIT_BAD_INPUT, _describe(error), termination_log)
-    limits = Limits.from_env()
+    try:
+        limits = Limits.from_env()
+    except ValueError as error:
+        return _fail(EXIT_BAD_INPUT, str(error), termination_log)
     if args.max_pixels is not None:
         if args.max_pixels <= 0:
             return _fail(EXIT_BAD_INPUT, "--max-pixels must be positive", termination_log)
         limits = limits.model_copy(update={"max_pixels": args.max_pixels})
 
     # Imported here so that `--help` and argument errors stay fast.
+    from smartthumb.runner.fetch import RemoteImage, RemoteOutput, Web
     from smartthumb.runner.pipeline import make_thumbnail
 
     try:
-        result = make_thumbnail(
-            args.inputs,
-            spec,
-            args.output,
-            fallback=args.fallback,
-            fallback_reason=args.fallback_reason,
-            limits=limits,
-        )
+        with Web(limits) as web:
+            output = args.output
+            result = make_thumbnail(
+                [item if isinstance(item, Path) else RemoteImage(item, web)
+                 for item in args.inputs],
+                spec,
+                output if isinstance(output, Path) else RemoteOutput(output, web),
+                fallback=args.fallback,
+                fallback_reason=args.fallback_reason,
+                limits=limits,
+            )
     except RunnerError as error:
         return _fail(error.exit_code, str(error), termination_log)
     except MemoryError:

@@ -1,16 +1,24 @@
-"""Write the finished thumbnail in the requested format, atomically."""
+"""Write the finished thumbnail in the requested format: atomically to a file, or upload it."""
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 from PIL import Image
 
 from smartthumb.runner.spec import OutputFormat, OutputReport
 
 ALPHA_FORMATS = {OutputFormat.png, OutputFormat.webp, OutputFormat.avif}
+
+
+class Upload(Protocol):
+    """An output that is not a file (fetch.RemoteOutput: a presigned PUT URL)."""
+
+    def put(self, data: bytes, media_type: str) -> None: ...
 
 
 def _save_options(fmt: OutputFormat, quality: int) -> dict[str, object]:
@@ -40,18 +48,30 @@ def prepare(image: Image.Image, fmt: OutputFormat, *, grayscale: bool) -> Image.
     return image
 
 
-def save(image: Image.Image, path: Path, fmt: OutputFormat, quality: int,
+def save(image: Image.Image, destination: Path | Upload, fmt: OutputFormat, quality: int,
          *, grayscale: bool = False) -> OutputReport:
-    """Encode next to the destination, then rename: readers never see half a file."""
+    """Encode next to the destination file, then rename: readers never see half a file. An
+    upload is encoded in memory (the runner pod's root filesystem is read-only)."""
     ready = prepare(image, fmt, grayscale=grayscale)
+    options = _save_options(fmt, quality)
+    if isinstance(destination, Path):
+        size = _write_file(ready, destination, options)
+    else:
+        buffer = io.BytesIO()
+        ready.save(buffer, **options)
+        destination.put(buffer.getvalue(), fmt.media_type)
+        size = buffer.tell()
+    return OutputReport(format=fmt, width=ready.width, height=ready.height, bytes=size)
+
+
+def _write_file(image: Image.Image, path: Path, options: dict[str, object]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=".partial-", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
-            ready.save(stream, **_save_options(fmt, quality))
+            image.save(stream, **options)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    return OutputReport(format=fmt, width=ready.width, height=ready.height,
-                        bytes=path.stat().st_size)
+    return path.stat().st_size

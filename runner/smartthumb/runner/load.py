@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -22,11 +24,31 @@ _EXIF_ORIENTATION = 0x0112
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 
+class ByteSource(Protocol):
+    """An input that is not a file, held in memory (fetch.RemoteImage: a URL)."""
+
+    @property
+    def name(self) -> str:
+        """How messages name it (never a URL's query)."""
+        ...
+
+    def read(self) -> bytes:
+        """The encoded image; fetched on the first call."""
+        ...
+
+    def release(self) -> None:
+        """Drop the bytes; a later read fetches them again."""
+        ...
+
+
+ImageInput = Path | ByteSource
+
+
 @dataclass
 class Source:
     """An opened (header-only) image and its size after EXIF rotation."""
 
-    path: Path
+    name: str
     image: Image.Image
     width: int
     height: int
@@ -36,11 +58,12 @@ class Source:
         self.image.close()
 
 
-def open_source(path: Path, limits: Limits) -> Source:
+def open_source(item: ImageInput, limits: Limits) -> Source:
     """Read only the header: format, size, orientation. Refuse what we will not decode."""
-    name = path.name
+    name = item.name
     try:
-        image = Image.open(path, formats=SUPPORTED_FORMATS)
+        data = item if isinstance(item, Path) else io.BytesIO(item.read())
+        image = Image.open(data, formats=SUPPORTED_FORMATS)
     except FileNotFoundError:
         raise BadInputError(f"{name}: file not found") from None
     except IsADirectoryError:
@@ -67,7 +90,7 @@ def open_source(path: Path, limits: Limits) -> Source:
     rotated = _orientation(image) in _ROTATED_ORIENTATIONS
     if rotated:
         width, height = height, width
-    return Source(path=path, image=image, width=width, height=height, rotated=rotated)
+    return Source(name=name, image=image, width=width, height=height, rotated=rotated)
 
 
 def _public_formats() -> list[str]:
@@ -103,9 +126,9 @@ def decode(source: Source, scale: float, *, keep_alpha: bool = False) -> Image.I
     except MemoryError:
         raise
     except Image.DecompressionBombError as error:
-        raise BadInputError(f"{source.path.name}: refused as a decompression bomb ({error})") from None
+        raise BadInputError(f"{source.name}: refused as a decompression bomb ({error})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise BadInputError(f"{source.path.name}: corrupt or truncated image ({error})") from None
+        raise BadInputError(f"{source.name}: corrupt or truncated image ({error})") from None
 
 
 def _has_orientation(image: Image.Image) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from smartthumb.runner.encode import ALPHA_FORMATS, save
+from smartthumb.runner.encode import ALPHA_FORMATS, Upload, save
 from smartthumb.runner.errors import BadInputError
 from smartthumb.runner.focus import Focus, light_focus, smart_focus
 from smartthumb.runner.geometry import (
@@ -23,7 +23,7 @@ from smartthumb.runner.geometry import (
 )
 from smartthumb.runner.interest import ANALYSIS_SIDE, analysis_copy, score_page
 from smartthumb.runner.limits import Limits
-from smartthumb.runner.load import Source, decode, open_source
+from smartthumb.runner.load import ImageInput, Source, decode, open_source
 from smartthumb.runner.spec import Box, InputReport, Mode, RunResult, ThumbnailSpec
 
 RESAMPLE = Image.Resampling.BICUBIC
@@ -50,9 +50,9 @@ class _Clock:
 
 
 def make_thumbnail(
-    inputs: Sequence[Path],
+    inputs: Sequence[ImageInput | str],
     spec: ThumbnailSpec,
-    output: Path,
+    output: Path | Upload | str,
     *,
     fallback: bool = False,
     fallback_reason: str | None = None,
@@ -64,8 +64,8 @@ def make_thumbnail(
     analysed at a smaller size; the result is still a thumbnail of the requested mode.
     """
     limits = limits or Limits()
-    paths = [Path(p) for p in inputs]
-    output = Path(output)
+    paths = [Path(p) if isinstance(p, str) else p for p in inputs]
+    output = Path(output) if isinstance(output, str) else output
     if not paths:
         raise BadInputError("no input images given")
     if len(paths) > MAX_INPUTS:
@@ -88,7 +88,7 @@ class _Run:
     """What every step of one thumbnail needs to know."""
 
     spec: ThumbnailSpec
-    output: Path
+    output: Path | Upload
     limits: Limits
     fallback: bool
     clock: _Clock = field(default_factory=_Clock)
@@ -101,7 +101,7 @@ def _scale_for(source: Source, need_w: float, need_h: float) -> float:
     return max(need_w / source.width, need_h / source.height)
 
 
-def _single(path: Path, run: _Run) -> RunResult:
+def _single(path: ImageInput, run: _Run) -> RunResult:
     spec, clock = run.spec, run.clock
     source = open_source(path, run.limits)
     keep_alpha = spec.format in ALPHA_FORMATS
@@ -160,7 +160,7 @@ def _box(window: Window, source: Source) -> Box:
 @dataclass
 class _Page:
     index: int
-    path: Path
+    path: ImageInput
     width: int
     height: int
     score: float
@@ -172,7 +172,7 @@ class _Page:
 FALLBACK_ANALYSIS_SIDE = 160
 
 
-def _survey(index: int, path: Path, count: int, panel_aspect: float, run: _Run) -> _Page:
+def _survey(index: int, path: ImageInput, count: int, panel_aspect: float, run: _Run) -> _Page:
     """Score one page and find its best panel window, holding only a small copy of it."""
     side = FALLBACK_ANALYSIS_SIDE if run.fallback else ANALYSIS_SIDE
     source = open_source(path, run.limits)
@@ -213,12 +213,20 @@ def _panel(page: _Page, window: Window, size: tuple[int, int], limits: Limits) -
         source.close()
 
 
-def _pair(paths: list[Path], run: _Run) -> RunResult:
+def _pair(paths: list[ImageInput], run: _Run) -> RunResult:
     spec, clock = run.spec, run.clock
     canvas_w, canvas_h = spec.pair_canvas()
     left_w, right_w = panel_widths(canvas_w, spec.gap)
     panel_aspect = left_w / canvas_h
-    pages = [_survey(i, path, len(paths), panel_aspect, run) for i, path in enumerate(paths)]
+    pages: list[_Page] = []
+    for i, path in enumerate(paths):
+        pages.append(_survey(i, path, len(paths), panel_aspect, run))
+        # Fetched bytes stay in memory only for the pages that can still be chosen (the
+        # best two so far): at most three pages' bytes at once, and none fetched twice.
+        keep = {page.index for page in _choose(pages)}
+        for page in pages:
+            if page.index not in keep and not isinstance(page.path, Path):
+                page.path.release()
     clock.lap("analyse")
     chosen = _choose(pages)
     windows = [chosen[0].window, chosen[1].window]
