@@ -15,12 +15,10 @@ from pydantic import BaseModel
 from smartthumb.api.settings import ApiSettings
 from smartthumb.operator.kube.settings import KubernetesBackendSettings, OperatorSettings
 from smartthumb.operator.local.settings import EngineSettings
-from smartthumb.runner.limits import DEFAULT_MAX_PIXELS
+from smartthumb.runner.limits import Limits
 
-# Read by the runner process itself (no settings object there: it is a CLI).
+# Read by the runner process itself besides its Limits.
 RUNNER_VARIABLES = [
-    ("SMARTTHUMB_MAX_PIXELS", str(DEFAULT_MAX_PIXELS),
-     "Largest source image in pixels (decompression-bomb limit); the API checks it too."),
     ("SMARTTHUMB_MODEL_DIR", "`<venv>/share/smartthumb/models`",
      "Where the runner reads detector models from."),
     ("THUMBNAIL_YOLO_MODEL", "unset",
@@ -47,7 +45,7 @@ SHOWN_ELSEWHERE = {EngineSettings: {"public_url"}}
 def _default(name: str, field: FieldInfo) -> str:
     if name in COMPUTED_DEFAULTS:
         return COMPUTED_DEFAULTS[name]
-    if field.default is None:
+    if field.default is None or field.default_factory is list:
         return "unset"
     value = field.default
     if isinstance(value, bool):
@@ -57,10 +55,11 @@ def _default(name: str, field: FieldInfo) -> str:
     return f"`{value}`"
 
 
-def table(settings: type[BaseModel] | None, extra: list[tuple[str, str, str]]) -> str:
-    prefix = settings.model_config.get("env_prefix", "") if settings else ""
+def table(settings: type[BaseModel], extra: list[tuple[str, str, str]]) -> str:
+    # Limits is a plain model (the runner is a CLI): its variables carry the same prefix.
+    prefix = settings.model_config.get("env_prefix", "SMARTTHUMB_")
     rows = ["| variable | default | meaning |", "|---|---|---|"]
-    for name, field in (settings.model_fields if settings else {}).items():
+    for name, field in settings.model_fields.items():
         if name in SHOWN_ELSEWHERE.get(settings, set()):
             continue
         description = (field.description or "").replace("|", "\\|")
@@ -77,8 +76,8 @@ def tables() -> str:
         table(ApiSettings, []),
         "#### Local mode (`SMARTTHUMB_BACKEND=local`, the default)",
         table(EngineSettings, []),
-        "#### The runner (local mode's runner processes, and the runner pods)",
-        table(None, RUNNER_VARIABLES),
+        "#### The runner (local mode's runner processes; on Kubernetes the operator hands these to its pods)",
+        table(Limits, RUNNER_VARIABLES),
         "#### Kubernetes mode (`SMARTTHUMB_BACKEND=kubernetes`)",
         table(KubernetesBackendSettings, []),
         "#### `smartthumb-operator`",

@@ -126,6 +126,7 @@ def kube_server(request: pytest.FixtureRequest, volume: Path, **overrides: Any) 
         renamed, ApiSettings, KubernetesBackendSettings, OperatorSettings
     )
     settings = ApiSettings(**api)
+    volume.mkdir(parents=True, exist_ok=True)
     with cluster.api_client() as admin, volume_namespace(admin, volume) as namespace:
         backend = KubernetesBackend(
             KubernetesBackendSettings(namespace=namespace, volume_path=volume, **backend_fields),

@@ -228,7 +228,7 @@ def test_schema_keeps_what_the_models_say() -> None:
     assert props["mode"]["default"] == "pair"
     assert props["mode"]["description"] == ThumbnailJobSpec.model_fields["mode"].description
     assert (props["width"]["minimum"], props["width"]["maximum"]) == (1, 8192)
-    assert props["sources"]["maxItems"] == 500
+    assert props["sources"]["maxItems"] == 200
     assert "required" not in props["sources"]["items"]  # one of path, s3, url (a CEL rule)
     # Class docstrings describe object-typed fields that have no description of their own.
     assert props["resources"]["description"].startswith("Memory and CPU of the runner pods.")

@@ -6,15 +6,13 @@ or KubernetesBackendSettings, so one mode's knobs are not the other's.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from smartthumb.operator.backend import BackendKind
-from smartthumb.operator.settings import split_commas
-from smartthumb.runner.limits import Limits
+from smartthumb.runner.limits import Limits, split_commas
 
 MiB = 1024 * 1024
 
@@ -106,16 +104,15 @@ class ApiSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _read_runner_limits(self) -> ApiSettings:
-        # The runner reads SMARTTHUMB_MAX_PIXELS itself (it is a CLI); reading it here once
-        # makes a bad value a start-up error instead of a 500 on every upload.
-        try:
-            self._limits = Limits.from_env()
-        except ValueError:
-            raw = os.environ.get("SMARTTHUMB_MAX_PIXELS")
-            raise ValueError(
-                f"SMARTTHUMB_MAX_PIXELS must be a positive whole number of pixels, not {raw!r}"
-            ) from None
+        # The runner reads its limits itself (it is a CLI); reading them here once makes a bad
+        # value a start-up error instead of a 500 on every upload.
+        self._limits = Limits.from_env()
         return self
+
+    @property
+    def limits(self) -> Limits:
+        """The runner's source limits (pixels, URL sources), as read at start-up."""
+        return self._limits
 
     @property
     def max_pixels(self) -> int:

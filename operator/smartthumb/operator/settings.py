@@ -2,35 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic.networks import IPvAnyNetwork
 from smartthumb.operator.lifecycle import LifecyclePolicy
+from smartthumb.runner.limits import parse_allow_private, split_commas
 from standardwebhooks import Webhook
-
-
-def split_commas(value: object) -> object:
-    """A comma-separated environment variable as a list (other values pass through)."""
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
-
-def parse_allow_private(value: object) -> object:
-    """An allow-list of non-public addresses from the environment: true/false, a JSON list,
-    or comma-separated CIDRs (as SMARTTHUMB_API_TOKENS is); pydantic then validates each
-    network."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if text.lower() in ("", "false", "0", "no", "off"):
-        return False
-    if text.lower() in ("true", "1", "yes", "on"):
-        return True
-    if text.startswith("["):
-        return json.loads(text)
-    return split_commas(text)
 
 
 class WebhookSettings(BaseModel):

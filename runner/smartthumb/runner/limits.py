@@ -14,6 +14,8 @@ DEFAULT_MAX_PIXELS = 50_000_000
 """Same default as imgproxy: 50 megapixels per source image."""
 
 MiB = 1024 * 1024
+MAX_INPUTS = 200
+"""Most input images of one run (a chapter's pages)."""
 
 
 def split_commas(value: object) -> object:
@@ -46,7 +48,12 @@ them all, a list of CIDRs allows those ranges only."""
 class Limits(BaseModel):
     """Each field is read from SMARTTHUMB_<FIELD NAME IN CAPITALS> by from_env."""
 
-    max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, description="Largest source, in pixels.")
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS,
+        gt=0,
+        description="Largest source image in pixels (decompression-bomb limit); the API checks "
+        "it too.",
+    )
     max_source_bytes: int = Field(
         50 * MiB, gt=0, description="Largest URL source, in bytes (the download stops there)."
     )
@@ -62,7 +69,9 @@ class Limits(BaseModel):
         ),
     )
     allow_private_sources: AllowPrivateSetting = Field(
-        False, description="Non-public addresses URL sources and uploads may reach."
+        False,
+        description="Non-public addresses URL sources and uploads may reach: true, or "
+        "comma-separated CIDRs (an in-cluster S3 endpoint must be listed).",
     )
 
     @field_validator("allowed_sources")
@@ -85,7 +94,9 @@ class Limits(BaseModel):
             return cls.model_validate(values)
         except ValidationError as error:
             first = error.errors()[0]
-            raise ValueError(f"{env_name(str(first['loc'][0]))}: {first['msg']}") from None
+            variable = env_name(str(first["loc"][0]))
+            raw = os.environ.get(variable)
+            raise ValueError(f"{variable}: {first['msg']}, not {raw!r}") from None
 
 
 def env_name(field: str) -> str:

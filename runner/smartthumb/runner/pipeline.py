@@ -22,7 +22,7 @@ from smartthumb.runner.geometry import (
     shrink_to_source,
 )
 from smartthumb.runner.interest import ANALYSIS_SIDE, analysis_copy, score_page
-from smartthumb.runner.limits import Limits
+from smartthumb.runner.limits import MAX_INPUTS, Limits
 from smartthumb.runner.load import ImageInput, Source, decode, open_source
 from smartthumb.runner.spec import Box, InputReport, Mode, RunResult, ThumbnailSpec
 
@@ -30,7 +30,6 @@ RESAMPLE = Image.Resampling.BICUBIC
 REDUCING_GAP = 2.0
 """Shrink by whole factors first (fast box filter), bicubic for the last 2x: as sharp as
 Lanczos to the eye at thumbnail sizes, at about 60% of its cost."""
-MAX_INPUTS = 200
 
 
 class _Clock:

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from smartthumb.runner.limits import MAX_INPUTS
 from smartthumb.runner.spec import InputReport, Mode, OutputFormat, ThumbnailSpec
 
 GROUP = "smartthumb.dev"
@@ -30,7 +31,7 @@ PLURAL = "thumbnailjobs"
 SHORT_NAMES = ["tj"]
 CATEGORIES = ["smartthumb"]
 
-MAX_SOURCES = 500
+MAX_SOURCES = MAX_INPUTS  # what one runner accepts
 
 _CAMEL = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 # The status is read back too: a field some other tool added must not make it unreadable.

@@ -14,7 +14,17 @@ from pydantic.networks import IPvAnyNetwork
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from smartthumb.operator.kube.resource import Toleration
 from smartthumb.operator.lifecycle import LifecyclePolicy
-from smartthumb.operator.settings import WebhookSettings, parse_allow_private, split_commas
+from smartthumb.operator.settings import WebhookSettings
+from smartthumb.runner.limits import Limits, env_name, parse_allow_private, split_commas
+
+
+def _env_text(value: object) -> str:
+    """A setting as an environment variable: lists comma-separated, booleans lower case."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    return str(value)
 
 
 def _default_identity() -> str:
@@ -121,19 +131,14 @@ class OperatorSettings(StorageSettings, WebhookSettings, BaseSettings):
     max_interruptions: int = Field(
         3, ge=0, description="Evictions/preemptions of a run that are re-run; one more fails it."
     )
-    allowed_sources: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description=(
-            "SMARTTHUMB_ALLOWED_SOURCES of the runner pods: comma-separated URL prefixes `url` "
-            "sources must start with (`*` matches within one host label); unset: any public host."
-        ),
-    )
-    allow_private_sources: Annotated[bool | list[IPvAnyNetwork], NoDecode] = Field(
-        False,
-        description=(
-            "SMARTTHUMB_ALLOW_PRIVATE_SOURCES of the runner pods: non-public addresses `url` "
-            "sources may reach (true, or CIDRs); an in-cluster S3 endpoint must be listed."
-        ),
+    # The runner pods' source limits: their CLI reads these same variables, which the
+    # operator hands on to every pod.
+    max_pixels: int = Limits.model_fields["max_pixels"]
+    max_source_bytes: int = Limits.model_fields["max_source_bytes"]
+    source_timeout_s: float = Limits.model_fields["source_timeout_s"]
+    allowed_sources: Annotated[list[str], NoDecode] = Limits.model_fields["allowed_sources"]
+    allow_private_sources: Annotated[bool | list[IPvAnyNetwork], NoDecode] = (
+        Limits.model_fields["allow_private_sources"]
     )
     sweep_interval_s: float = Field(
         5, gt=0, description="How often due TTLs, webhook retries and missing Jobs are looked for."
@@ -168,21 +173,12 @@ class OperatorSettings(StorageSettings, WebhookSettings, BaseSettings):
         WebhookSettings.model_fields["allow_private_webhooks"]
     )
 
-    _split = field_validator("namespaces", "allowed_sources", mode="before")(split_commas)
-    _parse_private_sources = field_validator("allow_private_sources", mode="before")(
-        parse_allow_private
-    )
+    _split = field_validator("namespaces", mode="before")(split_commas)
 
     def runner_env(self) -> dict[str, str]:
-        """What the runner pods are told about URL sources (their CLI reads the environment)."""
-        private = self.allow_private_sources
-        return {
-            "SMARTTHUMB_ALLOWED_SOURCES": ",".join(self.allowed_sources),
-            "SMARTTHUMB_ALLOW_PRIVATE_SOURCES": (
-                str(private).lower() if isinstance(private, bool)
-                else ",".join(str(network) for network in private)
-            ),
-        }
+        """The runner pods' source limits, as the variables their CLI reads."""
+        values = self.model_dump(include=set(Limits.model_fields))
+        return {env_name(name): _env_text(value) for name, value in values.items()}
 
     @field_validator("runner_node_selector", "runner_tolerations", mode="before")
     @classmethod
