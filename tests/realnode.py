@@ -299,6 +299,12 @@ def start_real_node(cluster: KubeCluster, images: dict[str, tuple[str, Path]]) -
                     subnet=f"10.89.{third}.0/24", gateway=f"10.89.{third}.1")
     _LIVE.append(node)
     try:
+        # The bridge and its address now, not at the first pod: servers the tests start here
+        # (S3, URL sources) must be reachable at the gateway before any pod exists.
+        for command in (["link", "add", "name", bridge, "type", "bridge"],
+                        ["addr", "add", f"{node.gateway}/24", "dev", bridge],
+                        ["link", "set", bridge, "up"]):
+            subprocess.run(["ip", *command], check=True, capture_output=True)
         (workdir / "cni").mkdir()
         (workdir / "cni" / "10-smartthumb.conflist").write_text(
             json.dumps(_cni_config(workdir, bridge, node.subnet)))
