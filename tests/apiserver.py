@@ -157,6 +157,33 @@ def serve(
             yield server
 
 
+@contextmanager
+def file_server(host: str, files: dict[str, bytes]) -> Iterator[str]:
+    """Plain HTTP on `host` serving `files` by name (URL sources); its base URL."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = files.get(self.path.split("?", 1)[0].lstrip("/"))
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from apiserver import BACKENDS, LiveServer, assert_error, b64, encode, serve, wait_done
+from apiserver import (
+    BACKENDS,
+    LiveServer,
+    assert_error,
+    b64,
+    encode,
+    file_server,
+    serve,
+    wait_done,
+)
 from images import art_page, blank_page, photo, text_page
 from PIL import Image
 
@@ -235,6 +244,41 @@ def test_truncated_image_fails_the_job_with_a_clear_error(client: httpx.Client) 
     assert job["error"] and job["result"] is None
     error = assert_error(client.get(f"/job/{job['job_id']}/image"), 422, "job_failed")
     assert job["error"] in error["message"]
+
+
+def test_images_from_urls_and_urls_the_runner_would_refuse(
+    request: pytest.FixtureRequest, backend_kind: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Local runners fetch from this machine; runner pods from their node's bridge address.
+    host = "127.0.0.1" if backend_kind == "local" else request.getfixturevalue("real_node").gateway
+    allowed = f"{host}/32"
+    monkeypatch.setenv("SMARTTHUMB_ALLOW_PRIVATE_SOURCES", allowed)  # the API's and runners'
+    pods = {"allow_private_sources": allowed} if backend_kind == "kubernetes" else {}
+    pages = {f"page-{n}.jpg": encode(page, quality=88) for n, page in
+             enumerate([text_page(), art_page("astronaut"), art_page("coffee")])}
+    with (
+        file_server(host, pages) as base,
+        serve(backend_kind, request, tmp_path, **pods) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        urls = [f"{base}/{name}?sig=s3cr3t" for name in pages]
+        accepted = client.post("/thumbnail", json={"image_urls": urls})
+        assert accepted.status_code == 202, accepted.text
+        job = wait_done(client, accepted.json()["job_id"], timeout=120)
+        assert job["status"] == "done", job
+        assert job["inputs"] == [f"{base}/{name}" for name in pages]  # no query: no secret
+        assert job["result"]["output"]["width"] == 1200
+        assert "s3cr3t" not in str(job)
+
+        missing = client.post("/thumbnail", json={"image_urls": [f"{base}/gone.jpg"]})
+        failed = wait_done(client, missing.json()["job_id"], timeout=120)
+        assert failed["status"] == "failed" and "HTTP 404" in failed["error"], failed
+        for url, words in (("http://10.255.255.1/x.jpg?sig=s3cr3t", "non-public address"),
+                           ("ftp://example.com/x.jpg", "not an http(s):// URL")):
+            error = assert_error(client.post("/thumbnail", json={"image_urls": [url]}),
+                                 400, "source_url_refused")
+            assert words in error["message"] and "s3cr3t" not in error["message"], error
 
 
 def test_image_is_409_until_done_and_queue_position_is_reported(

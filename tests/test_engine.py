@@ -69,7 +69,7 @@ def test_an_input_given_by_path_is_read_in_place(tmp_path: Path):
 
 
 def test_unusable_submissions_raise_clear_errors(tmp_path: Path):
-    with pytest.raises(ValidationError, match="exactly one of data and path"):
+    with pytest.raises(ValidationError, match="exactly one of data, path and url"):
         InputFile(name="a.jpg", data=b"x", path=tmp_path)
     with running_engine(tmp_path) as engine:
         with pytest.raises(InputError, match="at least one input"):

@@ -71,18 +71,18 @@ def test_the_argv_is_the_cli_contract(tmp_path: Path):
     spec = ThumbnailSpec(mode="fit", width=100)
     argv = runner_argv(
         spec,
-        [tmp_path / "a.png", tmp_path / "b.png"],
+        [str(tmp_path / "a.png"), "https://images.example.com/b.png"],
         tmp_path / "out.jpg",
         RunRunner(fallback=True, reason="oom"),
     )
     args = _build_parser().parse_args(argv)
     assert ThumbnailSpec.model_validate_json(args.spec) == spec
-    assert args.inputs == [tmp_path / "a.png", tmp_path / "b.png"]
+    assert args.inputs == [tmp_path / "a.png", "https://images.example.com/b.png"]
     assert args.output == tmp_path / "out.jpg"
     assert args.fallback and args.fallback_reason == "oom"
     assert (
         not _build_parser()
-        .parse_args(runner_argv(spec, [tmp_path], tmp_path, RunRunner(fallback=False)))
+        .parse_args(runner_argv(spec, [str(tmp_path)], tmp_path, RunRunner(fallback=False)))
         .fallback
     )
 

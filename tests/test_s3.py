@@ -5,15 +5,13 @@ the operator with SMARTTHUMB_STORAGE=s3, runner pods on the real node reading pr
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Iterator
-from http.server import HTTPServer, SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from apiserver import b64, encode, kube_server, wait_done
+from apiserver import b64, encode, file_server, kube_server, wait_done
 from conftest import poll
 from images import photo
 from kubecluster import KubeCluster
@@ -70,29 +68,9 @@ def test_a_wrong_secret_is_a_readiness_problem(s3_server: S3Server) -> None:
 
 @pytest.fixture
 def photo_server(real_node: RealNode) -> Iterator[str]:
-    """Plain HTTP on the node's bridge address serving one JPEG: a URL source pods can reach."""
-    folder = Path(__file__).resolve().parent / ".s3-photos"
-    folder.mkdir(exist_ok=True)
-    (folder / "astronaut.jpg").write_bytes(JPEG)
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(folder), **kwargs)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer((real_node.gateway, 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{real_node.gateway}:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        for path in folder.iterdir():
-            path.unlink()
-        folder.rmdir()
+    """A URL source pods can reach: plain HTTP on the node's bridge address."""
+    with file_server(real_node.gateway, {"astronaut.jpg": JPEG}) as url:
+        yield url
 
 
 @pytest.mark.cluster

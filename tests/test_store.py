@@ -25,11 +25,11 @@ def job(job_id: str, **fields) -> Job:
 def test_jobs_survive_reopening_the_file(tmp_path: Path):
     path = tmp_path / "jobs.sqlite3"
     store = JobStore(path)
-    store.insert(job("a", batch_id="b1"), [Path("/data/a.png")])
+    store.insert(job("a", batch_id="b1"), ["/data/a.png"])
     store.close()
     reopened = JobStore(path)
     assert reopened.get("a") == job("a", batch_id="b1")
-    assert reopened.inputs("a") == [Path("/data/a.png")]
+    assert reopened.inputs("a") == ["/data/a.png"]
     assert reopened.list_batch("b1") == [job("a", batch_id="b1")]
     assert reopened._rows("PRAGMA journal_mode")[0][0] == "wal"
 

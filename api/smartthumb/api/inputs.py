@@ -19,7 +19,10 @@ from PIL import Image, UnidentifiedImageError
 from smartthumb.api.errors import ApiError
 from smartthumb.api.settings import ApiSettings
 from smartthumb.operator.backend import InputFile
+from smartthumb.runner.errors import BadInputError
+from smartthumb.runner.fetch import check_source
 from smartthumb.runner.load import SUPPORTED_FORMATS
+from smartthumb.runner.netguard import is_url, redact
 
 _DATA_URL_PREFIX = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 
@@ -109,6 +112,19 @@ def path_input(raw: str, settings: ApiSettings) -> InputFile:
         raise ApiError(400, "input_not_found", f"{raw!r}: not a regular file")
     image_format(resolved, raw, settings.max_pixels)
     return InputFile(name=resolved.relative_to(root).as_posix(), path=resolved)
+
+
+def url_input(url: str, settings: ApiSettings) -> InputFile:
+    """An image the runner fetches; refused now when the runner would refuse it (scheme,
+    SMARTTHUMB_ALLOWED_SOURCES, a non-public address). Named without its query, which may
+    carry a signature."""
+    if not is_url(url):
+        raise ApiError(400, "source_url_refused", f"{redact(url)}: not an http(s):// URL")
+    try:
+        check_source(url, settings.limits)
+    except BadInputError as error:
+        raise ApiError(400, "source_url_refused", str(error)) from None
+    return InputFile(name=redact(url), url=url)
 
 
 def check_count(count: int, settings: ApiSettings) -> None:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from smartthumb.runner.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OUT_OF_MEMORY, RunnerError
 from smartthumb.runner.limits import Limits
+from smartthumb.runner.netguard import is_url
 from smartthumb.runner.spec import Mode, OutputFormat, ThumbnailSpec
 from smartthumb.runner.termination import write_termination_message
 
@@ -31,7 +32,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def _path_or_url(text: str) -> Path | str:
     """An http(s) URL stays text (fetch.py reaches it); anything else is a file path."""
-    return text if text.lower().startswith(("http://", "https://")) else Path(text)
+    return text if is_url(text) else Path(text)
 
 
 def _build_parser() -> argparse.ArgumentParser:

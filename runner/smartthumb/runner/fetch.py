@@ -16,7 +16,13 @@ import httpx
 
 from smartthumb.runner.errors import BadInputError, RunnerError
 from smartthumb.runner.limits import Limits
-from smartthumb.runner.netguard import GuardedTransport, RefusedAddress, RefusedURL, redact
+from smartthumb.runner.netguard import (
+    GuardedTransport,
+    RefusedAddress,
+    RefusedURL,
+    checked_address,
+    redact,
+)
 
 MAX_REDIRECTS = 5
 
@@ -38,6 +44,34 @@ def comparable(url: httpx.URL) -> str:
     """scheme://host[:port]/path as httpx normalised it: no user:password to fool a prefix."""
     path = url.raw_path.decode("ascii").split("?", 1)[0]
     return f"{url.scheme}://{url.netloc.decode('ascii')}{path}"
+
+
+def allowed(patterns: list[re.Pattern[str]], url: httpx.URL) -> bool:
+    """SMARTTHUMB_ALLOWED_SOURCES: no patterns allow every host."""
+    return not patterns or any(pattern.match(comparable(url)) for pattern in patterns)
+
+
+def refusal(error: RefusedURL | httpx.InvalidURL, where: str) -> BadInputError:
+    if isinstance(error, RefusedAddress):
+        return BadInputError(
+            f"{where}: host {error.host!r} resolves to {error.address}, a non-public "
+            "address (allow it with SMARTTHUMB_ALLOW_PRIVATE_SOURCES)"
+        )
+    return BadInputError(f"{where}: {error}")
+
+
+def check_source(url: str, limits: Limits) -> None:
+    """Raise BadInputError where the runner would refuse `url` before fetching it (the
+    allow-list, a non-public address): the API asks at submit, so the client gets a 400
+    instead of a failed job."""
+    where = redact(url)
+    try:
+        parsed = httpx.URL(url)
+        if not allowed([prefix_pattern(prefix) for prefix in limits.allowed_sources], parsed):
+            raise BadInputError(f"{where}: not allowed by SMARTTHUMB_ALLOWED_SOURCES")
+        checked_address(parsed, limits.allow_private_sources)
+    except (RefusedURL, httpx.InvalidURL) as error:
+        raise refusal(error, where) from None
 
 
 class Web:
@@ -79,8 +113,7 @@ class Web:
             for hop in range(MAX_REDIRECTS + 1):
                 if hop:
                     where = f"{name} (redirected to {redact(str(request.url))})"
-                if self._allowed and not any(p.match(comparable(request.url))
-                                             for p in self._allowed):
+                if not allowed(self._allowed, request.url):
                     raise BadInputError(f"{where}: not allowed by SMARTTHUMB_ALLOWED_SOURCES")
                 self._time_left(request, deadline)
                 response = self._http.send(request, stream=True)
@@ -138,13 +171,8 @@ class Web:
         return b"".join(chunks)
 
     def _failure(self, error: Exception, where: str, kind: type[RunnerError]) -> RunnerError:
-        if isinstance(error, RefusedAddress):
-            return BadInputError(
-                f"{where}: host {error.host!r} resolves to {error.address}, a non-public "
-                "address (allow it with SMARTTHUMB_ALLOW_PRIVATE_SOURCES)"
-            )
         if isinstance(error, RefusedURL | httpx.InvalidURL):
-            return BadInputError(f"{where}: {error}")
+            return refusal(error, where)
         if isinstance(error, httpx.TimeoutException):
             return kind(f"{where}: not done within {self._limits.source_timeout_s:g} s "
                         "(SMARTTHUMB_SOURCE_TIMEOUT_S)")

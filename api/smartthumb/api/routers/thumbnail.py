@@ -12,7 +12,7 @@ from smartthumb.api.access import find_job, finished_output
 from smartthumb.api.convert import parse_format, variant
 from smartthumb.api.deps import BackendDep, SettingsDep
 from smartthumb.api.errors import documented
-from smartthumb.api.inputs import check_count, decode_base64, inline_input, path_input
+from smartthumb.api.inputs import check_count, decode_base64, inline_input, path_input, url_input
 from smartthumb.api.links import Links, LinksDep
 from smartthumb.api.schemas.thumbnail import (
     ImageQuery,
@@ -43,11 +43,12 @@ def create_thumbnail(
     body: ThumbnailRequest, backend: BackendDep, settings: SettingsDep, links: LinksDep
 ) -> JobAccepted:
     paths = ([body.image_path] if body.image_path else []) + body.image_paths
-    check_count(len(paths) + len(body.image_files), settings)
+    check_count(len(paths) + len(body.image_files) + len(body.image_urls), settings)
     inputs: list[InputFile] = [path_input(path, settings) for path in paths]
     for upload in body.image_files:
         data = decode_base64(upload.content_base64, upload.filename, settings.max_inline_bytes)
         inputs.append(inline_input(upload.filename, data, settings))
+    inputs += [url_input(url, settings) for url in body.image_urls]
     webhook = str(body.webhook_url) if body.webhook_url else None
     job = submit(backend, body.spec(), inputs, webhook_url=webhook)
     return job_accepted(job, backend.stats().queued, links, backend.ttl_s)

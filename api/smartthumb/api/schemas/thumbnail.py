@@ -24,7 +24,8 @@ class ImageFile(BaseModel):
 class ThumbnailRequest(ThumbnailSpec):
     """A ThumbnailSpec (every field of it) plus where the images come from.
 
-    Images are pages in order: `image_path`, then `image_paths`, then `image_files`.
+    Images are pages in order: `image_path`, then `image_paths`, then `image_files`, then
+    `image_urls`.
     """
 
     image_path: str | None = Field(None, description="One file under the server's input root.")
@@ -33,6 +34,13 @@ class ThumbnailRequest(ThumbnailSpec):
         description="Files under the server's input root (SMARTTHUMB_INPUT_ROOT).",
     )
     image_files: list[ImageFile] = Field(default_factory=list, description="Uploaded images.")
+    image_urls: list[str] = Field(
+        default_factory=list,
+        description=(
+            "http(s) URLs the runner fetches (public addresses only, unless "
+            "SMARTTHUMB_ALLOW_PRIVATE_SOURCES; hosts limited by SMARTTHUMB_ALLOWED_SOURCES)."
+        ),
+    )
     webhook_url: AnyHttpUrl | None = Field(
         None, description="POSTed a signed JSON event when the job is done or failed."
     )

@@ -245,30 +245,32 @@ class KubernetesBackend:
         return self.settings.volume_path / JOBS_DIR / self.settings.namespace
 
     def _write_inputs(self, name: str, inputs: list[InputFile]) -> list[Source]:
-        """The inputs on the shared volume (readable by the runner pods) or in the bucket.
-        Files from SMARTTHUMB_INPUT_ROOT are copied: the runner never follows a path a
-        client named."""
+        """Each input as a source: uploads (and files from SMARTTHUMB_INPUT_ROOT, copied so
+        the runner never follows a path a client named) on the shared volume, readable by
+        the runner pods, or in the bucket; URLs as they are."""
         prefix = job_prefix(self.settings.namespace, name)
-        names = [f"inputs/{index:03d}{_safe_suffix(item.name)}"
-                 for index, item in enumerate(inputs)]
+        if self._store is None:
+            folder = self.settings.volume_path / prefix / "inputs"
+            folder.mkdir(parents=True, exist_ok=True)
+            for directory in (folder, folder.parent):
+                directory.chmod(0o755)
+        return [self._write_input(prefix, index, item) for index, item in enumerate(inputs)]
+
+    def _write_input(self, prefix: str, index: int, item: InputFile) -> Source:
+        if item.url is not None:
+            return Source(url=item.url)
+        stored = f"{prefix}inputs/{index:03d}{_safe_suffix(item.name)}"
+        content = item.data if item.data is not None else Path(str(item.path))
         if self._store is not None:
-            for item, stored in zip(inputs, names, strict=True):
-                self._store.put(prefix + stored, item.data if item.data is not None
-                                else Path(str(item.path)))
-            return [Source(s3=S3Object(bucket=self._store.bucket, key=prefix + stored))
-                    for stored in names]
-        folder = self.settings.volume_path / prefix / "inputs"
-        folder.mkdir(parents=True, exist_ok=True)
-        for directory in (folder, folder.parent):
-            directory.chmod(0o755)
-        for item, stored in zip(inputs, names, strict=True):
-            target = self.settings.volume_path / prefix / stored
-            if item.data is not None:
-                target.write_bytes(item.data)
-            elif item.path is not None:
-                shutil.copyfile(item.path, target)
-            target.chmod(0o644)
-        return [Source(path=prefix + stored) for stored in names]
+            self._store.put(stored, content)
+            return Source(s3=S3Object(bucket=self._store.bucket, key=stored))
+        target = self.settings.volume_path / stored
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            shutil.copyfile(content, target)
+        target.chmod(0o644)
+        return Source(path=stored)
 
     def _delete(self, name: str) -> None:
         try:

@@ -51,7 +51,7 @@ from smartthumb.operator.models import (
     RunOutcome,
     WebhookDelivery,
 )
-from smartthumb.runner.netguard import RefusedURL, check_url
+from smartthumb.runner.netguard import RefusedURL, check_url, is_url
 from smartthumb.operator.waiters import Waiters
 from smartthumb.operator.webhooks import WebhookSender
 from smartthumb.runner.spec import ThumbnailSpec
@@ -84,14 +84,17 @@ def _stored_name(index: int, name: str) -> str:
     return f"{index:03d}{suffix}" if _SAFE_SUFFIX.fullmatch(suffix) else f"{index:03d}"
 
 
-def _with_client_names(event: RunnerExited, inputs: list[Path], names: list[str]) -> RunnerExited:
+def _with_client_names(event: RunnerExited, inputs: list[str], names: list[str]) -> RunnerExited:
     """The runner names the files it read (server-chosen, e.g. 003.jpg); the client knows
     them by the names it sent, so its error messages use those."""
     if not event.message:
         return event
     message = event.message
-    for path, name in zip(inputs, names, strict=False):
-        message = re.sub(rf"(?<![\w.]){re.escape(path.name)}(?![\w.])", name, message)
+    for given, name in zip(inputs, names, strict=False):
+        if is_url(given):
+            continue  # the runner names a URL as the client does (without its query)
+        stored = Path(given).name
+        message = re.sub(rf"(?<![\w.]){re.escape(stored)}(?![\w.])", name, message)
     return event.model_copy(update={"message": message})
 
 
@@ -302,18 +305,22 @@ class LocalEngine:
     def _output(self, job: Job) -> Path:
         return self._job_dir(job.id) / f"thumbnail.{job.spec.format.extension}"
 
-    def _write_inputs(self, job_id: str, inputs: Sequence[InputFile]) -> list[Path]:
+    def _write_inputs(self, job_id: str, inputs: Sequence[InputFile]) -> list[str]:
+        """What the runner reads: uploads written to the job's folder, server files and URLs
+        as they are."""
         directory = self._job_dir(job_id) / "inputs"
         directory.mkdir(parents=True)
-        paths = []
+        given = []
         for index, item in enumerate(inputs):
-            if item.path is not None:
-                paths.append(item.path.absolute())
-                continue
-            path = directory / _stored_name(index, item.name)
-            path.write_bytes(item.data or b"")
-            paths.append(path)
-        return paths
+            if item.url is not None:
+                given.append(item.url)
+            elif item.path is not None:
+                given.append(str(item.path.absolute()))
+            else:
+                path = directory / _stored_name(index, item.name)
+                path.write_bytes(item.data or b"")
+                given.append(str(path.absolute()))
+        return given
 
     def _remove_orphan_dirs(self) -> None:
         """Inputs are written before the row is inserted: a crash between leaves a directory

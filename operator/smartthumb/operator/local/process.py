@@ -36,12 +36,13 @@ class ForkServerError(RuntimeError):
     """The fork server could not start or died."""
 
 
-def runner_argv(spec: ThumbnailSpec, inputs: list[Path], output: Path, run: RunRunner) -> list[str]:
-    """The argv of the CLI contract (`smartthumb crop ...`)."""
+def runner_argv(spec: ThumbnailSpec, inputs: list[str], output: Path, run: RunRunner) -> list[str]:
+    """The argv of the CLI contract (`smartthumb crop ...`); `inputs`: absolute paths or
+    URLs."""
     argv = ["crop", "--spec", spec.model_dump_json(), "-o", str(output.absolute())]
     if run.fallback:
         argv += ["--fallback", "--fallback-reason", run.reason or "fallback"]
-    return [*argv, *(str(path.absolute()) for path in inputs)]
+    return [*argv, *inputs]
 
 
 def classify(

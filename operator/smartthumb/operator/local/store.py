@@ -63,13 +63,14 @@ class JobStore:
             job.model_dump_json(exclude={"queue_position"}),
         )
 
-    def insert(self, job: Job, inputs: list[Path]) -> None:
-        """Add a new job; `inputs` are the files the runner reads (never shown to clients)."""
+    def insert(self, job: Job, inputs: list[str]) -> None:
+        """Add a new job; `inputs` are what the runner reads, files or URLs (never shown to
+        clients)."""
         with self._lock:
             self._db.execute(
                 "INSERT INTO jobs (batch_id, state, expires_at, webhook_due, document, id, inputs)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (*self._columns(job), job.id, json.dumps([str(path) for path in inputs])),
+                (*self._columns(job), job.id, json.dumps(inputs)),
             )
 
     def save(self, job: Job) -> None:
@@ -92,9 +93,9 @@ class JobStore:
         rows = self._rows("SELECT document FROM jobs WHERE id = ?", (job_id,))
         return Job.model_validate_json(rows[0][0]) if rows else None
 
-    def inputs(self, job_id: str) -> list[Path]:
+    def inputs(self, job_id: str) -> list[str]:
         rows = self._rows("SELECT inputs FROM jobs WHERE id = ?", (job_id,))
-        return [Path(path) for path in json.loads(rows[0][0])] if rows else []
+        return list(json.loads(rows[0][0])) if rows else []
 
     def list_batch(self, batch_id: str) -> list[Job]:
         rows = self._rows("SELECT document FROM jobs WHERE batch_id = ? ORDER BY seq", (batch_id,))
