@@ -310,6 +310,37 @@ def test_image_is_409_until_done_and_queue_position_is_reported(
         assert client.get(f"/job/{ids[-1]}/image").status_code == 200
 
 
+def test_cancel_stops_a_running_job_and_forgets_a_queued_one(
+    request: pytest.FixtureRequest, backend_kind: str, tmp_path: Path
+) -> None:
+    big = b64(encode(photo("chelsea").resize((3000, 2000)), quality=90))
+    crop = {"mode": "crop", "width": 200, "height": 200}
+    with (
+        serve(backend_kind, request, tmp_path, workers=1) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        ids = [client.post("/thumbnail", json={**crop, "image_files": [
+            {"filename": f"{n}.jpg", "content_base64": big}]}).json()["job_id"]
+            for n in range(2)]
+        poll_until = time.monotonic() + 60
+        while client.get(f"/job/{ids[0]}").json()["status"] != "processing":
+            assert time.monotonic() < poll_until, "the first job never started"
+            time.sleep(0.05)
+        assert client.get(f"/job/{ids[1]}").json()["status"] == "queued"
+        for job_id in ids:
+            assert client.delete(f"/job/{job_id}").status_code == 204
+            assert_error(client.get(f"/job/{job_id}"), 404, "job_not_found")
+            assert_error(client.delete(f"/job/{job_id}"), 404, "job_not_found")
+            deadline = time.monotonic() + 30
+            while [path for path in server.data_dir.rglob(job_id) if path.is_dir()]:
+                assert time.monotonic() < deadline, "its files stayed"
+                time.sleep(0.1)
+        # The slot is free again: a new job runs to the end.
+        small = client.post("/thumbnail", json={"mode": "fit", "width": 50, "image_files": [
+            {"filename": "a.jpg", "content_base64": astronaut_jpeg()}]}).json()["job_id"]
+        assert wait_done(client, small, timeout=120)["status"] == "done"
+
+
 def test_unknown_and_expired_jobs_are_404(
     request: pytest.FixtureRequest, backend_kind: str, tmp_path: Path
 ) -> None:

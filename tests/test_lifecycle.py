@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from smartthumb.operator.lifecycle import (
+    Cancelled,
     Action,
     DeleteArtifacts,
     DeliverWebhook,
@@ -676,3 +677,28 @@ def test_reconciling_in_any_order_ends_where_the_events_in_order_end(name: str, 
     expected = in_order(job, steps)
     assert expected.state is state
     assert reconciled(job, steps, random.Random(seed)).model_dump() == expected.model_dump()
+
+
+# --- cancelling ----------------------------------------------------------------------------
+
+
+def test_cancelling_a_queued_job_forgets_it_at_once():
+    transition = decide(make_job(), Cancelled(), at(1), POLICY)
+    assert transition.job.state is JobState.expired
+    assert transition.actions == [DeleteArtifacts(), Expire()]
+
+
+def test_cancelling_a_running_job_stops_its_run_and_sends_no_webhook():
+    job = running(webhook=True)
+    transition = decide(job, Cancelled(), at(2), POLICY)
+    assert transition.job.state is JobState.expired
+    assert transition.actions == [StopRunner(attempt=1), DeleteArtifacts(), Expire()]
+    assert transition.job.webhook.next_attempt_at is None
+    # The stopped run's exit comes late: nothing happens.
+    assert_no_op(transition.job, ended(1, RunOutcome.interrupted))
+
+
+def test_cancelling_twice_repeats_only_the_idempotent_clean_up():
+    once = decide(make_job(), Cancelled(), at(1), POLICY).job
+    again = decide(once, Cancelled(), at(2), POLICY)
+    assert not again.changed and again.actions == [DeleteArtifacts(), Expire()]

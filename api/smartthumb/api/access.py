@@ -9,10 +9,14 @@ from smartthumb.operator.backend import Backend
 from smartthumb.operator.models import Job, JobState
 
 
+def not_found(job_id: str) -> ApiError:
+    return ApiError(404, "job_not_found", f"job {job_id} is unknown or has expired")
+
+
 def find_job(backend: Backend, job_id: str) -> Job:
     job = backend.get(job_id)
     if job is None or job.state is JobState.expired:
-        raise ApiError(404, "job_not_found", f"job {job_id} is unknown or has expired")
+        raise not_found(job_id)
     return job
 
 

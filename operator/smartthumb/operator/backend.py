@@ -95,6 +95,9 @@ class Backend(Protocol):
     def wait(self, job_id: str, timeout: float) -> Job:
         """The job once done or failed. Raises UnknownJobError, or TimeoutError."""
 
+    def cancel(self, job_id: str) -> None:
+        """Stop the job if it runs; delete it and its files. Raises UnknownJobError."""
+
     def list_batch(self, batch_id: str) -> list[Job]:
         """The batch's jobs that still exist, oldest first."""
 

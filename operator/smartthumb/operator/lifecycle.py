@@ -95,7 +95,13 @@ class Tick(BaseModel):
     kind: Literal["tick"] = "tick"
 
 
-Event = Started | Rejected | RunnerExited | Interrupted | WebhookResponse | Tick
+class Cancelled(BaseModel):
+    """The client gave the job up: stop what runs and forget it now, as at its TTL."""
+
+    kind: Literal["cancelled"] = "cancelled"
+
+
+Event = Started | Rejected | RunnerExited | Interrupted | WebhookResponse | Tick | Cancelled
 
 # --- actions: what the backend must do ------------------------------------------------------
 
@@ -109,7 +115,8 @@ class RunRunner(BaseModel):
 
 
 class StopRunner(BaseModel):
-    """The job gave up while a run of it may still be going (too many interruptions)."""
+    """The job gave up while a run of it may still be going (too many interruptions, or it
+    was cancelled)."""
 
     kind: Literal["stop_runner"] = "stop_runner"
     attempt: int
@@ -178,6 +185,8 @@ def decide(job: Job, event: Event, now: datetime, policy: LifecyclePolicy) -> Tr
         transition = _interrupt(job, event, now, policy)
     elif isinstance(event, WebhookResponse):
         transition = _webhook_answered(job, event, now, policy)
+    elif isinstance(event, Cancelled):
+        transition = _cancel(job)
     else:
         transition = _tick(job, now)
     transition.changed = transition.job != before
@@ -383,6 +392,15 @@ def retry_delay_s(job_id: str, attempts: int, policy: LifecyclePolicy) -> float:
     digest = hashlib.sha256(f"{job_id}:{attempts}".encode()).digest()
     unit = int.from_bytes(digest[:8], "big") / 2**64  # uniform in [0, 1)
     return base * (1 + policy.webhook_jitter * (2 * unit - 1))
+
+
+def _cancel(job: Job) -> Transition:
+    run = current_run(job)
+    stop = [StopRunner(attempt=run.attempt)] if run is not None else []
+    if job.state is not JobState.expired:
+        job.state = JobState.expired
+        job.webhook.next_attempt_at = None  # a cancelled job is not announced
+    return Transition(job=job, actions=[*stop, DeleteArtifacts(), Expire()])
 
 
 def _tick(job: Job, now: datetime) -> Transition:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse
-from smartthumb.api.access import find_job, finished_output
+from fastapi.responses import FileResponse, Response
+from smartthumb.api.access import find_job, finished_output, not_found
 from smartthumb.api.convert import parse_format, variant
 from smartthumb.api.deps import BackendDep, SettingsDep
 from smartthumb.api.errors import documented
@@ -91,6 +91,20 @@ def _wait_then_status(
 
 def _status(backend: Backend, job_id: str, links: Links, ttl_s: float) -> JobStatus:
     return job_status(find_job(backend, job_id), backend.stats().queued, links, ttl_s)
+
+
+@router.delete(
+    "/job/{job_id}",
+    status_code=204,
+    responses=documented(401, 404),
+    summary="Cancel a job: stop it if it runs, delete it and its images",
+)
+def cancel_job(job_id: str, backend: BackendDep) -> Response:
+    try:
+        backend.cancel(job_id)
+    except UnknownJobError:
+        raise not_found(job_id) from None
+    return Response(status_code=204)
 
 
 @router.get(

@@ -22,6 +22,7 @@ from smartthumb.operator.backend import (
     InputError,
     InputFile,
     QueueFullError,
+    UnknownJobError,
     WebhookRefusedError,
 )
 from smartthumb.operator.kube.convert import BATCH_LABEL, job_from_resource, output_of, parse
@@ -312,6 +313,13 @@ class KubernetesBackend:
     def _waiting(self) -> list[Obj]:
         return [obj for obj in self._cache.objects()
                 if (obj.get("status") or {}).get("phase") in (None, Phase.queued.value)]
+
+    def cancel(self, job_id: str) -> None:
+        """Delete the ThumbnailJob (its Jobs and pods go with it, by owner reference) and
+        the files the API wrote; a run still writing leaves an orphan the operator removes."""
+        if self.get(job_id) is None:
+            raise UnknownJobError(job_id)
+        self._delete(job_id)
 
     def wait(self, job_id: str, timeout: float) -> Job:
         return self._waiters.wait(job_id, lambda: self.get(job_id), timeout)

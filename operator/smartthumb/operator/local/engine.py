@@ -26,6 +26,7 @@ from smartthumb.operator.backend import (
 )
 from smartthumb.operator.lifecycle import (
     Action,
+    Cancelled,
     DeleteArtifacts,
     DeliverWebhook,
     Event,
@@ -34,6 +35,7 @@ from smartthumb.operator.lifecycle import (
     RunnerExited,
     RunRunner,
     Started,
+    StopRunner,
     Tick,
     Transition,
     current_run,
@@ -293,6 +295,12 @@ class LocalEngine:
             workers=self.settings.workers,
         )
 
+    def cancel(self, job_id: str) -> None:
+        """Stop the job if it runs; delete it and its files. Raises UnknownJobError."""
+        if self.get(job_id) is None:
+            raise UnknownJobError(job_id)
+        self._apply(job_id, Cancelled())
+
     def wait(self, job_id: str, timeout: float) -> Job:
         """The job once done or failed. Raises UnknownJobError, or TimeoutError after `timeout`."""
         return self._waiters.wait(job_id, lambda: self.get(job_id), timeout)
@@ -360,10 +368,14 @@ class LocalEngine:
         return transition
 
     def _carry_out(self, job_id: str, actions: list[Action]) -> None:
-        """Every action but RunRunner, which the worker that applied the event runs itself
-        (StopRunner needs nothing: local runs are interrupted only when the engine stops)."""
+        """Every action but RunRunner, which the worker that applied the event runs itself."""
         for action in actions:
-            if isinstance(action, DeliverWebhook):
+            if isinstance(action, StopRunner):
+                with self._lock:
+                    process = self._processes.get(job_id)
+                if process is not None:
+                    process.kill()  # its worker then finds the job gone and moves on
+            elif isinstance(action, DeliverWebhook):
                 if action.at <= _now():
                     self._dispatch_webhook(job_id)
                 else:
