@@ -51,6 +51,17 @@ def _start(name: str, argv: list[str], env: dict[str, str], logs: Path) -> subpr
     return subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=log)
 
 
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def main() -> None:
     if os.geteuid() != 0:
         _fail("the real node needs root (kubelet, containerd, network namespaces)")
@@ -97,25 +108,23 @@ def main() -> None:
                 "SMARTTHUMB_NAMESPACE": NAMESPACE,
                 "SMARTTHUMB_PORT": port,
             }, workdir))
-            print(f"smartthumb API (cluster mode) on {url}/ (docs at /docs)")
-            print(f"KUBECONFIG={cluster.kubeconfig}")
-            print(f"PATH={bin_dir}:$PATH  # kubectl")
-            print(f"shared volume: {volume} (sample photos in photos/); logs in {workdir}")
-            print("try: kubectl -n smartthumb apply -f examples/crop.yaml; "
-                  "kubectl -n smartthumb get tj -w")
-            print("Ctrl-C stops all of it.", flush=True)
-            while not stop.wait(1):
-                for process in processes:
-                    if process.poll() is not None:
-                        _fail(f"{process.args[0]} exited ({process.returncode}); see {workdir}")
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
             try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+                print(f"smartthumb API (cluster mode) on {url}/ (docs at /docs)")
+                print(f"KUBECONFIG={cluster.kubeconfig}")
+                print(f"PATH={bin_dir}:$PATH  # kubectl")
+                print(f"shared volume: {volume} (sample photos in photos/); logs in {workdir}")
+                print("try: kubectl -n smartthumb apply -f examples/crop.yaml; "
+                      "kubectl -n smartthumb get tj -w")
+                print("Ctrl-C stops all of it.", flush=True)
+                while not stop.wait(1):
+                    for process in processes:
+                        if process.poll() is not None:
+                            _fail(f"{process.args[0]} exited ({process.returncode}); "
+                                  f"see {workdir}")
+            finally:  # before the cluster goes: they shut down cleanly while it answers
+                _stop(processes)
+    finally:
+        _stop(processes)  # if the cluster failed under them
         shutil.rmtree(workdir, ignore_errors=True)
 
 
