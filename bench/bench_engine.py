@@ -18,7 +18,6 @@ from pathlib import Path
 from PIL import Image
 from prometheus_client import CollectorRegistry
 from skimage import data
-
 from smartthumb.operator.backend import InputFile
 from smartthumb.operator.local import EngineSettings, LocalEngine
 from smartthumb.operator.metrics import Metrics

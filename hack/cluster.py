@@ -23,11 +23,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from images import save_photo  # noqa: E402
-from kubecluster import free_port, missing_binaries, start_kube_cluster, testbin_dir  # noqa: E402
-from kubestack import CLAIM, claim_volume  # noqa: E402
-from realnode import REAL_NODE_POD, image_tars, missing_prerequisites, start_real_node  # noqa: E402
-from smartthumb.operator.kube import crd  # noqa: E402
+from images import save_photo
+from kubecluster import free_port, missing_binaries, start_kube_cluster, testbin_dir
+from kubestack import CLAIM, claim_volume
+from realnode import REAL_NODE_POD, image_tars, missing_prerequisites, start_real_node
+from smartthumb.operator.kube import crd
 
 NAMESPACE = "smartthumb"
 BIN = Path(sys.executable).parent
@@ -47,7 +47,7 @@ def _sample_photos(volume: Path) -> None:
 
 
 def _start(name: str, argv: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen:
-    log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    log = open(logs / f"{name}.log", "ab")
     return subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=log)
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from enum import Enum
 
-from pydantic.fields import FieldInfo
-
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 from smartthumb.api.settings import ApiSettings
 from smartthumb.operator.kube.settings import KubernetesBackendSettings, OperatorSettings
 from smartthumb.operator.local.settings import EngineSettings

@@ -26,7 +26,6 @@ from pydantic import ValidationError
 from smartthumb.operator.kube import crd as crd_module
 from smartthumb.operator.kube.resource import (
     GROUP,
-    KIND,
     PLURAL,
     VERSION,
     Resources,

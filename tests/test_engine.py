@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from images import save_photo
 from PIL import Image
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
@@ -19,7 +20,6 @@ from smartthumb.operator.local.process import ForkServerError
 from smartthumb.operator.local.store import JobStore
 from smartthumb.operator.metrics import Metrics
 from smartthumb.operator.models import Job, JobState, RunOutcome, RunRecord
-from images import save_photo
 from test_engine_support import (
     RESIZE,
     fork_server_pid,

@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from smartthumb.operator.lifecycle import RunRunner
 from smartthumb.operator.local.process import ForkServer, classify, runner_argv
 from smartthumb.operator.models import RunOutcome

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 from smartthumb.operator.lifecycle import (
-    Cancelled,
     Action,
+    Cancelled,
     DeleteArtifacts,
     DeliverWebhook,
     Event,

@@ -17,10 +17,10 @@ from images import art_page, blank_page, save_photo, text_page, write_pages
 from kubecluster import KubeCluster
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from kubestack import claim_volume, real_node_operator
 from operatorharness import Cluster, OperatorHandle
 from operatorharness import thumbnail_job as tj
 from PIL import Image
-from kubestack import claim_volume, real_node_operator
 from realnode import NODE_NAME, REAL_NODE_POD, RealNode
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node]

@@ -17,14 +17,13 @@ from typing import Any
 import pytest
 from images import art_page, blank_page, save_photo, text_page, write_pages
 from PIL import Image
-from test_runner_cli import assert_one_line_error, run_cli
-
 from smartthumb.runner import netguard
 from smartthumb.runner.errors import BadInputError
 from smartthumb.runner.fetch import Web, comparable, prefix_pattern
 from smartthumb.runner.limits import Limits
 from smartthumb.runner.pipeline import make_thumbnail
 from smartthumb.runner.spec import Mode, ThumbnailSpec
+from test_runner_cli import assert_one_line_error, run_cli
 
 SECRET = "X-Amz-Signature=s3cr3t"
 LOOPBACK = {"SMARTTHUMB_ALLOW_PRIVATE_SOURCES": "127.0.0.0/8"}

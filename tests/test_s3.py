@@ -16,12 +16,12 @@ from conftest import poll
 from images import photo
 from kubecluster import KubeCluster
 from kubestack import real_node_operator, volume_namespace
+from obstore.exceptions import PermissionDeniedError
 from operatorharness import Cluster
 from operatorharness import thumbnail_job as tj
 from PIL import Image
 from realnode import RealNode
 from s3server import BUCKET, S3Server
-from obstore.exceptions import PermissionDeniedError
 from smartthumb.operator.kube.objectstore import ObjectStore
 from smartthumb.operator.kube.settings import StorageSettings
 from smartthumb.operator.kube.storage import ObjectStorage

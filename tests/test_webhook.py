@@ -16,16 +16,16 @@ import httpx
 import pytest
 from smartthumb.operator.backend import WebhookRefusedError
 from smartthumb.operator.local import LocalEngine
-from smartthumb.runner import netguard
 from smartthumb.operator.models import Job
+from smartthumb.operator.webhooks import WebhookSender, parse_retry_after
+from smartthumb.runner import netguard
 from smartthumb.runner.netguard import (
     GuardedTransport,
-    RefusedURL,
     RefusedAddress,
+    RefusedURL,
     address_allowed,
     check_url,
 )
-from smartthumb.operator.webhooks import WebhookSender, parse_retry_after
 from standardwebhooks import Webhook
 from test_engine_support import RESIZE, Receiver, jpeg_input, running_engine, settings, wait_until
 

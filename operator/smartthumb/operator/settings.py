@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic.networks import IPvAnyNetwork
 from smartthumb.operator.lifecycle import LifecyclePolicy
-from smartthumb.runner.limits import parse_allow_private, split_commas
+from smartthumb.runner.limits import parse_allow_private
 from standardwebhooks import Webhook
 
 

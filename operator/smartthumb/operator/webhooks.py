@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 from smartthumb.operator.lifecycle import WebhookResponse
 from smartthumb.operator.models import Job, JobState
-from smartthumb.runner.netguard import AllowPrivate, GuardedTransport, RefusedURL
 from smartthumb.operator.settings import WebhookSettings
+from smartthumb.runner.netguard import AllowPrivate, GuardedTransport, RefusedURL
 from standardwebhooks import Webhook
 
 EVENT = "thumbnail.job.completed"

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import NoReturn
 
 from pydantic import ValidationError
-
 from smartthumb.runner.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OUT_OF_MEMORY, RunnerError
 from smartthumb.runner.limits import Limits
 from smartthumb.runner.netguard import is_url
@@ -148,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(error.exit_code, str(error), termination_log)
     except MemoryError:
         return _fail(EXIT_OUT_OF_MEMORY, "out of memory", termination_log)
-    except Exception as error:  # noqa: BLE001 - the contract is one line, never a traceback
+    except Exception as error:
         if _is_out_of_memory(error):
             return _fail(EXIT_OUT_OF_MEMORY, f"out of memory ({_first_line(error)})",
                          termination_log)

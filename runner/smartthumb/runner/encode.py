@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Protocol
 
 from PIL import Image
-
 from smartthumb.runner.spec import OutputFormat, OutputReport
 
 ALPHA_FORMATS = {OutputFormat.png, OutputFormat.webp, OutputFormat.avif}

@@ -13,7 +13,6 @@ from types import TracebackType
 from typing import Self
 
 import httpx
-
 from smartthumb.runner.errors import BadInputError, RunnerError
 from smartthumb.runner.limits import Limits
 from smartthumb.runner.netguard import (

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Protocol
 
 from PIL import Image, ImageOps, UnidentifiedImageError
-
 from smartthumb.runner.errors import BadInputError
 from smartthumb.runner.limits import Limits
 
@@ -100,7 +99,7 @@ def _public_formats() -> list[str]:
 def _orientation(image: Image.Image) -> int:
     try:
         return int(image.getexif().get(_EXIF_ORIENTATION, 1))
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not reject a good image
+    except Exception:
         return 1
 
 

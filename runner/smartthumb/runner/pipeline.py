@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
 from smartthumb.runner.encode import ALPHA_FORMATS, Upload, save
 from smartthumb.runner.errors import BadInputError
 from smartthumb.runner.focus import Focus, light_focus, smart_focus

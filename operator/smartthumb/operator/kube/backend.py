@@ -26,6 +26,7 @@ from smartthumb.operator.backend import (
     WebhookRefusedError,
 )
 from smartthumb.operator.kube.convert import BATCH_LABEL, job_from_resource, output_of, parse
+from smartthumb.operator.kube.objectstore import ObjectStore
 from smartthumb.operator.kube.resource import (
     GROUP,
     KIND,
@@ -39,7 +40,6 @@ from smartthumb.operator.kube.resource import (
 )
 from smartthumb.operator.kube.runtime import client_configuration
 from smartthumb.operator.kube.settings import KubernetesBackendSettings
-from smartthumb.operator.kube.objectstore import ObjectStore
 from smartthumb.operator.kube.storage import JOBS_DIR, job_prefix
 from smartthumb.operator.kube.watchcache import ThumbnailJobCache
 from smartthumb.operator.metrics import METRICS, Metrics
@@ -123,7 +123,7 @@ class KubernetesBackend:
             if error.status == 404:
                 return f"the CustomResourceDefinition {CRD_NAME} is not installed"
             return f"cannot read the CustomResourceDefinition {CRD_NAME}: {error.status}"
-        except Exception as error:  # noqa: BLE001 - unreachable: not ready, with the reason
+        except Exception as error:
             return f"cannot reach the API server: {type(error).__name__}"
         conditions = {c.type: c.status for c in (crd.status.conditions or [])}
         if conditions.get("Established") != "True":

@@ -12,7 +12,6 @@ import obstore
 from obstore.store import S3Store
 from smartthumb.operator.kube.settings import StorageSettings
 
-
 RETRY_TIMEOUT = timedelta(seconds=10)
 
 
@@ -98,6 +97,6 @@ class ObjectStore:
         try:
             obstore.put(self._store(), probe, b"")
             obstore.delete(self._store(), probe)
-        except Exception as error:  # noqa: BLE001 - any failure: not ready, with the reason
+        except Exception as error:
             return f"bucket {self.bucket} not writable: {type(error).__name__}"
         return None

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from pathlib import Path, PurePosixPath
 from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from smartthumb.operator.kube.objectstore import ObjectStore

@@ -48,14 +48,13 @@ from smartthumb.operator.metrics import METRICS, Metrics
 from smartthumb.operator.models import (
     Job,
     JobState,
-    MemoryPlan,
     QueueStats,
     RunOutcome,
     WebhookDelivery,
 )
-from smartthumb.runner.netguard import RefusedURL, check_url, is_url
 from smartthumb.operator.waiters import Waiters
 from smartthumb.operator.webhooks import WebhookSender
+from smartthumb.runner.netguard import RefusedURL, check_url, is_url
 from smartthumb.runner.spec import ThumbnailSpec
 from smartthumb.runner.subjects import YOLO_ENV
 
@@ -154,7 +153,7 @@ class LocalEngine:
     def unready_reason(self) -> str | None:
         try:
             self.stats()  # proves the store answers
-        except Exception as error:  # noqa: BLE001 - any failure means "not ready", with the reason
+        except Exception as error:
             return f"store unavailable: {type(error).__name__}"
         if not self.healthy():
             return "the runner fork server or an engine thread is down"
