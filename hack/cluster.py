@@ -47,7 +47,7 @@ def _sample_photos(volume: Path) -> None:
 
 
 def _start(name: str, argv: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen:
-    log = open(logs / f"{name}.log", "ab")
+    log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
     return subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=log)
 
 

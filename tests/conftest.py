@@ -32,7 +32,7 @@ def poll(what: str, probe: Callable[[], Any], timeout: float = 30.0, interval: f
 
 
 @pytest.fixture
-def api(kube_cluster: KubeCluster) -> Iterator[Any]:
+def api(kube_cluster: KubeCluster) -> Iterator[Any]:  # noqa: F811
     """A ``kubernetes.client.ApiClient`` for the admin user of the test cluster."""
     with kube_cluster.api_client() as api_client:
         yield api_client
@@ -71,7 +71,7 @@ def thumbnailjob(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def installed_crd(kube_cluster: KubeCluster) -> str:
+def installed_crd(kube_cluster: KubeCluster) -> str:  # noqa: F811
     """The committed CRD file applied to the cluster, Established and served. It stays
     installed for the rest of the session (applying it again is a no-op)."""
     kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))

@@ -51,7 +51,7 @@ def s3_server() -> Iterator[S3Server]:
     root = Path(tempfile.mkdtemp(prefix="st-s3-", dir="/tmp"))
     (root / BUCKET).mkdir()
     server = S3Server(free_port(), root, "smartthumb", uuid.uuid4().hex)
-    log = open(root.parent / f"{root.name}.log", "wb")
+    log = open(root.parent / f"{root.name}.log", "wb")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen(
         [str(binary), "--access", server.access_key, "--secret", server.secret_key,
          "--port", f":{server.port}", "posix", "--nometa", str(root)],

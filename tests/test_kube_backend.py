@@ -87,7 +87,7 @@ def test_jobs_made_elsewhere_reach_the_cache_and_wake_long_polls(
     def wait_for_the_deletion() -> None:
         try:
             backend.wait("outside", 20)
-        except BaseException as error:
+        except BaseException as error:  # noqa: BLE001 - handed to the test
             gone.append(error)
 
     custom(api).patch_namespaced_custom_object_status(

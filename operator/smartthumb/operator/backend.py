@@ -14,6 +14,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, model_validator
 from smartthumb.operator.models import Job, QueueStats
+from smartthumb.runner.netguard import AllowPrivate, RefusedURL, check_url
 from smartthumb.runner.spec import ThumbnailSpec
 
 
@@ -54,6 +55,16 @@ class WebhookRefusedError(ValueError):
 
 class UnknownJobError(LookupError):
     """No such job, or it has expired (HTTP 404)."""
+
+
+def check_webhook(url: str | None, allow: AllowPrivate) -> None:
+    """Raise WebhookRefusedError unless `url` (when there is one) may be called."""
+    if url is None:
+        return
+    try:
+        check_url(url, allow)
+    except RefusedURL as error:
+        raise WebhookRefusedError(f"webhook_url: {error}") from None
 
 
 class Backend(Protocol):

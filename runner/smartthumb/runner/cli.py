@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(error.exit_code, str(error), termination_log)
     except MemoryError:
         return _fail(EXIT_OUT_OF_MEMORY, "out of memory", termination_log)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - the contract is one line, never a traceback
         if _is_out_of_memory(error):
             return _fail(EXIT_OUT_OF_MEMORY, f"out of memory ({_first_line(error)})",
                          termination_log)

@@ -99,7 +99,7 @@ def _public_formats() -> list[str]:
 def _orientation(image: Image.Image) -> int:
     try:
         return int(image.getexif().get(_EXIF_ORIENTATION, 1))
-    except Exception:
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not reject a good image
         return 1
 
 

@@ -23,7 +23,7 @@ from smartthumb.operator.backend import (
     InputFile,
     QueueFullError,
     UnknownJobError,
-    WebhookRefusedError,
+    check_webhook,
 )
 from smartthumb.operator.kube.convert import BATCH_LABEL, job_from_resource, output_of, parse
 from smartthumb.operator.kube.objectstore import ObjectStore
@@ -45,7 +45,6 @@ from smartthumb.operator.kube.watchcache import ThumbnailJobCache
 from smartthumb.operator.metrics import METRICS, Metrics
 from smartthumb.operator.models import Job, JobState, QueueStats
 from smartthumb.operator.waiters import Waiters
-from smartthumb.runner.netguard import RefusedURL, check_url
 from smartthumb.runner.spec import ThumbnailSpec
 
 log = logging.getLogger(__name__)
@@ -123,7 +122,7 @@ class KubernetesBackend:
             if error.status == 404:
                 return f"the CustomResourceDefinition {CRD_NAME} is not installed"
             return f"cannot read the CustomResourceDefinition {CRD_NAME}: {error.status}"
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - unreachable: not ready, with the reason
             return f"cannot reach the API server: {type(error).__name__}"
         conditions = {c.type: c.status for c in (crd.status.conditions or [])}
         if conditions.get("Established") != "True":
@@ -158,11 +157,7 @@ class KubernetesBackend:
         webhook_url: str | None = None,
         batch_id: str | None = None,
     ) -> Job:
-        if webhook_url is not None:
-            try:
-                check_url(webhook_url, self.settings.allow_private_webhooks)
-            except RefusedURL as error:
-                raise WebhookRefusedError(f"webhook_url: {error}") from None
+        check_webhook(webhook_url, self.settings.allow_private_webhooks)
         return self._create_all(spec, [list(inputs)], webhook_url, batch_id)[0]
 
     def submit_batch(

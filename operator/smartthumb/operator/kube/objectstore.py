@@ -97,6 +97,6 @@ class ObjectStore:
         try:
             obstore.put(self._store(), probe, b"")
             obstore.delete(self._store(), probe)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any failure: not ready, with the reason
             return f"bucket {self.bucket} not writable: {type(error).__name__}"
         return None

@@ -393,6 +393,6 @@ class Reconciler:
         except ApiException as error:
             log.warning("event %s on %s/%s not posted: %s", body["reason"], namespace, name,
                         error.reason)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - best effort, off the caller's thread
             log.warning("event %s on %s/%s not posted: %r", body["reason"], namespace, name,
                         error)

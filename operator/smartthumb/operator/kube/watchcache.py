@@ -95,7 +95,7 @@ class ThumbnailJobCache:
                     version = None  # compacted: list again
                     continue
                 self._trouble(f"the API server answered {error.status} {error.reason}")
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - any failure: report, pause, retry
                 if self._stopping.is_set():
                     return
                 self._trouble(f"cannot reach the API server: {type(error).__name__}")

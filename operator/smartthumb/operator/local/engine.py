@@ -22,7 +22,7 @@ from smartthumb.operator.backend import (
     InputFile,
     QueueFullError,
     UnknownJobError,
-    WebhookRefusedError,
+    check_webhook,
 )
 from smartthumb.operator.lifecycle import (
     Action,
@@ -54,7 +54,7 @@ from smartthumb.operator.models import (
 )
 from smartthumb.operator.waiters import Waiters
 from smartthumb.operator.webhooks import WebhookSender
-from smartthumb.runner.netguard import RefusedURL, check_url, is_url
+from smartthumb.runner.netguard import is_url
 from smartthumb.runner.spec import ThumbnailSpec
 from smartthumb.runner.subjects import YOLO_ENV
 
@@ -153,7 +153,7 @@ class LocalEngine:
     def unready_reason(self) -> str | None:
         try:
             self.stats()  # proves the store answers
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any failure means "not ready", with the reason
             return f"store unavailable: {type(error).__name__}"
         if not self.healthy():
             return "the runner fork server or an engine thread is down"
@@ -204,11 +204,7 @@ class LocalEngine:
         batch_id: str | None = None,
     ) -> Job:
         """Queue a job. Raises InputError, WebhookRefusedError or QueueFullError."""
-        if webhook_url is not None:
-            try:
-                check_url(webhook_url, self.settings.allow_private_webhooks)
-            except RefusedURL as error:
-                raise WebhookRefusedError(f"webhook_url: {error}") from None
+        check_webhook(webhook_url, self.settings.allow_private_webhooks)
         return self._enqueue([self._prepare(spec, inputs, webhook_url, batch_id)])[0]
 
     def submit_batch(
