@@ -19,9 +19,8 @@ on the same two cores). With --runs N the figures are the medians of N runs per 
 
 Needs what the real-node tests need (root, make testbin, hack/ensure-node.sh); runs
 hack/images.sh (`make images`: instant when the current tree's images are built) and uses the
-images it names. Everything it
-starts (processes, control plane, node, containers, temporary folders) is stopped and removed
-at the end, also on Ctrl-C, SIGTERM or failure.
+images it names. Everything it starts (processes, control plane, node, containers, temporary
+folders) is stopped and removed at the end, also on Ctrl-C, SIGTERM or failure.
 """
 
 from __future__ import annotations
