@@ -46,26 +46,23 @@ import httpx
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "hack")]
 
-from images import photo  # noqa: E402
-from kubecluster import (  # noqa: E402
+from cluster import api_env, install, operator_env  # hack/cluster.py
+from images import photo
+from kubecluster import (
     KubeCluster,
     free_port,
     missing_binaries,
     start_kube_cluster,
     testbin_dir,
 )
-from kubestack import CLAIM, claim_volume  # noqa: E402
-from realnode import (  # noqa: E402
-    REAL_NODE_POD,
+from realnode import (
     RealNode,
     missing_prerequisites,
     start_real_node,
 )
-from smartthumb.operator.kube import crd  # noqa: E402
 
-NAMESPACE = "smartthumb"
 BIN = Path(sys.executable).parent
 WARM_UP = 2
 
@@ -284,11 +281,7 @@ def cluster_mode(work: Path, procs: Processes, body: bytes, args: argparse.Names
     started = time.perf_counter()
     with start_kube_cluster(testbin_dir(), work / "kube") as cluster, \
             start_real_node(cluster, tars) as node:
-        cluster.kubectl("apply", "--server-side", "-f", str(ROOT / crd.OUTPUT))
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd.NAME}")
-        cluster.kubectl("create", "namespace", NAMESPACE)
-        with cluster.api_client() as admin:
-            claim_volume(admin, NAMESPACE, volume)
+        install(cluster, volume)
         try:
             return cluster_run(cluster, node, volume, procs, body, args, started)
         except Exception:
@@ -306,31 +299,12 @@ def cluster_run(cluster: KubeCluster, node: RealNode, volume: Path, procs: Proce
     load."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    liveness = free_port()
-    common = {
-        "KUBECONFIG": str(cluster.kubeconfig),
-        "SMARTTHUMB_VOLUME_PATH": str(volume),
-        "SMARTTHUMB_MAX_RUNNING": str(args.workers),
-    }
-    operator = procs.start("operator", [str(BIN / "smartthumb-operator")], {
-        **common,
-        "SMARTTHUMB_NAMESPACES": NAMESPACE,
-        "SMARTTHUMB_VOLUME_CLAIM": CLAIM,
-        "SMARTTHUMB_RUNNER_IMAGE": node.images["runner"],
-        "SMARTTHUMB_FALLBACK_IMAGE": node.images["operator"],
-        "SMARTTHUMB_RUNNER_NODE_SELECTOR": json.dumps(REAL_NODE_POD["nodeSelector"]),
-        "SMARTTHUMB_RUNNER_TOLERATIONS": json.dumps(REAL_NODE_POD["tolerations"]),
-        "SMARTTHUMB_LEASE_NAMESPACE": NAMESPACE,
-        "SMARTTHUMB_PUBLIC_URL": url,
-        "SMARTTHUMB_LIVENESS_PORT": str(liveness),
-        "SMARTTHUMB_METRICS_PORT": str(free_port()),
-    })
-    api = procs.start("api-cluster", [str(BIN / "smartthumb-api")], {
-        **common,
-        "SMARTTHUMB_BACKEND": "kubernetes",
-        "SMARTTHUMB_NAMESPACE": NAMESPACE,
-        "SMARTTHUMB_PORT": str(port),
-    })
+    workers = str(args.workers)
+    env = operator_env(cluster, node, volume, url, max_running=workers)
+    operator = procs.start("operator", [str(BIN / "smartthumb-operator")], env)
+    liveness = env["SMARTTHUMB_LIVENESS_PORT"]
+    api = procs.start("api-cluster", [str(BIN / "smartthumb-api")],
+                      api_env(cluster, volume, port, max_running=workers))
     wait_ready("smartthumb-operator", f"http://127.0.0.1:{liveness}/healthz", operator, procs)
     wait_ready("smartthumb-api (kubernetes)", f"{url}/readyz", api, procs)
     print(f"cluster mode: control plane, real node, operator and API up in "

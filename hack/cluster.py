@@ -24,9 +24,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from images import save_photo
-from kubecluster import free_port, missing_binaries, start_kube_cluster, testbin_dir
+from kubecluster import KubeCluster, free_port, missing_binaries, start_kube_cluster, testbin_dir
 from kubestack import CLAIM, claim_volume
-from realnode import REAL_NODE_POD, image_tars, missing_prerequisites, start_real_node
+from realnode import (
+    REAL_NODE_POD,
+    RealNode,
+    image_tars,
+    missing_prerequisites,
+    start_real_node,
+)
 from smartthumb.operator.kube import crd
 
 NAMESPACE = "smartthumb"
@@ -49,6 +55,49 @@ def _sample_photos(volume: Path) -> None:
 def _start(name: str, argv: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen:
     log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
     return subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=log)
+
+
+def install(cluster: KubeCluster, volume: Path) -> None:
+    """The CRD, and the namespace with its claim on `volume`."""
+    cluster.kubectl("apply", "--server-side", "-f", str(REPO / crd.OUTPUT))
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd.NAME}")
+    cluster.kubectl("create", "namespace", NAMESPACE)
+    with cluster.api_client() as api:
+        claim_volume(api, NAMESPACE, volume)
+
+
+def operator_env(cluster: KubeCluster, node: RealNode, volume: Path, api_url: str,
+                 **settings: str) -> dict[str, str]:
+    """smartthumb-operator's environment: the namespace's jobs as pods on the real node;
+    `settings`: more SMARTTHUMB_* values by field name."""
+    return {
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "SMARTTHUMB_VOLUME_PATH": str(volume),
+        "SMARTTHUMB_NAMESPACES": NAMESPACE,
+        "SMARTTHUMB_VOLUME_CLAIM": CLAIM,
+        "SMARTTHUMB_RUNNER_IMAGE": node.images["runner"],
+        "SMARTTHUMB_FALLBACK_IMAGE": node.images["operator"],
+        "SMARTTHUMB_RUNNER_NODE_SELECTOR": json.dumps(REAL_NODE_POD["nodeSelector"]),
+        "SMARTTHUMB_RUNNER_TOLERATIONS": json.dumps(REAL_NODE_POD["tolerations"]),
+        "SMARTTHUMB_LEASE_NAMESPACE": NAMESPACE,
+        "SMARTTHUMB_PUBLIC_URL": api_url,
+        "SMARTTHUMB_LIVENESS_PORT": str(free_port()),
+        "SMARTTHUMB_METRICS_PORT": str(free_port()),
+        **{f"SMARTTHUMB_{name.upper()}": value for name, value in settings.items()},
+    }
+
+
+def api_env(cluster: KubeCluster, volume: Path, port: int | str,
+            **settings: str) -> dict[str, str]:
+    """smartthumb-api's environment in cluster mode."""
+    return {
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "SMARTTHUMB_VOLUME_PATH": str(volume),
+        "SMARTTHUMB_BACKEND": "kubernetes",
+        "SMARTTHUMB_NAMESPACE": NAMESPACE,
+        "SMARTTHUMB_PORT": str(port),
+        **{f"SMARTTHUMB_{name.upper()}": value for name, value in settings.items()},
+    }
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:
@@ -81,33 +130,12 @@ def main() -> None:
     try:
         with start_kube_cluster(bin_dir, workdir / "kube") as cluster, \
                 start_real_node(cluster, image_tars()) as node:
-            crd_file = str(REPO / crd.OUTPUT)
-            cluster.kubectl("apply", "--server-side", "-f", crd_file)
-            cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd.NAME}")
-            cluster.kubectl("create", "namespace", NAMESPACE)
-            with cluster.api_client() as api:
-                claim_volume(api, NAMESPACE, volume)
-            common = {"KUBECONFIG": str(cluster.kubeconfig), "SMARTTHUMB_VOLUME_PATH": str(volume)}
+            install(cluster, volume)
             url = f"http://127.0.0.1:{port}"
-            processes.append(_start("operator", [str(BIN / "smartthumb-operator")], {
-                **common,
-                "SMARTTHUMB_NAMESPACES": NAMESPACE,
-                "SMARTTHUMB_VOLUME_CLAIM": CLAIM,
-                "SMARTTHUMB_RUNNER_IMAGE": node.images["runner"],
-                "SMARTTHUMB_FALLBACK_IMAGE": node.images["operator"],
-                "SMARTTHUMB_RUNNER_NODE_SELECTOR": json.dumps(REAL_NODE_POD["nodeSelector"]),
-                "SMARTTHUMB_RUNNER_TOLERATIONS": json.dumps(REAL_NODE_POD["tolerations"]),
-                "SMARTTHUMB_LEASE_NAMESPACE": NAMESPACE,
-                "SMARTTHUMB_PUBLIC_URL": url,
-                "SMARTTHUMB_LIVENESS_PORT": str(free_port()),
-                "SMARTTHUMB_METRICS_PORT": str(free_port()),
-            }, workdir))
-            processes.append(_start("api", [str(BIN / "smartthumb-api")], {
-                **common,
-                "SMARTTHUMB_BACKEND": "kubernetes",
-                "SMARTTHUMB_NAMESPACE": NAMESPACE,
-                "SMARTTHUMB_PORT": port,
-            }, workdir))
+            processes.append(_start("operator", [str(BIN / "smartthumb-operator")],
+                                    operator_env(cluster, node, volume, url), workdir))
+            processes.append(_start("api", [str(BIN / "smartthumb-api")],
+                                    api_env(cluster, volume, port), workdir))
             try:
                 print(f"smartthumb API (cluster mode) on {url}/ (docs at /docs)")
                 print(f"KUBECONFIG={cluster.kubeconfig}")

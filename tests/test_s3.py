@@ -75,14 +75,16 @@ def photo_server(real_node: RealNode) -> Iterator[str]:
 
 @pytest.mark.cluster
 @pytest.mark.node
+@pytest.mark.parametrize("redirect", [False, True], ids=["streamed", "redirected"])
 def test_the_api_on_kubernetes_with_object_storage(
-    request: pytest.FixtureRequest, s3_server: S3Server, real_node: RealNode, tmp_path: Path
+    request: pytest.FixtureRequest, s3_server: S3Server, real_node: RealNode, tmp_path: Path,
+    redirect: bool,
 ) -> None:
     storage = s3_server.settings(real_node.gateway)
     with (
         kube_server(request, tmp_path / "volume", ttl_s=2, sweep_interval_s=0.5,
                     cache_dir=tmp_path / "cache", allow_private_sources=f"{real_node.gateway}/32",
-                    **storage) as server,
+                    s3_redirect=redirect, **storage) as server,
         httpx.Client(base_url=server.url, timeout=60) as client,
     ):
         accepted = client.post("/thumbnail", json={
@@ -98,11 +100,16 @@ def test_the_api_on_kubernetes_with_object_storage(
         assert job["inputs"] == ["astronaut.jpg"]
         assert f"{prefix}thumbnail.jpg" in s3_server.objects()
         image = client.get(f"/job/{job_id}/image")
+        if redirect:  # to the bucket itself, presigned
+            assert image.status_code == 307, image.text
+            assert image.headers["location"].startswith(f"{storage['s3_endpoint']}/{BUCKET}/")
+            assert not (tmp_path / "cache" / job_id).exists()
+            image = httpx.get(image.headers["location"])
         assert image.status_code == 200
         with Image.open(io.BytesIO(image.content)) as thumbnail:
             assert thumbnail.size == (300, 300)
         webp = client.get(f"/job/{job_id}/image", params={"format": "webp", "width": 100})
-        assert webp.headers["content-type"] == "image/webp"
+        assert webp.headers["content-type"] == "image/webp"  # conversions are the API's
         assert (tmp_path / "cache" / job_id).is_dir()
         poll("the TTL to delete the job", lambda: client.get(f"/job/{job_id}").status_code == 404,
              timeout=30)

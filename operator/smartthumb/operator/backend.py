@@ -115,6 +115,10 @@ class Backend(Protocol):
     def output_file(self, job: Job) -> Path | None:
         """The thumbnail of a done job as a local file (variants are cached beside it)."""
 
+    def output_url(self, job: Job) -> str | None:
+        """A URL the client may fetch a done job's thumbnail from itself (presigned), or
+        None: the API serves `output_file`."""
+
     def stats(self) -> QueueStats:
         """Queued and running jobs, queue capacity and parallelism."""
 

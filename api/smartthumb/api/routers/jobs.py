@@ -4,8 +4,8 @@ carries seed 003's per-job fields (jobId, state, progress, result, failedReason)
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
-from smartthumb.api.access import find_job, finished_output
+from fastapi.responses import FileResponse, Response
+from smartthumb.api.access import find_job, finished_output, redirect_to_output
 from smartthumb.api.deps import BackendDep, SettingsDep
 from smartthumb.api.errors import documented
 from smartthumb.api.inputs import decode_base64, inline_input
@@ -95,8 +95,11 @@ def get_simple_job(job_id: str, backend: BackendDep, links: LinksDep) -> SimpleJ
     },
     summary="The processed image",
 )
-def download(job_id: str, backend: BackendDep) -> FileResponse:
+def download(job_id: str, backend: BackendDep) -> Response:
     job = find_job(backend, job_id)
+    redirect = redirect_to_output(backend, job)
+    if redirect is not None:
+        return redirect
     path = finished_output(backend, job)
     fmt = job.spec.format
     return FileResponse(path, media_type=fmt.media_type, filename=f"{job.id}.{fmt.extension}")

@@ -8,7 +8,7 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
-from smartthumb.api.access import find_job, finished_output, not_found
+from smartthumb.api.access import find_job, finished_output, not_found, redirect_to_output
 from smartthumb.api.convert import parse_format, variant
 from smartthumb.api.deps import BackendDep, SettingsDep
 from smartthumb.api.errors import documented
@@ -118,11 +118,15 @@ def cancel_job(job_id: str, backend: BackendDep) -> Response:
 )
 def get_job_image(
     job_id: str, query: Annotated[ImageQuery, Query()], backend: BackendDep
-) -> FileResponse:
+) -> Response:
     job = find_job(backend, job_id)
+    plain = query.format is None and query.width is None and query.quality is None
+    redirect = redirect_to_output(backend, job) if plain else None
+    if redirect is not None:
+        return redirect
     source = finished_output(backend, job)
     fmt = parse_format(query.format) if query.format else job.spec.format
-    if query.format is None and query.width is None and query.quality is None:
+    if plain:
         path = source
     else:
         quality = query.quality or job.spec.quality

@@ -342,6 +342,12 @@ class KubernetesBackend:
             return copy
         return None
 
+    def output_url(self, job: Job) -> str | None:
+        obj = self._cache.get(job.id)
+        if self._store is None or not self.settings.s3_redirect or obj is None:
+            return None
+        return self._store.url_to_get(output_of(obj, parse(obj)[0]))
+
     def stats(self) -> QueueStats:
         phases = [(obj.get("status") or {}).get("phase") for obj in self._cache.objects()]
         return QueueStats(

@@ -231,6 +231,11 @@ class KubernetesBackendSettings(StorageSettings, BaseSettings):
     job_timeout_s: int = Field(
         1800, gt=0, le=86400, description="timeoutSeconds of the ThumbnailJobs the API creates."
     )
+    s3_redirect: bool = Field(
+        False,
+        description="With storage `s3`: GET /job/{id}/image (no conversion) and "
+        "/jobs/{id}/download answer 307 to a presigned URL instead of streaming the image.",
+    )
     cache_dir: Path = Field(
         Path("/tmp/smartthumb-api"),
         description="With storage `s3`: the API's copies of thumbnails it serves, and their "

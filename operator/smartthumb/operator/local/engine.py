@@ -282,6 +282,9 @@ class LocalEngine:
         path = self._output(job)
         return path if path.is_file() else None
 
+    def output_url(self, job: Job) -> str | None:
+        return None  # the API serves the file
+
     def stats(self) -> QueueStats:
         return QueueStats(
             queued=self._store.count(JobState.queued),
