@@ -191,3 +191,33 @@ def test_readiness_names_what_is_missing_and_liveness_does_not_depend_on_it(
         for one in backends:
             one.stop()
     assert not ready.healthy()
+
+
+def test_a_watch_from_a_compacted_version_lists_again(
+    kube_cluster: KubeCluster, installed_crd: str, namespace: str, api: Any, tmp_path: Path
+) -> None:
+    """410 Gone, for real: the API server no longer has the version the watch resumes from
+    (here: the first list is made to hand on version 1). The cache lists again and goes on."""
+    backend = KubernetesBackend(
+        KubernetesBackendSettings(namespace=namespace, volume_path=tmp_path),
+        kube_cluster.api_client(),
+    )
+    cache = backend._cache
+    real_list = cache._list
+    lists: list[str] = []
+
+    def first_version_too_old() -> str:
+        version = real_list()
+        lists.append(version)
+        return "1" if len(lists) == 1 else version
+
+    cache._list = first_version_too_old  # type: ignore[method-assign]
+    backend.start()
+    try:
+        poll("a second list after 410 Gone", lambda: len(lists) >= 2, timeout=20)
+        body = thumbnailjob("after", {"mode": "fit", "width": 20, "sources": [{"path": "a.png"}]})
+        custom(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+        poll("the watch to go on", lambda: backend.get("after"), timeout=10)
+        assert len(lists) == 2 and backend.unready_reason() is None
+    finally:
+        backend.stop()

@@ -3,7 +3,7 @@ polls, long-polls, batch lists, queue figures) never cost an API server request.
 
 List, then watch from the list's resourceVersion (with bookmarks, so a resume after a
 quiet spell starts from a recent version); a watch that ends is resumed from the last
-version seen; 410 Gone (that version was compacted away) means list again.
+version seen; 410 Gone (that version was compacted away), or any failure, means list again.
 """
 
 from __future__ import annotations
@@ -99,6 +99,9 @@ class ThumbnailJobCache:
                 if self._stopping.is_set():
                     return
                 self._trouble(f"cannot reach the API server: {type(error).__name__}")
+            # After a failure, list again rather than resume: whatever was missed meanwhile
+            # (deletions included) is then seen.
+            version = None
             self._stopping.wait(RETRY_PAUSE_S)
 
     def _trouble(self, problem: str) -> None:
@@ -130,10 +133,11 @@ class ThumbnailJobCache:
             resource_version=version,
             allow_watch_bookmarks=True,
             timeout_seconds=WATCH_TIMEOUT_S,
-            deserialize=False,  # plain dicts: the client's models are slow and not needed
+            # Not deserialize=False: the client then fails on ERROR events (410 Gone) with a
+            # KeyError instead of raising ApiException. Custom objects stay dicts anyway.
         )
         for event in stream:  # an ERROR event (410 Gone, ...) is raised as ApiException
-            kind, obj = event["type"], event["object"]
+            kind, obj = event["type"], event["raw_object"]
             version = obj["metadata"].get("resourceVersion") or version
             if kind == "DELETED":
                 self._drop(obj["metadata"]["name"])
