@@ -21,8 +21,9 @@ from smartthumb.api.settings import ApiSettings
 from smartthumb.operator.backend import InputFile
 from smartthumb.runner.errors import BadInputError
 from smartthumb.runner.fetch import check_source
+from smartthumb.runner.limits import is_url
 from smartthumb.runner.load import SUPPORTED_FORMATS
-from smartthumb.runner.netguard import is_url, redact
+from smartthumb.runner.netguard import redact
 
 _DATA_URL_PREFIX = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 

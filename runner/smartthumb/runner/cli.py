@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 from smartthumb.runner.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OUT_OF_MEMORY, RunnerError
-from smartthumb.runner.limits import Limits
-from smartthumb.runner.netguard import is_url
+from smartthumb.runner.limits import Limits, is_url
 from smartthumb.runner.spec import Mode, OutputFormat, ThumbnailSpec
 from smartthumb.runner.termination import write_termination_message
 
@@ -62,6 +62,24 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     crop.add_argument("--max-pixels", type=int, help="refuse sources above this many pixels")
     return parser
+
+
+def _remote(
+    inputs: list[Path | str], output: Path | str, limits: Limits
+) -> tuple[list[Any], Any, AbstractContextManager[object]]:
+    """URL inputs and output as the pipeline's remote sources and upload, with the HTTP client
+    they share; without URLs httpx is not even imported (the fallback must stay small under
+    its memory limit)."""
+    if all(isinstance(item, Path) for item in (*inputs, output)):
+        return list(inputs), output, nullcontext()
+    from smartthumb.runner.fetch import RemoteImage, RemoteOutput, Web
+
+    web = Web(limits)
+    return (
+        [item if isinstance(item, Path) else RemoteImage(item, web) for item in inputs],
+        output if isinstance(output, Path) else RemoteOutput(output, web),
+        web,
+    )
 
 
 def _spec_from_args(args: argparse.Namespace) -> ThumbnailSpec:
@@ -128,17 +146,15 @@ def main(argv: list[str] | None = None) -> int:
         limits = limits.model_copy(update={"max_pixels": args.max_pixels})
 
     # Imported here so that `--help` and argument errors stay fast.
-    from smartthumb.runner.fetch import RemoteImage, RemoteOutput, Web
     from smartthumb.runner.pipeline import make_thumbnail
 
     try:
-        with Web(limits) as web:
-            output = args.output
+        inputs, output, web = _remote(args.inputs, args.output, limits)
+        with web:
             result = make_thumbnail(
-                [item if isinstance(item, Path) else RemoteImage(item, web)
-                 for item in args.inputs],
+                inputs,
                 spec,
-                output if isinstance(output, Path) else RemoteOutput(output, web),
+                output,
                 fallback=args.fallback,
                 fallback_reason=args.fallback_reason,
                 limits=limits,

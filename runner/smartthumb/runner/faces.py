@@ -7,7 +7,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from smartthumb.runner.geometry import Face
 
 INPUT_SIDE = 128

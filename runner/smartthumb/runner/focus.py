@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from smartthumb.runner.geometry import Face
 from smartthumb.runner.interest import box_blur, edge_interest, normalise
 

@@ -18,6 +18,13 @@ MAX_INPUTS = 200
 """Most input images of one run (a chapter's pages)."""
 
 
+def is_url(text: str) -> bool:
+    """An http(s) URL rather than a file path (runner inputs and outputs may be either).
+    Here, not in netguard: the CLI asks for every run, and httpx is imported only for URLs
+    (the fallback must stay small under its memory limit)."""
+    return text.lower().startswith(("http://", "https://"))
+
+
 def split_commas(value: object) -> object:
     """A comma-separated environment variable as a list (other values pass through)."""
     if isinstance(value, str):

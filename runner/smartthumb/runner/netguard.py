@@ -114,11 +114,6 @@ def checked_address(url: httpx.URL, allow: AllowPrivate) -> IPAddress:
     return addresses[0]
 
 
-def is_url(text: str) -> bool:
-    """An http(s) URL rather than a file path (runner inputs and outputs may be either)."""
-    return text.lower().startswith(("http://", "https://"))
-
-
 def check_url(url: str, allow: AllowPrivate) -> None:
     """Raise RefusedURL unless `url` is an http(s) URL reaching allowed addresses."""
     try:

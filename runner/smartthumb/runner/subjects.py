@@ -8,7 +8,6 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-
 from smartthumb.runner.errors import RunnerError
 from smartthumb.runner.geometry import Face
 from smartthumb.runner.models import face_model_path

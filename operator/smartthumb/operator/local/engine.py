@@ -54,7 +54,7 @@ from smartthumb.operator.models import (
 )
 from smartthumb.operator.waiters import Waiters
 from smartthumb.operator.webhooks import WebhookSender
-from smartthumb.runner.netguard import is_url
+from smartthumb.runner.limits import is_url
 from smartthumb.runner.spec import ThumbnailSpec
 from smartthumb.runner.subjects import YOLO_ENV
 
