@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,6 +102,23 @@ def api_env(cluster: KubeCluster, volume: Path, port: int | str,
     }
 
 
+def _wait_ready(url: str, processes: list[subprocess.Popen], workdir: Path) -> None:
+    """Until the API says it can take jobs: only then is the URL worth printing."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                _fail(f"{process.args[0]} exited ({process.returncode}); see {workdir}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:  # not listening yet, or 503 while it starts
+            pass
+        time.sleep(0.5)
+    _fail(f"the API was not ready within 180 s; see {workdir}")
+
+
 def _stop(processes: list[subprocess.Popen]) -> None:
     for process in processes:
         process.terminate()
@@ -137,6 +156,7 @@ def main() -> None:
             processes.append(_start("api", [str(BIN / "smartthumb-api")],
                                     api_env(cluster, volume, port), workdir))
             try:
+                _wait_ready(f"{url}/readyz", processes, workdir)
                 print(f"smartthumb API (cluster mode) on {url}/ (docs at /docs)")
                 print(f"KUBECONFIG={cluster.kubeconfig}")
                 print(f"PATH={bin_dir}:$PATH  # kubectl")
