@@ -161,5 +161,6 @@ def test_nothing_of_the_jobs_is_left_on_the_node_after_the_ttl(
     cluster.finished("brief", timeout=120)
     poll("the job and its pods to go", lambda: cluster.get("brief") is None
          and not cluster.pods(), timeout=60)
+    # The kubelet's container garbage collection runs once a minute: give it two rounds.
     poll("the node to remove their containers",
-         lambda: not real_node.containers(cluster.namespace), timeout=60)
+         lambda: not real_node.containers(cluster.namespace), timeout=150)
