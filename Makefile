@@ -30,10 +30,11 @@ run: install
 cluster: install testbin node images
 	$(BIN)/python hack/cluster.py
 
-# The ThumbnailJob CRD, generated from the models in operator/smartthumb/operator/kube/resource.py
-# (tests/test_crd.py fails when crds/ is stale).
+# The ThumbnailJob CRD, generated from the models in operator/smartthumb/operator/kube/resource.py,
+# and the Helm chart's copy of it (tests/test_crd.py and tests/test_chart.py fail when stale).
 crds: install
 	$(BIN)/python -m smartthumb.operator.kube.crd
+	$(BIN)/python hack/chart_crd.py
 
 # Debian's chromium for the web page's end-to-end test (root only; skipped otherwise).
 browser:
