@@ -36,6 +36,7 @@ COMPUTED_DEFAULTS = {
     "runner_node_selector": "`{}`",
     "runner_tolerations": "`[]`",
     "namespace": "`$POD_NAMESPACE`, else `default`",
+    "priority": "random",
 }
 SHOWN_ELSEWHERE = {EngineSettings: {"public_url"}}
 """Fields another table already lists under the same variable (the API hands it over)."""

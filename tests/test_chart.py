@@ -239,7 +239,9 @@ def test_peering_with_two_replicas() -> None:
     objects = render("replicas-2")
     (container,) = one(objects, "Deployment", f"{RELEASE}-smartthumb-operator")["spec"][
         "template"]["spec"]["containers"]  # fmt: skip
-    assert "SMARTTHUMB_PRIORITY" in " ".join(container["command"])  # one per pod
+    # No fixed priority: each replica draws its own (equal priorities pause kopf).
+    env = {item["name"] for item in container["env"]}
+    assert "SMARTTHUMB_PEERING" in env and "SMARTTHUMB_PRIORITY" not in env
     (peering,) = find(objects, "KopfPeering")
     assert peering["metadata"] == {**peering["metadata"], "name": f"{RELEASE}-smartthumb",
                                    "namespace": NAMESPACE}  # fmt: skip

@@ -23,6 +23,7 @@ from kubernetes import client
 from operatorharness import Cluster, OperatorHandle, result_json, run_operator, simulated
 from operatorharness import thumbnail_job as tj
 from smartthumb.operator.kube.resource import GROUP, PLURAL, VERSION
+from smartthumb.operator.kube.settings import OperatorSettings
 from standardwebhooks import Webhook
 from test_engine_support import Receiver
 
@@ -492,3 +493,14 @@ def test_metrics_and_liveness(cluster: Cluster, operator: OperatorHandle) -> Non
         assert line in text
     assert "smartthumb_reconcile_seconds_count" in text
     assert "smartthumb_queue_depth" in text
+
+
+def test_replicas_draw_different_peering_priorities(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replicas of one Deployment share their environment: with no SMARTTHUMB_PRIORITY each
+    draws its own, since kopf pauses every replica of equal priority."""
+    monkeypatch.setenv("SMARTTHUMB_VOLUME_HOST_PATH", "/data")
+    monkeypatch.delenv("SMARTTHUMB_PRIORITY", raising=False)
+    drawn = {OperatorSettings().priority for _ in range(20)}
+    assert len(drawn) == 20 and all(priority > 0 for priority in drawn)
+    monkeypatch.setenv("SMARTTHUMB_PRIORITY", "7")
+    assert OperatorSettings().priority == 7

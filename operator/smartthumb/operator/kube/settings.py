@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -161,7 +162,13 @@ class OperatorSettings(StorageSettings, WebhookSettings, BaseSettings):
         None,
         description="kopf peering object (KopfPeering) shared by the replicas; unset: standalone.",
     )
-    priority: int = Field(0, description="kopf peering priority: the highest replica is active.")
+    priority: int = Field(
+        default_factory=lambda: secrets.randbelow(2**31 - 1) + 1,
+        description=(
+            "kopf peering priority: the highest replica is active. Unset: a random number, so "
+            "the replicas of one Deployment never tie (kopf pauses all of equal priority)."
+        ),
+    )
     liveness_port: int = Field(8080, ge=0, le=65535, description="Port of /healthz (kopf's).")
     metrics_port: int = Field(9090, ge=0, le=65535, description="Port of /metrics; 0: off.")
     public_url: str | None = Field(
