@@ -198,15 +198,19 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="exit 1 if the file is stale, write nothing"
     )
     args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        current = args.output.read_text() if args.output.exists() else None
+    return write_or_check(args.output, render(), args.check)
+
+
+def write_or_check(output: Path, text: str, check: bool) -> int:
+    """Write a generated file, or (check) exit status 1 when the committed one differs."""
+    if check:
+        current = output.read_text() if output.exists() else None
         if current != text:
-            print(f"{args.output} is stale: run `make crds`", file=sys.stderr)
+            print(f"{output} is stale: run `make crds`", file=sys.stderr)
             return 1
         return 0
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
     return 0
 
 
