@@ -5,6 +5,7 @@ batches are all-or-none, readiness and liveness."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -221,3 +222,24 @@ def test_a_watch_from_a_compacted_version_lists_again(
         assert len(lists) == 2 and backend.unready_reason() is None
     finally:
         backend.stop()
+
+
+def test_a_cancelled_job_is_gone_at_once_and_late_events_do_not_bring_it_back(
+    backend: KubernetesBackend, api: Any, namespace: str
+) -> None:
+    job = backend.submit(SPEC, [png()], batch_id="b")
+    custom(api).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, job.id, {"status": {"phase": "Running"}})
+    before = poll("the status write in the cache", lambda: (
+        obj := backend._cache.get(job.id)) and (obj.get("status") or {}).get("phase") and obj)
+    backend.cancel(job.id)
+    assert backend.get(job.id) is None and backend.list_batch("b") == []  # no watch wait
+    with pytest.raises(UnknownJobError):
+        backend.cancel(job.id)
+    # A watch event of the object as it was, arriving after the delete, changes nothing.
+    backend._cache._store(before)
+    assert backend.get(job.id) is None
+    time.sleep(1)  # the real DELETED event, and any other, have come by now
+    assert backend.get(job.id) is None
+    assert not custom(api).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL)["items"]

@@ -191,7 +191,10 @@ class KubernetesBackend:
                 self._create(name, spec, inputs, webhook_url, batch_id)
         except BaseException:
             for name in created:
-                self._delete(name)
+                try:
+                    self._delete(name)
+                except ApiException as error:  # the original failure is the one to report
+                    log.warning("ThumbnailJob %s of a refused batch not deleted: %s", name, error)
             raise
         jobs = [self.get(name) for name in created]
         return [job for job in jobs if job is not None]
@@ -277,13 +280,16 @@ class KubernetesBackend:
         return Source(path=stored)
 
     def _delete(self, name: str) -> None:
+        """The ThumbnailJob (gone for readers at once) and the files the API wrote for it.
+        Raises ApiException when the API server refuses (a 404 is done already)."""
         try:
             self._custom.delete_namespaced_custom_object(
                 GROUP, VERSION, self.settings.namespace, PLURAL, name
             )
         except ApiException as error:
             if error.status != 404:
-                log.warning("ThumbnailJob %s of a refused batch not deleted: %s", name, error)
+                raise
+        self._cache.forget(name)
         if self._store is not None:
             self._store.delete_prefix(job_prefix(self.settings.namespace, name))
         else:

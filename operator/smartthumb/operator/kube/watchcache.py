@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,8 @@ Obj = dict[str, Any]
 WATCH_TIMEOUT_S = 300
 """Server-side end of one watch request; it is then resumed (a dead connection is noticed)."""
 RETRY_PAUSE_S = 1.0
+FORGOTTEN_KEPT = 100_000
+"""uids of objects this process deleted, remembered until a list no longer holds them."""
 """After a failed list or watch (API server restarting, network): the next one may fail too."""
 
 
@@ -45,6 +48,9 @@ class ThumbnailJobCache:
         self._lock = lock
         self._changed = changed
         self._objects: dict[str, Obj] = {}
+        self._deleted: OrderedDict[str, None] = OrderedDict()
+        """uids this process deleted: no event of theirs may bring them back (a uid is never
+        reused). The newest FORGOTTEN_KEPT are kept; a list clears those it does not hold."""
         self._watch = watch.Watch()
         self._stopping = threading.Event()
         self.synced = threading.Event()
@@ -81,6 +87,17 @@ class ThumbnailJobCache:
         """An object this process just wrote: read-your-writes before its watch event."""
         self._store(obj)
 
+    def forget(self, name: str) -> None:
+        """An object this process just deleted: gone for readers at once, not when the
+        watch says so."""
+        with self._lock:
+            obj = self._objects.pop(name, None)
+            if obj is not None:
+                self._deleted[obj["metadata"].get("uid") or ""] = None
+                while len(self._deleted) > FORGOTTEN_KEPT:
+                    self._deleted.popitem(last=False)
+                self._changed(name)
+
     # --- the watch thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -115,6 +132,9 @@ class ThumbnailJobCache:
         )
         fresh = {obj["metadata"]["name"]: obj for obj in listed["items"]}
         with self._lock:
+            listed_uids = {obj["metadata"].get("uid") for obj in fresh.values()}
+            for uid in [uid for uid in self._deleted if uid not in listed_uids]:
+                del self._deleted[uid]
             gone = set(self._objects) - set(fresh)
             for name in gone:
                 del self._objects[name]
@@ -140,7 +160,7 @@ class ThumbnailJobCache:
             kind, obj = event["type"], event["raw_object"]
             version = obj["metadata"].get("resourceVersion") or version
             if kind == "DELETED":
-                self._drop(obj["metadata"]["name"])
+                self._drop(obj)
             elif kind in ("ADDED", "MODIFIED"):
                 self._store(obj)
         return version
@@ -148,6 +168,8 @@ class ThumbnailJobCache:
     def _store(self, obj: Obj) -> None:
         name = obj["metadata"]["name"]
         with self._lock:
+            if obj["metadata"].get("uid") in self._deleted:
+                return
             held = self._objects.get(name)
             # Same name, another uid: deleted and created again, keep the new one.
             if held is not None and held["metadata"].get("uid") == obj["metadata"].get("uid") \
@@ -156,7 +178,8 @@ class ThumbnailJobCache:
             self._objects[name] = obj
             self._changed(name)
 
-    def _drop(self, name: str) -> None:
+    def _drop(self, obj: Obj) -> None:
+        name = obj["metadata"]["name"]
         with self._lock:
             if self._objects.pop(name, None) is not None:
                 self._changed(name)
