@@ -25,7 +25,7 @@ WATCH_TIMEOUT_S = 300
 """Server-side end of one watch request; it is then resumed (a dead connection is noticed)."""
 RETRY_PAUSE_S = 1.0
 FORGOTTEN_KEPT = 100_000
-"""uids of objects this process deleted, remembered until a list no longer holds them."""
+"""uids of objects this process deleted that it remembers (about 40 bytes each)."""
 """After a failed list or watch (API server restarting, network): the next one may fail too."""
 
 
@@ -49,8 +49,8 @@ class ThumbnailJobCache:
         self._changed = changed
         self._objects: dict[str, Obj] = {}
         self._deleted: OrderedDict[str, None] = OrderedDict()
-        """uids this process deleted: no event of theirs may bring them back (a uid is never
-        reused). The newest FORGOTTEN_KEPT are kept; a list clears those it does not hold."""
+        """uids this process deleted: no event or list of theirs may bring them back (a uid
+        is never reused). The newest FORGOTTEN_KEPT are kept."""
         self._watch = watch.Watch()
         self._stopping = threading.Event()
         self.synced = threading.Event()
@@ -132,9 +132,6 @@ class ThumbnailJobCache:
         )
         fresh = {obj["metadata"]["name"]: obj for obj in listed["items"]}
         with self._lock:
-            listed_uids = {obj["metadata"].get("uid") for obj in fresh.values()}
-            for uid in [uid for uid in self._deleted if uid not in listed_uids]:
-                del self._deleted[uid]
             gone = set(self._objects) - set(fresh)
             for name in gone:
                 del self._objects[name]
