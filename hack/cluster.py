@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from images import save_photo
+from images import sample_volume
 from kubecluster import KubeCluster, free_port, missing_binaries, start_kube_cluster, testbin_dir
 from kubestack import CLAIM, claim_volume
 from realnode import (
@@ -44,14 +44,6 @@ BIN = Path(sys.executable).parent
 def _fail(message: str) -> None:
     print(f"make cluster: {message}", file=sys.stderr)
     sys.exit(2)
-
-
-def _sample_photos(volume: Path) -> None:
-    photos = volume / "photos"
-    photos.mkdir(parents=True)
-    for name in ("astronaut", "coffee", "chelsea", "rocket"):
-        save_photo(photos, name).chmod(0o644)
-    photos.chmod(0o755)
 
 
 def _start(name: str, argv: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen:
@@ -141,7 +133,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="st-cluster-", dir="/tmp"))
     volume = workdir / "volume"
     volume.mkdir()
-    _sample_photos(volume)
+    sample_volume(volume)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -160,7 +152,8 @@ def main() -> None:
                 print(f"smartthumb API (cluster mode) on {url}/ (docs at /docs)")
                 print(f"KUBECONFIG={cluster.kubeconfig}")
                 print(f"PATH={bin_dir}:$PATH  # kubectl")
-                print(f"shared volume: {volume} (sample photos in photos/); logs in {workdir}")
+                print(f"shared volume: {volume} (photos/ and chapter-1/ for examples/); "
+                      f"logs in {workdir}")
                 print("try: kubectl -n smartthumb apply -f examples/crop.yaml; "
                       "kubectl -n smartthumb get tj -w")
                 print("Ctrl-C stops all of it.", flush=True)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the binaries of the test control plane (no Docker, no prebuilt downloads):
-# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, etcd, kwok, helm and
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy, etcd, kwok, helm and
 # versitygw (the S3 server of the object-storage tests, posix backend),
 # all from the Go module proxy, into a cache outside the repository:
 #
@@ -67,7 +67,7 @@ T0=$SECONDS
 FAILED=()
 
 # --- kube-apiserver, kube-controller-manager, kube-scheduler, kubectl -------------------------
-K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
+K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 build_kubernetes() {
     local dir=$SRC/kubernetes minor major staging_version t=$SECONDS
     major=${K8S_VERSION#v}; major=${major%%.*}

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from apiserver import BACKENDS
 from kubecluster import KubeCluster, kube_cluster  # noqa: F401  (session-scoped control plane)
-from realnode import real_node  # noqa: F401  (session-scoped real node)
+from realnode import real_node, real_node_services  # noqa: F401  (session-scoped real node)
 from s3server import s3_server  # noqa: F401  (session-scoped S3 server)
 from smartthumb.operator.kube import crd as crd_module
 from smartthumb.operator.kube.resource import GROUP, KIND, VERSION

@@ -78,3 +78,19 @@ def line_art_page(name: str, size: tuple[int, int] = (800, 1200)) -> Image.Image
     tone = (np.asarray(grey) < 90) & (rows % 6 < 2) & (cols % 6 < 2)
     page = np.where(ink | tone, 0, 255).astype(np.uint8)
     return Image.fromarray(page).convert("RGB")
+
+
+def sample_volume(volume: Path) -> None:
+    """What examples/*.yaml read from a shared volume: photos/<name>-<w>x<h>.jpg and a
+    chapter of pages in chapter-1/ (a text page, three art pages, a blank page), readable by
+    the runner pods (uid 65532)."""
+    photos = volume / "photos"
+    photos.mkdir(parents=True)
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        save_photo(photos, name)
+    chapter = volume / "chapter-1"
+    chapter.mkdir()
+    write_pages(chapter, [text_page(), art_page("coffee"), art_page("astronaut"), blank_page(),
+                          art_page("chelsea")])
+    for path in [photos, chapter, *photos.iterdir(), *chapter.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)

@@ -89,6 +89,10 @@ CONTROLLERS = (
     "serviceaccount-controller",
     "namespace-controller",
     "persistentvolume-binder-controller",  # the real-node tests mount a pre-bound PVC
+    "deployment-controller",  # the Helm chart's Deployments (test_helm_install.py)
+    "replicaset-controller",
+    "endpointslice-controller",  # Services of pods on the real node (kube-proxy reads slices)
+    "root-ca-certificate-publisher-controller",  # kube-root-ca.crt: pods with a token mount
 )
 NODE_NAME = "kwok-node-0"
 SIMULATE_LABEL = "smartthumb.io/simulate"
@@ -425,7 +429,9 @@ def start_kube_cluster(bin_dir: Path, workdir: Path) -> Iterator[KubeCluster]:
         apiserver = start(
             "kube-apiserver",
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--bind-address=127.0.0.1",
+            # All addresses: pods on the real node reach it at their bridge's gateway, through
+            # the `kubernetes` Service (realnode.node_services); clients here use 127.0.0.1.
+            "--bind-address=0.0.0.0",
             "--advertise-address=127.0.0.1",
             f"--secure-port={api_port}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -47,6 +48,7 @@ from kubecluster import (
     ClusterStartError,
     Component,
     KubeCluster,
+    _https_ok,
     _require_cluster,
     free_port,
     wait_for,
@@ -82,12 +84,24 @@ class RealNode:
     gateway: str
     """The bridge's address on this machine: how pods reach servers the tests start here."""
     components: list[Component] = field(default_factory=list)
+    kube_proxy: Path | None = None
+    """kube-proxy's binary while node_services runs it: teardown removes its iptables rules."""
 
     def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
             ["ctr", "--address", str(self.containerd_socket), "-n", "k8s.io", *args],
             capture_output=True, text=True, check=check, timeout=120,
         )
+
+    def pod_logs(self, namespace: str, lines: int = 30) -> str:
+        """The last lines of every container log of the namespace's pods (failure messages:
+        `kubectl logs` needs a node address the apiserver can reach, which this node lacks)."""
+        out = []
+        for log in sorted((self.workdir / "pod-logs").glob(f"{namespace}_*/*/*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {log.parent.parent.name.split('_')[1]}/{log.parent.name}")
+            out.extend(line.split(" ", 3)[-1] for line in tail)  # drop CRI's time/stream/tag
+        return "\n".join(out)
 
     def containers(self, namespace: str | None = None) -> list[str]:
         """Container ids, all or those of pods in one Kubernetes namespace."""
@@ -172,8 +186,11 @@ def missing_prerequisites(bin_dir: Path) -> list[str]:
             missing.append(tool)
     if not (CNI_BIN / "bridge").exists():
         missing.append("containernetworking-plugins (hack/ensure-node.sh)")
-    if not os.access(bin_dir / "kubelet", os.X_OK):
-        missing.append(f"{bin_dir}/kubelet (make testbin)")
+    for binary in ("kubelet", "kube-proxy"):
+        if not os.access(bin_dir / binary, os.X_OK):
+            missing.append(f"{bin_dir}/{binary} (make testbin)")
+    if shutil.which("iptables-restore") is None:
+        missing.append("iptables")
     tars = image_tars()
     for role in ("runner", "operator"):
         if role not in tars or not tars[role][1].exists():
@@ -186,7 +203,7 @@ _LIVE: list[RealNode] = []
 
 @atexit.register
 def _teardown_all() -> None:
-    for node in list(_LIVE):
+    for node in _LIVE:
         teardown(node)
 
 
@@ -261,6 +278,8 @@ def _kubelet_config(workdir: Path, socket: Path, cgroup_root: str) -> dict[str, 
         "readOnlyPort": 0,
         "evictionHard": {"memory.available": "1Mi", "nodefs.available": "1%",
                          "imagefs.available": "1%"},
+        "makeIPTablesUtilChains": False,  # leave this machine's iptables alone
+        "podLogsDir": str(workdir / "pod-logs"),  # not /var/log/pods: removed with the node
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "registerWithTaints": [{"key": NODE_LABEL, "value": "true", "effect": "NoSchedule"}],
@@ -369,10 +388,127 @@ def teardown(node: RealNode) -> None:
             node.ctr("containers", "delete", container, check=False)
     for component in node.components:
         component.stop(grace=10)
+    _remove_kube_proxy_rules(node)
+    _remove_container_log_links(node.workdir)
     _unmount_under(node.workdir)
     subprocess.run(["ip", "link", "del", node.bridge], capture_output=True, check=False)
     _remove_cgroups(node.cgroup_root)
     shutil.rmtree(node.workdir, ignore_errors=True)
+
+
+KUBE_PROXY_LOCK = Path("/tmp/smartthumb-kube-proxy.lock")
+"""kube-proxy owns the KUBE-* chains of this machine's iptables: one at a time."""
+
+
+def _kube_proxy_config(node: RealNode, kubeconfig: Path) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "mode": "iptables",
+        "clientConnection": {"kubeconfig": str(kubeconfig)},
+        "hostnameOverride": node.name,
+        "clusterCIDR": node.subnet,
+        "healthzBindAddress": f"127.0.0.1:{free_port()}",
+        "metricsBindAddress": f"127.0.0.1:{free_port()}",
+        "nodePortAddresses": [f"{node.gateway}/32"],
+        # Masquerade: a pod calling a Service whose endpoint is on the same bridge gets its
+        # answer back through the NAT whatever br_netfilter's sysctls say.
+        "iptables": {"masqueradeAll": True, "localhostNodePorts": False, "syncPeriod": "30s",
+                     "minSyncPeriod": "0s"},
+        # Zero: leave this machine's conntrack sysctls alone.
+        "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
+                      "tcpCloseWaitTimeout": "0s"},
+    }
+
+
+def _apiserver_endpoint(node: RealNode, server: str) -> dict[str, Any]:
+    """The `kubernetes` Service's endpoint (the test apiserver reconciles none): the node's
+    gateway, where pods reach the apiserver listening on all addresses."""
+    port = int(server.rsplit(":", 1)[1])
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [node.gateway], "conditions": {"ready": True}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    }
+
+
+@contextlib.contextmanager
+def node_services(cluster: KubeCluster, node: RealNode) -> Iterator[None]:
+    """Services work for pods on the real node and for this machine, as in any cluster:
+    kube-proxy (iptables mode) on the node, and the `kubernetes` Service (10.0.0.1:443, what
+    in-cluster clients such as the chart's operator and API call) pointing at the apiserver.
+    The iptables rules are removed after, also when the start fails."""
+    from kubernetes import client
+
+    with open(KUBE_PROXY_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        node.kube_proxy = cluster.bin_dir / "kube-proxy"
+        config = node.workdir / "kube-proxy.yaml"
+        config.write_text(json.dumps(_kube_proxy_config(node, cluster.kubeconfig)))
+        try:
+            with cluster.api_client() as api:
+                discovery = client.DiscoveryV1Api(api)
+                discovery.create_namespaced_endpoint_slice(
+                    "default", _apiserver_endpoint(node, cluster.server))
+                try:
+                    proxy = _start(node, "kube-proxy", [str(node.kube_proxy),
+                                                        f"--config={config}"])
+                    wait_for("the kubernetes Service through kube-proxy",
+                             lambda: _service_answers(cluster), cluster, 60, proxy)
+                    yield
+                finally:
+                    discovery.delete_namespaced_endpoint_slice("kubernetes", "default")
+        finally:
+            for component in [c for c in node.components if c.name == "kube-proxy"]:
+                component.stop(grace=10)
+                node.components.remove(component)
+            _remove_kube_proxy_rules(node)
+
+
+def _service_answers(cluster: KubeCluster) -> bool:
+    """The apiserver answers at the `kubernetes` Service's cluster IP (kube-proxy's rules)."""
+    try:
+        return _https_ok("https://10.0.0.1/readyz", token=cluster.token, ca_file=cluster.ca_file)
+    except OSError:
+        return False
+
+
+# What `kube-proxy --cleanup` leaves: its copy of the kubelet's martian-packet chain (which it
+# never deletes, in case a kubelet uses it: this node's kubelet makes no iptables chains), the
+# mode hint and the canaries.
+KUBE_PROXY_KEPT = (
+    ("filter", "KUBE-FIREWALL", ("INPUT", "OUTPUT")),
+    ("mangle", "KUBE-IPTABLES-HINT", ()),
+    *((table, "KUBE-PROXY-CANARY", ()) for table in ("filter", "nat", "mangle")),
+)
+
+
+def _remove_kube_proxy_rules(node: RealNode) -> None:
+    if node.kube_proxy is None:
+        return
+    subprocess.run([str(node.kube_proxy), "--cleanup"], capture_output=True, check=False,
+                   timeout=60)
+    for tool in ("iptables", "ip6tables"):
+        for table, chain, jumps_from in KUBE_PROXY_KEPT:
+            for parent in jumps_from:
+                subprocess.run([tool, "-w", "-t", table, "-D", parent, "-j", chain], check=False,
+                               capture_output=True)
+            for action in ("-F", "-X"):
+                subprocess.run([tool, "-w", "-t", table, action, chain], check=False,
+                               capture_output=True)
+    node.kube_proxy = None
+
+
+def _remove_container_log_links(workdir: Path) -> None:
+    """The kubelet's links in /var/log/containers to logs of this node (a kubelet stopped
+    with its pods still there does not remove them)."""
+    for link in Path("/var/log/containers").glob("*.log"):
+        if link.is_symlink() and os.readlink(link).startswith(str(workdir)):
+            link.unlink()
 
 
 def _unmount_under(directory: Path) -> None:
@@ -423,3 +559,14 @@ def real_node(kube_cluster: KubeCluster) -> Iterator[RealNode]:
     except ClusterStartError as error:
         pytest.fail(f"the real node did not start: {error}")
 
+
+
+@pytest.fixture(scope="session")
+def real_node_services(kube_cluster: KubeCluster, real_node: RealNode) -> Iterator[RealNode]:
+    """The real node with Services working (kube-proxy): what pods that call the API server
+    or another Service (the Helm chart's) need."""
+    try:
+        with node_services(kube_cluster, real_node):
+            yield real_node
+    except ClusterStartError as error:
+        pytest.fail(f"kube-proxy did not start: {error}")

@@ -106,6 +106,19 @@ def test_optional_objects_are_off_by_default_and_on_when_asked() -> None:
     assert not find(render("defaults"), "KopfPeering")
 
 
+def test_the_release_owns_the_operators_lease() -> None:
+    objects = render("defaults")
+    (lease,) = find(objects, "Lease")
+    env = {e["name"]: e for e in
+           one(objects, "Deployment", f"{RELEASE}-smartthumb-operator")["spec"]["template"]["spec"]
+           ["containers"][0]["env"]}  # fmt: skip
+    assert lease["metadata"]["name"] == env["SMARTTHUMB_LEASE_NAME"]["value"]
+    # The operator's own namespace: the release's.
+    assert lease["metadata"]["namespace"] == NAMESPACE
+    assert env["SMARTTHUMB_LEASE_NAMESPACE"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.namespace"}}
+
+
 def test_crd_gate_and_keep() -> None:
     (crd,) = find(render("defaults"), "CustomResourceDefinition")
     assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
@@ -320,7 +333,7 @@ OPERATOR_NAMESPACED = (
     | expand("", "pods", "list") | expand("", "events", "create") | expand("", "secrets", "get")
 )
 LEASE = (expand("coordination.k8s.io", "leases", "create")
-         | expand("coordination.k8s.io", "leases", "get update delete", f"{RELEASE}-smartthumb-operator"))  # fmt: skip
+         | expand("coordination.k8s.io", "leases", "get update", f"{RELEASE}-smartthumb-operator"))  # fmt: skip
 CRD_WATCH = expand("apiextensions.k8s.io", "customresourcedefinitions", "list watch")
 API_NAMESPACED = expand("smartthumb.dev", "thumbnailjobs", "create list watch delete")
 API_CLUSTER = expand("apiextensions.k8s.io", "customresourcedefinitions", "get", crd_module.NAME)
@@ -373,8 +386,7 @@ EVIDENCE: dict[tuple[str, str], tuple[Path, str]] = {
     ("secrets", "get"): (KUBE / "sweep.py", r"\.read_namespaced_secret\("),
     ("leases", "create"): (KUBE / "sweep.py", r"LeaseLock\("),  # client's leader election
     ("leases", "get"): (KUBE / "sweep.py", r"\.read_namespaced_lease\("),
-    ("leases", "update"): (KUBE / "sweep.py", r"try_acquire_or_renew\("),
-    ("leases", "delete"): (KUBE / "sweep.py", r"\.delete_namespaced_lease\("),
+    ("leases", "update"): (KUBE / "sweep.py", r"\.replace_namespaced_lease\("),  # and renewals
     ("customresourcedefinitions", "list"): (KOPF / "_core/reactor/observation.py", r"CRDS"),
     ("customresourcedefinitions", "watch"): (KOPF / "_core/reactor/observation.py", r"CRDS"),
     ("customresourcedefinitions", "get"):

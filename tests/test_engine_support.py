@@ -64,10 +64,10 @@ def running_engine(data_dir: Path, **overrides: Any) -> Iterator[LocalEngine]:
 
 
 class Receiver:
-    """A real webhook receiver on 127.0.0.1 that answers with the queued status codes
-    (then 200) and records every request."""
+    """A real webhook receiver (on 127.0.0.1 unless told) that answers with the queued
+    status codes (then 200) and records every request."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
         self.requests: list[dict[str, Any]] = []
         self.statuses: list[tuple[int, dict[str, str]]] = []
         self.received = threading.Condition()
@@ -96,9 +96,9 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server = ThreadingHTTPServer((host, port), Handler)
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/hooks/thumbnail"
+        self.url = f"http://{host}:{self.port}/hooks/thumbnail"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:

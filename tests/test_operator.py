@@ -471,6 +471,10 @@ def test_two_replicas_run_each_job_once_and_one_takes_over(
         assert cluster.finished("after", timeout=60)["phase"] == "Succeeded"
     names = sorted(j.metadata.name for j in cluster.jobs())
     assert names == sorted([*(f"ha-{index}-1" for index in range(6)), "after-1"])
+    # Each replica handed the Lease back as it stopped: it is there, held by no one.
+    lease = client.CoordinationV1Api(api).read_namespaced_lease(f"ha-{cluster.namespace}",
+                                                                "default")
+    assert lease.spec.holder_identity is None
 
 
 def test_metrics_and_liveness(cluster: Cluster, operator: OperatorHandle) -> None:

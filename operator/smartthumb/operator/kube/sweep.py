@@ -127,18 +127,18 @@ class Sweep:
         self._release()
 
     def _release(self) -> None:
-        """Hand the Lease back at once (the next replica need not wait for it to expire)."""
+        """Hand the Lease back at once (the next replica need not wait for it to expire): no
+        holder, as client-go's ReleaseOnCancel does. The Lease itself stays; the Helm chart
+        owns it, so that an uninstall deletes it even when its Role is gone before this runs."""
         if self._leader_until == 0.0:
             return
         lock = self._elector.election_config.lock
         try:
             lease = lock.api_instance.read_namespaced_lease(lock.name, lock.namespace)
             if lease.spec.holder_identity == lock.identity:
-                lock.api_instance.delete_namespaced_lease(
-                    lock.name, lock.namespace,
-                    body=client.V1DeleteOptions(preconditions=client.V1Preconditions(
-                        resource_version=lease.metadata.resource_version)),
-                )
+                # Replace, not patch: its resourceVersion makes it lose to a newer holder.
+                lease.spec = client.V1LeaseSpec()
+                lock.api_instance.replace_namespaced_lease(lock.name, lock.namespace, lease)
         except ApiException as error:
             log.warning("lease %s not released: %s", lock.name, error.reason)
 
