@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
 from conftest import poll
 from kubecluster import KubeCluster
 from kubernetes import client
@@ -19,6 +20,12 @@ from realnode import REAL_NODE_POD, RealNode
 
 RESTRICTED = "pod-security.kubernetes.io/enforce"
 CLAIM = "thumbs"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def example(name: str) -> list[dict[str, Any]]:
+    """The documents of examples/<name>.yaml, as a user applies them."""
+    return [doc for doc in yaml.safe_load_all((EXAMPLES / f"{name}.yaml").read_text()) if doc]
 
 
 def claim_volume(api: Any, namespace: str, volume: Path) -> str:

@@ -29,7 +29,7 @@ from conftest import poll
 from images import photo, sample_volume
 from kubecluster import KubeCluster
 from kubernetes import client
-from kubestack import CLAIM, volume_namespace
+from kubestack import CLAIM, example, volume_namespace
 from operatorharness import Cluster
 from PIL import Image
 from realnode import NODE_NAME, REAL_NODE_POD, RealNode
@@ -41,16 +41,10 @@ pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "smartthumb"
-EXAMPLES = REPO / "examples"
 RELEASE = "st"
 FULLNAME = f"{RELEASE}-smartthumb"
 INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
 RUNNER_UID = 65532
-
-
-def example(name: str) -> list[dict[str, Any]]:
-    """The documents of examples/<name>.yaml, as a user would apply them."""
-    return [doc for doc in yaml.safe_load_all((EXAMPLES / f"{name}.yaml").read_text()) if doc]
 
 
 @dataclass

@@ -15,7 +15,7 @@ from apiserver import b64, encode, file_server, kube_server, wait_done
 from conftest import poll
 from images import photo
 from kubecluster import KubeCluster
-from kubestack import real_node_operator, volume_namespace
+from kubestack import example, real_node_operator, volume_namespace
 from obstore.exceptions import PermissionDeniedError
 from operatorharness import Cluster
 from operatorharness import thumbnail_job as tj
@@ -135,19 +135,21 @@ def test_thumbnailjobs_with_s3_and_url_sources_run_on_real_pods(
 ) -> None:
     cluster = s3_operator
     store = ObjectStore(store_settings(s3_server))
-    store.put("uploads/astronaut.jpg", JPEG)
-    cluster.create(tj("from-s3", mode="fit", width=120,
-                      sources=[{"s3": {"bucket": BUCKET, "key": "uploads/astronaut.jpg"}}]))
+    [from_s3] = example("s3")  # as documented, the bucket named as this server's
+    [source] = from_s3["spec"]["sources"]
+    source["s3"]["bucket"] = BUCKET
+    store.put(source["s3"]["key"], JPEG)
+    cluster.create(from_s3)
     cluster.create(tj("from-url", mode="fit", width=90,
                       sources=[{"url": f"{photo_server}/astronaut.jpg?sig=s3cr3t"}]))
-    for name, width in (("from-s3", 120), ("from-url", 90)):
+    for name, size in (("from-s3", (256, 256)), ("from-url", (90, 90))):
         status = cluster.finished(name, timeout=120)
         assert status["phase"] == "Succeeded", status
         key = status["result"]["output"]
         assert key == f"smartthumb/{cluster.namespace}/{name}/thumbnail.jpg"
         copy = Path(s3_server.root / BUCKET / key)
         with Image.open(copy) as thumbnail:
-            assert thumbnail.width == width
+            assert thumbnail.size == size
     # The job shows its sources without the query (presigned and user URLs carry secrets).
     body = cluster.get("from-url")
     assert body is not None and "s3cr3t" not in str(body.get("status"))
