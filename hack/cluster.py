@@ -33,6 +33,7 @@ from realnode import (
     RealNode,
     image_tars,
     missing_prerequisites,
+    node_services,
     start_real_node,
 )
 from smartthumb.operator.kube import crd
@@ -140,7 +141,7 @@ def main() -> None:
     processes: list[subprocess.Popen] = []
     try:
         with start_kube_cluster(bin_dir, workdir / "kube") as cluster, \
-                start_real_node(cluster, image_tars()) as node:
+                start_real_node(cluster, image_tars()) as node, node_services(cluster, node):
             install(cluster, volume)
             url = f"http://127.0.0.1:{port}"
             processes.append(_start("operator", [str(BIN / "smartthumb-operator")],

@@ -1,8 +1,20 @@
-"""The Helm chart installed as users install it, onto the real node with the images of
-`make images`: the operator and the API run as restricted pods that reach the API server
-through the `kubernetes` Service, examples/*.yaml go through `kubectl apply`, the API answers
-through its Service, `helm test` passes, `helm upgrade` changes a setting and keeps the jobs,
-and `helm uninstall` leaves nothing of the release behind but the (kept) CRD.
+"""The Helm chart installed as users install it: the operator and the API run as restricted
+pods that reach the API server through the `kubernetes` Service, examples/*.yaml go through
+`kubectl apply`, the API answers through its Service, `helm test` passes, `helm upgrade`
+changes a setting and keeps the jobs, and `helm uninstall` leaves nothing of the release
+behind but the (kept) CRD.
+
+Here the chart goes onto this machine's real node with the images of `make images`. With
+SMARTTHUMB_E2E_KUBECONFIG set, it goes onto that cluster instead (kind in
+.github/workflows/e2e-kind.yaml), described by:
+
+- SMARTTHUMB_E2E_IMAGES: "runner=IMAGE,operator=IMAGE", already on its nodes (`kind load`);
+- SMARTTHUMB_E2E_VOLUME: a folder here that is the same path on its nodes (kind's
+  extraMounts): the shared volume, a hostPath PersistentVolume;
+- SMARTTHUMB_E2E_HOST: this machine's address as pods see it (the test servers listen there);
+- SMARTTHUMB_E2E_API_URL: where the API's node port (E2E_NODE_PORT) answers from here.
+- SMARTTHUMB_E2E_VALUES (optional): a values file for the install on top of the tests' own
+  (say, the nodeSelector its pods need).
 
 The tests of this module share one release and run in order; the last one uninstalls it."""
 
@@ -17,7 +29,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +39,11 @@ import yaml
 from apiserver import assert_error, b64, encode, file_server, wait_done
 from conftest import poll
 from images import photo, sample_volume
-from kubecluster import KubeCluster
-from kubernetes import client
+from kubernetes import config
 from kubestack import CLAIM, example, volume_namespace
 from operatorharness import Cluster
 from PIL import Image
-from realnode import NODE_NAME, REAL_NODE_POD, RealNode
+from realnode import REAL_NODE_POD, RealNode
 from smartthumb.operator.kube import crd
 from standardwebhooks import Webhook
 from test_engine_support import Receiver
@@ -45,100 +56,160 @@ RELEASE = "st"
 FULLNAME = f"{RELEASE}-smartthumb"
 INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
 RUNNER_UID = 65532
+E2E_NODE_PORT = 30080
+
+
+@dataclass
+class Target:
+    """The cluster the chart goes onto, and how this machine and its pods reach each other."""
+
+    kubeconfig: Path
+    tools: Path | None
+    """Where kubectl and helm are; None: on PATH."""
+    images: dict[str, str]
+    host: str
+    """This machine's address for pods (URL sources, webhooks)."""
+    volume_root: Path
+    node: RealNode | None = None
+    """This machine's real node; None: an external cluster."""
+    api_url: str | None = None
+    """The API's node port from here; None: its Service's cluster IP (kube-proxy here)."""
+    placement: dict[str, Any] = field(default_factory=dict)
+    """nodeSelector and tolerations of every pod."""
+    more_values: list[str] = field(default_factory=list)
+    """Values files for the install, after the tests' own."""
+
+    def run(self, tool: str, *args: str, input: str | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+        binary = str(self.tools / tool) if self.tools else tool
+        return subprocess.run([binary, *args], input=input, capture_output=True, text=True,
+                              check=check, timeout=600,
+                              env={**os.environ, "KUBECONFIG": str(self.kubeconfig)})
+
+    def kubectl(self, *args: str, input: str | None = None,
+                check: bool = True) -> subprocess.CompletedProcess:
+        return self.run("kubectl", *args, input=input, check=check)
+
+    def api_client(self) -> Any:
+        return config.new_client_from_config(str(self.kubeconfig))
+
+
+def _external_target() -> Target | None:
+    kubeconfig = os.environ.get("SMARTTHUMB_E2E_KUBECONFIG")
+    if not kubeconfig:
+        return None
+    images = dict(item.split("=", 1) for item in os.environ["SMARTTHUMB_E2E_IMAGES"].split(","))
+    return Target(Path(kubeconfig), None, images, os.environ["SMARTTHUMB_E2E_HOST"],
+                  Path(os.environ["SMARTTHUMB_E2E_VOLUME"]),
+                  api_url=os.environ.get("SMARTTHUMB_E2E_API_URL",
+                                         f"http://127.0.0.1:{E2E_NODE_PORT}"),
+                  more_values=[v for v in [os.environ.get("SMARTTHUMB_E2E_VALUES")] if v])
+
+
+@pytest.fixture(scope="module")
+def target(request: pytest.FixtureRequest) -> Target:
+    external = _external_target()
+    if external is not None:
+        return external
+    cluster = request.getfixturevalue("kube_cluster")
+    node: RealNode = request.getfixturevalue("real_node_services")
+    return Target(cluster.kubeconfig, cluster.bin_dir, node.images, node.gateway, Path("/tmp"),
+                  node=node, placement={"nodeSelector": REAL_NODE_POD["nodeSelector"],
+                                        "tolerations": REAL_NODE_POD["tolerations"]})
 
 
 @dataclass
 class Release:
-    cluster: KubeCluster
-    node: RealNode
+    target: Target
     namespace: str
     volume: Path
     jobs: Cluster
     receiver: Receiver
     photos_url: str
-    notes: str
+    notes: str = ""
 
     def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [str(self.cluster.bin_dir / "helm"), "--namespace", self.namespace, *args],
-            env={**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)},
-            capture_output=True, text=True, check=check, timeout=600,
-        )
+        return self.target.run("helm", "--namespace", self.namespace, *args, check=check)
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.target.kubectl("--namespace", self.namespace, *args, check=check)
 
     def apply(self, documents: list[dict[str, Any]]) -> None:
-        self.cluster.kubectl("apply", "-n", self.namespace, "-f", "-",
-                             input=yaml.safe_dump_all(documents))
+        self.target.kubectl("apply", "-n", self.namespace, "-f", "-",
+                            input=yaml.safe_dump_all(documents))
 
     def api_url(self) -> str:
-        """The API Service's cluster IP (kube-proxy's rules make it reachable from here)."""
-        with self.cluster.api_client() as api:
-            service = client.CoreV1Api(api).read_namespaced_service(f"{FULLNAME}-api",
-                                                                    self.namespace)
+        if self.target.api_url:
+            return self.target.api_url
+        service = self.jobs.core.read_namespaced_service(f"{FULLNAME}-api", self.namespace)
         return f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}"
 
     def pods(self, component: str) -> list[Any]:
-        with self.cluster.api_client() as api:
-            return client.CoreV1Api(api).list_namespaced_pod(
-                self.namespace, label_selector=f"{INSTANCE},app.kubernetes.io/component={component}"
-            ).items
+        return self.jobs.core.list_namespaced_pod(
+            self.namespace, label_selector=f"{INSTANCE},app.kubernetes.io/component={component}"
+        ).items
 
 
-def values(node: RealNode) -> dict[str, Any]:
-    """The release's values: the images built here, every pod on the real node, the volume
-    pre-bound by the test, and the test servers on the node's gateway let through."""
+def values(target: Target) -> dict[str, Any]:
+    """The release's values: the images built for the test, the volume pre-bound by the test,
+    the test servers let through, every pod where the target wants it."""
     def image(role: str) -> dict[str, str]:
-        repository, tag = node.images[role].rsplit(":", 1)
+        repository, tag = target.images[role].rsplit(":", 1)
         return {"repository": repository, "tag": tag}
 
-    placement = {"nodeSelector": REAL_NODE_POD["nodeSelector"],
-                 "tolerations": REAL_NODE_POD["tolerations"]}
-    gateway = [f"{node.gateway}/32"]
+    here = [f"{target.host}/32"]
+    service = ({"service": {"type": "NodePort", "nodePort": E2E_NODE_PORT}}
+               if target.api_url else {})
     return {
         "image": image("operator"),
         "storage": {"volume": {"existingClaim": CLAIM}},
-        "sources": {"allowPrivate": gateway},
-        "webhooks": {"allowPrivate": gateway, "backoffSeconds": 1},
-        "operator": {**placement, "sweepIntervalSeconds": 1},
-        "api": placement,
-        "runner": {"image": image("runner"), **placement},
-        "tests": placement,
+        "sources": {"allowPrivate": here},
+        "webhooks": {"allowPrivate": here, "backoffSeconds": 1},
+        "operator": {**target.placement, "sweepIntervalSeconds": 1},
+        "api": {**target.placement, **service},
+        "runner": {"image": image("runner"), **target.placement},
+        "tests": target.placement,
     }
 
 
-def _adopt_crd(cluster: KubeCluster, namespace: str) -> None:
+def _adopt_crd(target: Target, namespace: str) -> None:
     """A CRD applied before (by the other tests, or a user's `kubectl apply`) is adopted by the
     release, as Helm documents: its ownership label and annotations."""
-    if cluster.kubectl("get", f"crd/{crd.NAME}", check=False).returncode != 0:
+    if target.kubectl("get", f"crd/{crd.NAME}", check=False).returncode != 0:
         return
-    cluster.kubectl("label", "--overwrite", f"crd/{crd.NAME}", "app.kubernetes.io/managed-by=Helm")
-    cluster.kubectl("annotate", "--overwrite", f"crd/{crd.NAME}",
-                    f"meta.helm.sh/release-name={RELEASE}",
-                    f"meta.helm.sh/release-namespace={namespace}")
+    target.kubectl("label", "--overwrite", f"crd/{crd.NAME}", "app.kubernetes.io/managed-by=Helm")
+    target.kubectl("annotate", "--overwrite", f"crd/{crd.NAME}",
+                   f"meta.helm.sh/release-name={RELEASE}",
+                   f"meta.helm.sh/release-namespace={namespace}")
 
 
 @pytest.fixture(scope="module")
-def release(kube_cluster: KubeCluster, real_node_services: RealNode) -> Iterator[Release]:
-    node = real_node_services
-    volume = Path(tempfile.mkdtemp(prefix="st-helm-", dir="/tmp"))
-    receiver = Receiver(host=node.gateway)
+def release(target: Target) -> Iterator[Release]:
+    volume = Path(tempfile.mkdtemp(prefix="st-helm-", dir=target.volume_root))
+    receiver = Receiver(host=target.host)
     try:
         with contextlib.ExitStack() as stack:
-            api = stack.enter_context(kube_cluster.api_client())
+            api = stack.enter_context(target.api_client())
             namespace = stack.enter_context(volume_namespace(api, volume))
             sample_volume(volume)
-            os.chown(volume, RUNNER_UID, RUNNER_UID)  # the operator and API pods write here
+            # The operator and API pods (uid 65532) write here.
+            if os.geteuid() == 0:
+                os.chown(volume, RUNNER_UID, RUNNER_UID)
+            else:
+                volume.chmod(0o777)
             rocket = (volume / "photos" / "rocket-640x427.jpg").read_bytes()
-            photos_url = stack.enter_context(file_server(node.gateway, {"rocket.jpg": rocket}))
-            release = Release(kube_cluster, node, namespace, volume, Cluster(api, namespace),
-                              receiver, photos_url, notes="")
+            photos_url = stack.enter_context(file_server(target.host, {"rocket.jpg": rocket}))
+            release = Release(target, namespace, volume, Cluster(api, namespace), receiver,
+                              photos_url)
             values_file = volume.parent / f"{volume.name}-values.yaml"
-            values_file.write_text(yaml.safe_dump(values(node)))
+            values_file.write_text(yaml.safe_dump(values(target)))
             stack.callback(values_file.unlink, missing_ok=True)
-            _adopt_crd(kube_cluster, namespace)
+            _adopt_crd(target, namespace)
             # Uninstalled here too when a test failed before the uninstall test.
             stack.callback(lambda: release.helm("uninstall", RELEASE, "--wait", check=False))
+            more = [arg for path in target.more_values for arg in ("-f", path)]
             installed = release.helm("install", RELEASE, str(CHART), "-f", str(values_file),
-                                     "--wait", "--timeout", "5m", check=False)
+                                     *more, "--wait", "--timeout", "5m", check=False)
             assert installed.returncode == 0, installed.stderr + _diagnose(release)
             release.notes = installed.stdout
             yield release
@@ -148,16 +219,23 @@ def release(kube_cluster: KubeCluster, real_node_services: RealNode) -> Iterator
 
 
 def _diagnose(release: Release) -> str:
-    """The pods and their last log lines, for a failed assertion's message."""
-    pods = release.cluster.kubectl("get", "pods", "-n", release.namespace, "-o", "wide",
-                                   check=False).stdout
-    return f"\n{pods}\n{release.node.pod_logs(release.namespace)}"
+    """The pods and their last log lines, for a failed assertion's message (this machine's
+    node has no address the API server can reach it at for `kubectl logs`: its files)."""
+    pods = release.kubectl("get", "pods", "-o", "wide", check=False).stdout
+    node = release.target.node
+    if node is not None:
+        return f"\n{pods}\n{node.pod_logs(release.namespace)}"
+    logs = release.kubectl("logs", "-l", INSTANCE, "--tail=30", "--all-containers", "--prefix",
+                           check=False)
+    return f"\n{pods}\n{logs.stdout}{logs.stderr}"
 
 
 def test_the_release_runs_restricted_pods_on_the_node(release: Release) -> None:
+    node = release.target.node
     for component in ("operator", "api"):
         [pod] = release.pods(component)
-        assert pod.spec.node_name == NODE_NAME
+        if node is not None:
+            assert pod.spec.node_name == node.name
         assert pod.status.phase == "Running"
         assert all(status.ready for status in pod.status.container_statuses)
         assert pod.spec.security_context.run_as_non_root is True
@@ -238,20 +316,18 @@ def test_helm_upgrade_changes_a_setting_and_keeps_the_jobs(release: Release) -> 
 
 def test_helm_uninstall_leaves_only_the_kept_crd(release: Release) -> None:
     # What the tests applied goes first (a kept CRD keeps its ThumbnailJobs, as data).
-    release.cluster.kubectl("delete", "thumbnailjobs", "--all", "-n", release.namespace,
-                            "--wait=true", "--timeout=120s")
-    release.cluster.kubectl("delete", "-n", release.namespace, "secret/thumbnail-webhook")
+    release.kubectl("delete", "thumbnailjobs", "--all", "--wait=true", "--timeout=120s")
+    release.kubectl("delete", "secret/thumbnail-webhook")
     removed = release.helm("uninstall", RELEASE, "--wait", "--timeout", "3m", check=False)
     assert removed.returncode == 0, removed.stderr
     assert "kept due to the resource policy" in removed.stdout + removed.stderr
 
     def leftovers() -> list[str]:
-        kinds = release.cluster.kubectl(
+        kinds = release.kubectl(
             "api-resources", "--namespaced", "--verbs=list", "-o", "name").stdout.split()
         kinds = [kind for kind in kinds if not kind.startswith("events")]
-        names = release.cluster.kubectl(
-            "get", ",".join(kinds), "-n", release.namespace, "-o", "name",
-            "--ignore-not-found").stdout.split()
+        names = release.kubectl("get", ",".join(kinds), "-o", "name",
+                                "--ignore-not-found").stdout.split()
         allowed = {"serviceaccount/default", "configmap/kube-root-ca.crt",
                    f"persistentvolumeclaim/{CLAIM}"}
         return sorted(set(names) - allowed)
@@ -260,8 +336,10 @@ def test_helm_uninstall_leaves_only_the_kept_crd(release: Release) -> None:
     while (left := leftovers()) and time.monotonic() < deadline:
         time.sleep(1)
     assert not left
-    poll("its containers to go", lambda: not release.node.containers(release.namespace),
-         timeout=120)
-    scoped = release.cluster.kubectl("get", "clusterroles,clusterrolebindings,crd", "-l",
-                                     INSTANCE, "-o", "name").stdout.split()
+    node = release.target.node
+    if node is not None:  # and on this machine's node, no container of theirs
+        poll("its containers to go", lambda: not node.containers(release.namespace),
+             timeout=120)
+    scoped = release.target.kubectl("get", "clusterroles,clusterrolebindings,crd", "-l",
+                                    INSTANCE, "-o", "name").stdout.split()
     assert scoped == [f"customresourcedefinition.apiextensions.k8s.io/{crd.NAME}"]
