@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from kubestack import EXAMPLES, example
-
 from smartthumb.operator.kube import crd
 from smartthumb.operator.kube.resource import ThumbnailJobSpec
 
