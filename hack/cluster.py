@@ -10,6 +10,7 @@ and removes all of it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,6 +33,7 @@ from kubestack import CLAIM, claim_volume
 from realnode import (
     REAL_NODE_POD,
     RealNode,
+    ServicesBusy,
     image_tars,
     missing_prerequisites,
     node_services,
@@ -50,6 +53,18 @@ def _fail(message: str) -> None:
 def _start(name: str, argv: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen:
     log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
     return subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=log)
+
+
+@contextlib.contextmanager
+def services(cluster: KubeCluster, node: RealNode) -> Iterator[None]:
+    """kube-proxy, so that pods reach Services (a Helm install of the chart needs it); without
+    it, while another runs on this machine, all but Services still works."""
+    try:
+        with node_services(cluster, node):
+            yield
+    except ServicesBusy as busy:
+        print(f"make cluster: no Services for pods: {busy}", file=sys.stderr)
+        yield
 
 
 def install(cluster: KubeCluster, volume: Path) -> None:
@@ -141,7 +156,7 @@ def main() -> None:
     processes: list[subprocess.Popen] = []
     try:
         with start_kube_cluster(bin_dir, workdir / "kube") as cluster, \
-                start_real_node(cluster, image_tars()) as node, node_services(cluster, node):
+                start_real_node(cluster, image_tars()) as node, services(cluster, node):
             install(cluster, volume)
             url = f"http://127.0.0.1:{port}"
             processes.append(_start("operator", [str(BIN / "smartthumb-operator")],

@@ -400,6 +400,10 @@ KUBE_PROXY_LOCK = Path("/tmp/smartthumb-kube-proxy.lock")
 """kube-proxy owns the KUBE-* chains of this machine's iptables: one at a time."""
 
 
+class ServicesBusy(RuntimeError):
+    """Another kube-proxy holds this machine's iptables."""
+
+
 def _kube_proxy_config(node: RealNode, kubeconfig: Path) -> dict[str, Any]:
     return {
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
@@ -437,15 +441,26 @@ def _apiserver_endpoint(node: RealNode, server: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def node_services(cluster: KubeCluster, node: RealNode) -> Iterator[None]:
+def node_services(cluster: KubeCluster, node: RealNode, wait_s: float = 0) -> Iterator[None]:
     """Services work for pods on the real node and for this machine, as in any cluster:
     kube-proxy (iptables mode) on the node, and the `kubernetes` Service (10.0.0.1:443, what
     in-cluster clients such as the chart's operator and API call) pointing at the apiserver.
-    The iptables rules are removed after, also when the start fails."""
+    The iptables rules are removed after, also when the start fails. ServicesBusy when another
+    kube-proxy of this machine (`make cluster`, another test session) is still running after
+    `wait_s` seconds."""
     from kubernetes import client
 
     with open(KUBE_PROXY_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ServicesBusy(f"another kube-proxy runs on this machine ({KUBE_PROXY_LOCK}"
+                                       " is locked: `make cluster`, or another test session)")
+                time.sleep(1)
         node.kube_proxy = cluster.bin_dir / "kube-proxy"
         config = node.workdir / "kube-proxy.yaml"
         config.write_text(json.dumps(_kube_proxy_config(node, cluster.kubeconfig)))
@@ -561,12 +576,13 @@ def real_node(kube_cluster: KubeCluster) -> Iterator[RealNode]:
 
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def real_node_services(kube_cluster: KubeCluster, real_node: RealNode) -> Iterator[RealNode]:
     """The real node with Services working (kube-proxy): what pods that call the API server
-    or another Service (the Helm chart's) need."""
+    or another Service (the Helm chart's) need. For one module at a time: `make cluster` (its
+    test included) runs a kube-proxy of its own."""
     try:
-        with node_services(kube_cluster, real_node):
+        with node_services(kube_cluster, real_node, wait_s=300):
             yield real_node
-    except ClusterStartError as error:
+    except (ClusterStartError, ServicesBusy) as error:
         pytest.fail(f"kube-proxy did not start: {error}")

@@ -21,6 +21,7 @@ The tests of this module share one release and run in order; the last one uninst
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -283,6 +284,12 @@ def test_the_api_makes_a_thumbnail_through_its_service(release: Release) -> None
         assert image.status_code == 200
         assert image.headers["content-type"] == "image/jpeg"
     assert release.jobs.status(job_id)["phase"] == "Succeeded"  # a ThumbnailJob of the release
+    # A ThumbnailJob applied with kubectl is a job of the API too (the README's walkthrough).
+    with httpx.Client(base_url=release.api_url(), timeout=30) as api:
+        applied = api.get("/job/astronaut/image")
+        assert applied.status_code == 200, applied.text
+    with Image.open(io.BytesIO(applied.content)) as thumbnail:
+        assert thumbnail.size == (300, 300)
 
 
 def test_helm_test_submits_a_thumbnail_and_gets_it_back(release: Release) -> None:
