@@ -99,6 +99,29 @@ def test_a_job_succeeds_with_status_conditions_columns_and_events(
     ]
 
 
+def test_runner_pods_get_the_operators_priority_class_unless_their_job_names_one(
+    api: Any, kube_cluster: KubeCluster, cluster: Cluster, volume: Path
+) -> None:
+    scheduling = client.SchedulingV1Api(api)
+    classes = [f"st-{cluster.namespace}-{name}" for name in ("default", "own")]
+    for name in classes:
+        scheduling.create_priority_class({"metadata": {"name": name}, "value": 10})
+    try:
+        with run_operator(kube_cluster, volume, runner_priority_class=classes[0],
+                          namespaces=cluster.namespace):
+            cluster.create(tj("plain", runnerPod=simulated(result_json())))
+            cluster.create(tj("own", runnerPod={**simulated(result_json()),
+                                                "priorityClassName": classes[1]}))
+            for name in ("plain", "own"):
+                assert cluster.finished(name)["phase"] == "Succeeded"
+        jobs = {job.metadata.name: job for job in cluster.jobs()}
+        assert jobs["plain-1"].spec.template.spec.priority_class_name == classes[0]
+        assert jobs["own-1"].spec.template.spec.priority_class_name == classes[1]
+    finally:
+        for name in classes:
+            scheduling.delete_priority_class(name)
+
+
 def test_the_runner_job_is_memory_limited_restricted_and_owned(
     cluster: Cluster, operator: OperatorHandle
 ) -> None:

@@ -134,8 +134,9 @@ def child_job(
         pod_spec["tolerations"] = [
             t.model_dump(by_alias=True, exclude_none=True, mode="json") for t in tolerations
         ]
-    if spec.runner_pod.priority_class_name:
-        pod_spec["priorityClassName"] = spec.runner_pod.priority_class_name
+    priority_class = spec.runner_pod.priority_class_name or settings.runner_priority_class
+    if priority_class:
+        pod_spec["priorityClassName"] = priority_class
     if settings.runner_service_account:
         pod_spec["serviceAccountName"] = settings.runner_service_account
     return {

@@ -121,6 +121,11 @@ class OperatorSettings(StorageSettings, WebhookSettings, BaseSettings):
     runner_tolerations: list[Toleration] = Field(
         default_factory=list, description="JSON list: tolerations of every runner pod."
     )
+    runner_priority_class: str | None = Field(
+        None,
+        description="PriorityClass of the runner pods whose ThumbnailJob names none "
+        "(runnerPod.priorityClassName).",
+    )
     runner_job_ttl_s: int = Field(
         3600,
         ge=60,
