@@ -347,6 +347,10 @@ def test_helm_uninstall_leaves_only_the_kept_crd(release: Release) -> None:
     if node is not None:  # and on this machine's node, no container of theirs
         poll("its containers to go", lambda: not node.containers(release.namespace),
              timeout=120)
-    scoped = release.target.kubectl("get", "clusterroles,clusterrolebindings,crd", "-l",
-                                    INSTANCE, "-o", "name").stdout.split()
-    assert scoped == [f"customresourcedefinition.apiextensions.k8s.io/{crd.NAME}"]
+    # Cluster-scoped objects Helm made for this release (its annotation names the namespace).
+    found = json.loads(release.target.kubectl(
+        "get", "clusterroles,clusterrolebindings,crd", "-l", INSTANCE, "-o", "json").stdout)
+    scoped = [f"{item['kind']}/{item['metadata']['name']}" for item in found["items"]
+              if item["metadata"].get("annotations", {}).get("meta.helm.sh/release-namespace")
+              == release.namespace]
+    assert scoped == [f"CustomResourceDefinition/{crd.NAME}"]
