@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from smartthumb.operator.local.store import JobStore
 from smartthumb.operator.models import Job, JobState, WebhookDelivery
@@ -84,3 +87,18 @@ def test_ids_lists_every_job_in_any_state(tmp_path: Path):
     store.insert(job("b").model_copy(update={"state": JobState.expired}), [])
     assert store.ids() == {"a", "b"}
     store.close()
+
+
+def test_a_batch_is_stored_whole_or_not_at_all(tmp_path: Path):
+    path = tmp_path / "jobs.sqlite3"
+    store = JobStore(path)
+    store.insert(job("taken"), [])
+    batch = [(job(f"part-{n}", batch_id="b"), [f"/in/{n}.png"]) for n in range(3)]
+    with pytest.raises(sqlite3.IntegrityError):  # the last part's id is in use
+        store.insert_all([*batch, (job("taken", batch_id="b"), [])])
+    assert store.list_batch("b") == []
+    reader = JobStore(path)  # what another connection (a restart) finds in the file
+    assert reader.ids() == {"taken"}
+    store.insert_all(batch)
+    assert sorted(j.id for j in reader.list_batch("b")) == ["part-0", "part-1", "part-2"]
+    assert reader.inputs("part-2") == ["/in/2.png"]

@@ -248,9 +248,9 @@ class LocalEngine:
                 for job, _ in ready:
                     shutil.rmtree(self._job_dir(job.id), ignore_errors=True)
                 raise
-            for job, paths in ready:
-                self._store.insert(job, paths)
-                if self._started:
+            self._store.insert_all(ready)
+            if self._started:
+                for job, _ in ready:
                     self._queue.put(job.id)
         return [
             job.model_copy(update={"queue_position": self._store.queue_position(job.id)})

@@ -66,12 +66,23 @@ class JobStore:
     def insert(self, job: Job, inputs: list[str]) -> None:
         """Add a new job; `inputs` are what the runner reads, files or URLs (never shown to
         clients)."""
+        self.insert_all([(job, inputs)])
+
+    def insert_all(self, rows: list[tuple[Job, list[str]]]) -> None:
+        """Add new jobs (a batch) in one transaction: a crash or an error part-way stores none
+        of them."""
         with self._lock:
-            self._db.execute(
-                "INSERT INTO jobs (batch_id, state, expires_at, webhook_due, document, id, inputs)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (*self._columns(job), job.id, json.dumps(inputs)),
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO jobs (batch_id, state, expires_at, webhook_due, document, id,"
+                    " inputs) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(*self._columns(job), job.id, json.dumps(inputs)) for job, inputs in rows],
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def save(self, job: Job) -> None:
         with self._lock:
