@@ -219,3 +219,32 @@ def test_the_reader_survives_stray_lines_and_duplicate_reports(tmp_path: Path) -
     fake.wait()
     assert (first.exit_code, second.ended.is_set(), second.exit_code) == (2, True, None)
     assert not server.alive
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def test_workers_get_no_secret_of_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = {"SMARTTHUMB_API_TOKENS": "tok-1", "SMARTTHUMB_WEBHOOK_SECRET": "whsec_c2VjcmV0",
+               "SMARTTHUMB_S3_SECRET_ACCESS_KEY": "s3-key", "AWS_SECRET_ACCESS_KEY": "aws-key"}
+    for name, value in {**secrets, "SMARTTHUMB_MAX_PIXELS": "12345678",
+                        "LC_ALL": "C.UTF-8"}.items():
+        monkeypatch.setenv(name, value)
+    source = _source(tmp_path)
+    with running_fork_server() as server:
+        assert _one_run(server, _fit_argv(tmp_path, source, "o.jpg"), tmp_path / "r").outcome \
+            is RunOutcome.ok
+        zygote = server._process.pid
+        workers = [int(pid) for pid in Path(f"/proc/{zygote}/task/{zygote}/children")
+                   .read_text().split()]
+        assert workers, "a warm worker stays after its run"
+        for pid in [zygote, *workers]:
+            environ = _environ(pid)
+            assert not set(secrets) & set(environ), pid
+            assert "tok-1" not in str(environ) and "s3-key" not in str(environ)
+            # What the runner reads still reaches it.
+            assert environ["SMARTTHUMB_MAX_PIXELS"] == "12345678"
+            assert environ["LC_ALL"] == "C.UTF-8" and environ["OMP_NUM_THREADS"] == "1"
+            assert environ["PATH"] == os.environ["PATH"]

@@ -31,9 +31,11 @@ _MEMBERS = {
 _LICENCE_MEMBER = "mediapipe-0.10.21.dist-info/LICENSE"
 
 
+MODEL_DIR_ENV = "SMARTTHUMB_MODEL_DIR"
+
 def model_dir() -> Path:
     """SMARTTHUMB_MODEL_DIR, else share/smartthumb/models inside the running environment."""
-    configured = os.environ.get("SMARTTHUMB_MODEL_DIR")
+    configured = os.environ.get(MODEL_DIR_ENV)
     if configured:
         return Path(configured)
     return Path(sysconfig.get_path("data")) / "share" / "smartthumb" / "models"

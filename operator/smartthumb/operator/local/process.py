@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,10 @@ from pydantic import ValidationError
 from smartthumb.operator.lifecycle import RunnerExited, RunRunner
 from smartthumb.operator.models import RunOutcome
 from smartthumb.runner.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_OUT_OF_MEMORY
+from smartthumb.runner.limits import Limits, env_name
+from smartthumb.runner.models import MODEL_DIR_ENV
 from smartthumb.runner.spec import RunResult, ThumbnailSpec
+from smartthumb.runner.subjects import YOLO_ENV
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,20 @@ OOM_EXIT_CODES = {EXIT_OUT_OF_MEMORY, -signal.SIGKILL, 128 + signal.SIGKILL}
 CRASH_SIGNALS = {-signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS}
 # One job per process (the parallelism is across jobs): idle thread pools only inflate RLIMIT_AS.
 SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# The workers parse untrusted images: they get what the runner reads (its limits and models)
+# and what any process needs, never the API's tokens, webhook keys or storage credentials.
+PASSED_ENV = {
+    "PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "PYTHONPATH",
+    "SSL_CERT_FILE", "SSL_CERT_DIR",  # URL sources
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    MODEL_DIR_ENV, YOLO_ENV, *(env_name(field) for field in Limits.model_fields),
+}
+
+
+def worker_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The fork server's (and so every worker's) environment: `environ` allow-listed."""
+    passed = {k: v for k, v in environ.items() if k in PASSED_ENV or k.startswith("LC_")}
+    return {**passed, **SINGLE_THREADED}
 KILL_WAIT_S = 10.0
 """How long kill() waits for the exit report: a wedged fork server must not hang the engine."""
 
@@ -189,7 +207,7 @@ class ForkServer:
             old.wait()
             if old.stdin is not None:
                 old.stdin.close()
-        env = {**os.environ, **SINGLE_THREADED}
+        env = worker_env(os.environ)
         process = subprocess.Popen(
             [sys.executable, "-m", "smartthumb.operator.local.zygote", str(self._max_runs)],
             stdin=subprocess.PIPE,
