@@ -54,6 +54,7 @@ import atexit
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -134,10 +135,24 @@ def build_failures(bin_dir: Path) -> str:
     return "\n".join(f"--- {r.stem} failed to build:\n{_tail(r, 15)}" for r in records)
 
 
+_PORTS = random.SystemRandom()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on every address, below the ephemeral range: the kernel hands ports in
+    that range to outgoing connections too (and there are many here), so one picked there can
+    be taken before its server binds it (CI saw kopf's liveness port go that way)."""
+    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ranges.read_text().split()[0]) if ranges.exists() else 32768
+    for _ in range(200):
+        port = _PORTS.randint(max(1024, low - 12000), low - 1)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port below {low}")
 
 
 def _tail(path: Path, lines: int = 40) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from kubecluster import free_port
 from smartthumb.operator.backend import WebhookRefusedError
 from smartthumb.operator.local import LocalEngine
 from smartthumb.operator.models import Job
@@ -44,12 +45,6 @@ def receiver():
     receiver = Receiver()
     yield receiver
     receiver.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def settled(engine: LocalEngine, job_id: str) -> Job:
