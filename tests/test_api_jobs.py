@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,6 +111,22 @@ def test_pair_from_server_paths_under_the_input_root(client: httpx.Client) -> No
     assert "chapter/page-3.jpg" not in result["composed_from"]  # the blank page
     assert len(result["candidates"]) == 5
     assert sum(candidate["selected"] for candidate in result["candidates"]) >= 1
+
+
+def test_a_server_path_swapped_for_a_symlink_after_submit_cannot_lead_out_of_the_root(
+    client: httpx.Client, input_root: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "secret.jpg"  # 600x400: a thumbnail of it would be 64x43
+    photo("coffee").save(outside)
+    name = f"swap-{uuid.uuid4().hex[:8]}.jpg"
+    photo("astronaut").save(input_root / name)  # 512x512
+    response = client.post("/thumbnail", json={"image_paths": [name], "mode": "fit", "width": 64})
+    assert response.status_code == 202, response.text
+    (input_root / name).unlink()
+    (input_root / name).symlink_to(outside)  # before the runner has even started, most likely
+    job = wait_done(client, response.json()["job_id"])
+    assert job["status"] == "done", job
+    assert (job["result"]["output"]["width"], job["result"]["output"]["height"]) == (64, 64)
 
 
 def test_image_conversions_are_cached_next_to_the_output(

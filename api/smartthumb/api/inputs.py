@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import os
 import re
+import stat
 import warnings
 from pathlib import Path, PurePath
 
@@ -109,10 +111,35 @@ def path_input(raw: str, settings: ApiSettings) -> InputFile:
         ) from None
     if not resolved.is_relative_to(root):
         raise ApiError(400, "path_not_allowed", f"{raw!r}: outside the input root")
-    if not resolved.is_file():
-        raise ApiError(400, "input_not_found", f"{raw!r}: not a regular file")
-    image_format(resolved, raw, settings.max_pixels)
-    return InputFile(name=resolved.relative_to(root).as_posix(), path=resolved)
+    data = _read_confined(resolved, root, raw, settings.max_upload_bytes)
+    image_format(data, raw, settings.max_pixels)
+    # Its bytes, not its path: a file swapped for a symlink after this check cannot lead the
+    # runner out of the input root, since the runner reads the job's own copy.
+    return InputFile(name=resolved.relative_to(root).as_posix(), data=data)
+
+
+def _read_confined(path: Path, root: Path, raw: str, limit: int) -> bytes:
+    """The file's bytes, from what was really opened: no symlink as the last component, and
+    the opened file itself (its /proc/self/fd link) inside `root` and regular."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        raise ApiError(400, "path_not_allowed", f"{raw!r}: not a file under the input root") from None
+    try:
+        info = os.fstat(fd)
+        real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if not real.is_relative_to(root):
+            raise ApiError(400, "path_not_allowed", f"{raw!r}: outside the input root")
+        if not stat.S_ISREG(info.st_mode):
+            raise ApiError(400, "input_not_found", f"{raw!r}: not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as opened:
+        data = opened.read(limit + 1)  # st_size is only what it was a moment ago
+        if info.st_size > limit or len(data) > limit:
+            raise ApiError(413, "payload_too_large", f"{raw!r}: more than {limit} bytes")
+        return data
 
 
 def url_input(url: str, settings: ApiSettings) -> InputFile:
