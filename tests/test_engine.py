@@ -5,17 +5,20 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from images import save_photo
+from kubecluster import free_port
 from PIL import Image
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from smartthumb.operator.backend import InputError, InputFile, QueueFullError
 from smartthumb.operator.local import LocalEngine
-from smartthumb.operator.local.engine import EngineConfigError
+from smartthumb.operator.local.engine import DataDirInUse, EngineConfigError
 from smartthumb.operator.local.process import ForkServerError
 from smartthumb.operator.local.store import JobStore
 from smartthumb.operator.metrics import Metrics
@@ -226,6 +229,37 @@ def test_finished_jobs_expire_with_their_files(tmp_path: Path):
         wait_until(lambda: not (tmp_path / "jobs" / job.id).exists(), timeout=10)
         assert engine.get(job.id) is None and engine.output_path(job.id) is None
         assert JobStore(tmp_path / "smartthumb.sqlite3").get(job.id) is None
+
+
+def test_a_second_engine_on_the_same_data_directory_is_refused(tmp_path: Path):
+    first = LocalEngine(settings(tmp_path))
+    job = first.submit(RESIZE, [jpeg_input()])
+    with pytest.raises(DataDirInUse) as refused:
+        LocalEngine(settings(tmp_path))
+    assert str(tmp_path) in str(refused.value) and f"pid {os.getpid()}" in str(refused.value)
+    assert (tmp_path / "jobs" / job.id).is_dir()  # its inputs were left alone
+    first.stop()
+    second = LocalEngine(settings(tmp_path))  # free again
+    assert second.get(job.id) is not None
+    second.stop()
+
+
+def test_a_second_api_process_on_the_same_data_directory_exits_saying_why(tmp_path: Path):
+    env = {**os.environ, "SMARTTHUMB_DATA_DIR": str(tmp_path), "SMARTTHUMB_WORKERS": "1"}
+    api = str(Path(sys.executable).parent / "smartthumb-api")
+    first = subprocess.Popen([api], env={**env, "SMARTTHUMB_PORT": str(free_port())},
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert "smartthumb API on" in first.stdout.readline()
+        second = subprocess.run([api], env={**env, "SMARTTHUMB_PORT": str(free_port())},
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert second.returncode == 2
+        [line] = second.stderr.splitlines()
+        assert line.startswith("smartthumb-api: the data directory") and "in use by pid" in line
+        assert str(first.pid) in line
+    finally:
+        first.terminate()
+        first.wait(30)
 
 
 def test_queued_jobs_survive_a_restart(tmp_path: Path):

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import sys
+
 import uvicorn
 from smartthumb.api.app import create_app
 from smartthumb.api.settings import ApiSettings
+from smartthumb.operator.backend import BackendStartError
 
 
 def main() -> None:
     settings = ApiSettings()
+    try:
+        app = create_app(settings)
+    except BackendStartError as error:  # the user's settings or state: one line, not a trace
+        print(f"smartthumb-api: {error}", file=sys.stderr)
+        sys.exit(2)
     shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(f"smartthumb API on http://{shown_host}:{settings.port}/ (docs at /docs)", flush=True)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         proxy_headers=True,

@@ -41,6 +41,11 @@ class InputFile(BaseModel):
         return self
 
 
+class BackendStartError(RuntimeError):
+    """The backend cannot start with these settings or in this state; the message says why
+    (the API prints it as one line and exits)."""
+
+
 class QueueFullError(Exception):
     """The queue holds its capacity of jobs already: try again later (HTTP 429)."""
 

@@ -4,6 +4,7 @@ smartthumb.operator.lifecycle.decide; this module only carries the actions out."
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import queue
@@ -16,8 +17,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 from smartthumb.operator.backend import (
+    BackendStartError,
     InputError,
     InputFile,
     QueueFullError,
@@ -99,12 +102,38 @@ def _with_client_names(event: RunnerExited, inputs: list[str], names: list[str])
     return event.model_copy(update={"message": message})
 
 
+class DataDirInUse(BackendStartError):
+    """Another engine (another process) holds the data directory."""
+
+
+def _lock_data_dir(data_dir: Path) -> IO[str]:
+    """An exclusive lock on `data_dir` for this engine's lifetime: a second engine would
+    re-queue the first one's running jobs and delete its half-written inputs."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(data_dir / "lock", "a+")  # noqa: SIM115 - held until stop()
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise DataDirInUse(
+            f"the data directory {data_dir} (SMARTTHUMB_DATA_DIR) is in use by {holder}: "
+            "one smartthumb process per data directory"
+        ) from None
+    lock.truncate(0)
+    lock.write(f"pid {os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
 class LocalEngine:
     def __init__(self, settings: EngineSettings, metrics: Metrics = METRICS) -> None:
         self.settings = settings
         self.ttl_s = settings.ttl_s
         self._policy = settings.policy()
         self._metrics = metrics
+        self._data_lock = _lock_data_dir(settings.data_dir)  # before anything is touched
         self._jobs_dir = settings.data_dir / "jobs"
         self._jobs_dir.mkdir(parents=True, exist_ok=True)
         self._store = JobStore(settings.data_dir / "smartthumb.sqlite3")
@@ -194,6 +223,7 @@ class LocalEngine:
         self._senders.shutdown(wait=True, cancel_futures=True)
         self._webhooks.close()
         self._store.close()
+        self._data_lock.close()  # the next engine on this directory may start
 
     def submit(
         self,
