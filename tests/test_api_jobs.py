@@ -3,6 +3,7 @@ both backends."""
 
 from __future__ import annotations
 
+import base64
 import io
 import time
 import uuid
@@ -94,6 +95,17 @@ def test_crop_job_runs_and_serves_its_image(client: httpx.Client, server: LiveSe
     assert image.headers["content-type"] == "image/jpeg"
     with Image.open(io.BytesIO(image.content)) as thumbnail:
         assert thumbnail.size == (300, 300)
+
+
+def test_base64_wrapped_as_the_base64_command_prints_it_is_accepted(client: httpx.Client) -> None:
+    wrapped = base64.encodebytes(encode(photo("chelsea"), quality=85)).decode()  # 76 a line
+    assert "\n" in wrapped.strip()
+    response = client.post("/thumbnail", json={
+        "mode": "fit", "width": 90,
+        "image_files": [{"filename": "chelsea.jpg", "content_base64": wrapped}]})
+    assert response.status_code == 202, response.text
+    job = wait_done(client, response.json()["job_id"])
+    assert job["status"] == "done" and job["result"]["output"]["width"] == 90, job
 
 
 def test_pair_from_server_paths_under_the_input_root(client: httpx.Client) -> None:

@@ -30,9 +30,13 @@ from smartthumb.runner.netguard import redact
 _DATA_URL_PREFIX = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 
 
+_WHITESPACE = re.compile(r"[ \t\r\n]+")
+
+
 def decode_base64(content: str, name: str, max_bytes: int) -> bytes:
-    """Strict base64 (a `data:...;base64,` prefix is allowed, as browsers produce it)."""
-    text = _DATA_URL_PREFIX.sub("", content.strip(), count=1)
+    """Strict base64 but for whitespace, which MIME allows (`base64 file` wraps at 76
+    columns); a `data:...;base64,` prefix is allowed, as browsers produce it."""
+    text = _WHITESPACE.sub("", _DATA_URL_PREFIX.sub("", content.strip(), count=1))
     if len(text) // 4 * 3 > max_bytes + 2:
         raise too_large(name, max_bytes)
     try:
