@@ -62,23 +62,14 @@ def test_a_job_runs_to_done_with_a_real_thumbnail(tmp_path: Path):
         }
 
 
-def test_an_input_given_by_path_is_read_in_place(tmp_path: Path):
-    source = tmp_path / "page.jpg"
-    source.write_bytes(jpeg_input().data)
-    with running_engine(tmp_path / "data") as engine:
-        job = engine.wait(engine.submit(RESIZE, [InputFile(name="page.jpg", path=source)]).id, 30)
-        assert job.state is JobState.done
-    assert source.exists()
-
-
 def test_unusable_submissions_raise_clear_errors(tmp_path: Path):
-    with pytest.raises(ValidationError, match="exactly one of data, path and url"):
-        InputFile(name="a.jpg", data=b"x", path=tmp_path)
+    with pytest.raises(ValidationError, match="exactly one of data and url"):
+        InputFile(name="a.jpg", data=b"x", url="https://example.com/a.jpg")
+    with pytest.raises(ValidationError, match="exactly one of data and url"):
+        InputFile(name="a.jpg")
     with running_engine(tmp_path) as engine:
         with pytest.raises(InputError, match="at least one input"):
             engine.submit(RESIZE, [])
-        with pytest.raises(InputError, match="no such file"):
-            engine.submit(RESIZE, [InputFile(name="x.jpg", path=tmp_path / "missing.jpg")])
         assert engine.get("no-such-job") is None and engine.output_path("no-such-job") is None
 
 
@@ -102,7 +93,7 @@ def test_bad_input_fails_without_fallback(tmp_path: Path):
 def png_input(directory: Path) -> InputFile:
     """A 1920x1080 photo as PNG: no draft decoding, so the runner must map ~6 MiB anew."""
     path = save_photo(directory, "astronaut", size=(1920, 1080), fmt="PNG", suffix="png")
-    return InputFile(name=path.name, path=path)
+    return InputFile(name=path.name, data=path.read_bytes())
 
 
 def test_out_of_memory_in_the_main_runner_falls_back(tmp_path: Path):
@@ -186,7 +177,7 @@ def test_out_of_memory_at_the_top_of_the_ladder_falls_back(tmp_path: Path):
 
 def test_a_runner_past_its_timeout_is_killed_and_failed(tmp_path: Path, big_png: Path):
     with running_engine(tmp_path, job_timeout_s=0.3) as engine:
-        job = engine.submit(RESIZE, [InputFile(name="big.png", path=big_png)])
+        job = engine.submit(RESIZE, [InputFile(name="big.png", data=big_png.read_bytes())])
         failed = engine.wait(job.id, timeout=30)
     assert failed.state is JobState.failed
     assert failed.error == "timed out (the runner did not finish within 0.3 s)"
@@ -296,7 +287,7 @@ def test_a_job_left_running_by_a_dead_process_is_rerun(tmp_path: Path):
 def test_stop_requeues_running_work_and_the_next_engine_finishes_it(tmp_path: Path, big_png: Path):
     engine = LocalEngine(settings(tmp_path))
     engine.start()
-    job = engine.submit(RESIZE, [InputFile(name="big.png", path=big_png)])
+    job = engine.submit(RESIZE, [InputFile(name="big.png", data=big_png.read_bytes())])
     wait_until(lambda: engine.get(job.id).state is JobState.running)
     engine.stop(graceful=False)
     store = JobStore(tmp_path / "smartthumb.sqlite3")
@@ -311,7 +302,7 @@ def test_stop_requeues_running_work_and_the_next_engine_finishes_it(tmp_path: Pa
 def test_graceful_stop_finishes_running_work(tmp_path: Path, big_png: Path):
     engine = LocalEngine(settings(tmp_path))
     engine.start()
-    job = engine.submit(RESIZE, [InputFile(name="big.png", path=big_png)])
+    job = engine.submit(RESIZE, [InputFile(name="big.png", data=big_png.read_bytes())])
     wait_until(lambda: engine.get(job.id).state is JobState.running)
     engine.stop(graceful=True, timeout=60)
     store = JobStore(tmp_path / "smartthumb.sqlite3")
@@ -324,7 +315,7 @@ def test_a_runner_killed_by_sigkill_is_treated_as_oom_and_falls_back(
 ):
     # What the kernel's OOM killer does: SIGKILL mid-run, no chance to say anything.
     with running_engine(tmp_path, workers=1) as engine:
-        job = engine.submit(RESIZE, [InputFile(name="big.png", path=big_png)])
+        job = engine.submit(RESIZE, [InputFile(name="big.png", data=big_png.read_bytes())])
         wait_until(lambda: engine.get(job.id).state is JobState.running and runner_workers())
         for pid in runner_workers():
             os.kill(pid, signal.SIGKILL)

@@ -224,6 +224,17 @@ def test_a_watch_from_a_compacted_version_lists_again(
         backend.stop()
 
 
+def test_a_deleted_event_that_wins_the_race_with_cancel_still_keeps_stale_copies_out(
+    backend: KubernetesBackend, api: Any, namespace: str
+) -> None:
+    job = backend.submit(SPEC, [png()])
+    before = poll("the job in the cache", lambda: backend._cache.get(job.id))
+    backend._cache._drop(before)  # the watch's DELETED event, before cancel's forget()
+    backend._cache.forget(job.id)  # nothing left to forget
+    backend._cache._store(before)  # then a stale copy (an event in flight, an old list)
+    assert backend.get(job.id) is None
+
+
 def test_a_cancelled_job_is_gone_at_once_and_late_events_do_not_bring_it_back(
     backend: KubernetesBackend, api: Any, namespace: str
 ) -> None:

@@ -24,20 +24,20 @@ class BackendKind(str, Enum):
 
 
 class InputFile(BaseModel):
-    """One input image: uploaded bytes, a file already on this machine, or an http(s) URL
-    the runner fetches (through its SSRF guard)."""
+    """One input image: its bytes (an upload, or a server file the API read at submit, so a
+    path can never change under the runner), or an http(s) URL the runner fetches (through
+    its SSRF guard)."""
 
     model_config = ConfigDict(frozen=True)
 
     name: str
     data: bytes | None = None
-    path: Path | None = None
     url: str | None = None
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> InputFile:
-        if sum(value is not None for value in (self.data, self.path, self.url)) != 1:
-            raise ValueError("an input needs exactly one of data, path and url")
+        if (self.data is None) == (self.url is None):
+            raise ValueError("an input needs exactly one of data and url")
         return self
 
 

@@ -252,9 +252,9 @@ class KubernetesBackend:
         return self.settings.volume_path / JOBS_DIR / self.settings.namespace
 
     def _write_inputs(self, name: str, inputs: list[InputFile]) -> list[Source]:
-        """Each input as a source: uploads (and files from SMARTTHUMB_INPUT_ROOT, copied so
-        the runner never follows a path a client named) on the shared volume, readable by
-        the runner pods, or in the bucket; URLs as they are."""
+        """Each input as a source: its bytes (an upload, or a file the API read from
+        SMARTTHUMB_INPUT_ROOT) on the shared volume, readable by the runner pods, or in the
+        bucket; URLs as they are."""
         prefix = job_prefix(self.settings.namespace, name)
         if self._store is None:
             folder = self.settings.volume_path / prefix / "inputs"
@@ -267,15 +267,12 @@ class KubernetesBackend:
         if item.url is not None:
             return Source(url=item.url)
         stored = f"{prefix}inputs/{index:03d}{_safe_suffix(item.name)}"
-        content = item.data if item.data is not None else Path(str(item.path))
+        content = item.data or b""
         if self._store is not None:
             self._store.put(stored, content)
             return Source(s3=S3Object(bucket=self._store.bucket, key=stored))
         target = self.settings.volume_path / stored
-        if isinstance(content, bytes):
-            target.write_bytes(content)
-        else:
-            shutil.copyfile(content, target)
+        target.write_bytes(content)
         target.chmod(0o644)
         return Source(path=stored)
 

@@ -49,7 +49,7 @@ class ObjectStore:
             )
         return self._stores[name]
 
-    def put(self, key: str, data: bytes | Path) -> None:
+    def put(self, key: str, data: bytes) -> None:
         obstore.put(self._store(), key, data)
 
     def download(self, key: str, target: Path) -> bool:

@@ -91,12 +91,20 @@ class ThumbnailJobCache:
         """An object this process just deleted: gone for readers at once, not when the
         watch says so."""
         with self._lock:
-            obj = self._objects.pop(name, None)
-            if obj is not None:
-                self._deleted[obj["metadata"].get("uid") or ""] = None
-                while len(self._deleted) > FORGOTTEN_KEPT:
-                    self._deleted.popitem(last=False)
-                self._changed(name)
+            self._remove(name)
+
+    def _remove(self, name: str) -> None:
+        """Out of the cache (the lock held), its uid kept: no late event of it (a watch event
+        in flight, a list answered before the delete) brings it back."""
+        obj = self._objects.pop(name, None)
+        if obj is not None:
+            self._tombstone(obj)
+            self._changed(name)
+
+    def _tombstone(self, obj: Obj) -> None:
+        self._deleted[obj["metadata"].get("uid") or ""] = None
+        while len(self._deleted) > FORGOTTEN_KEPT:
+            self._deleted.popitem(last=False)
 
     # --- the watch thread ---------------------------------------------------------------------
 
@@ -132,10 +140,8 @@ class ThumbnailJobCache:
         )
         fresh = {obj["metadata"]["name"]: obj for obj in listed["items"]}
         with self._lock:
-            gone = set(self._objects) - set(fresh)
-            for name in gone:
-                del self._objects[name]
-                self._changed(name)
+            for name in set(self._objects) - set(fresh):
+                self._remove(name)
         for obj in fresh.values():
             self._store(obj)
         self.problem = None
@@ -176,7 +182,13 @@ class ThumbnailJobCache:
             self._changed(name)
 
     def _drop(self, obj: Obj) -> None:
+        """A DELETED event: whether it or this process's forget() came first, the uid is
+        kept (CI saw the event win, and a stale copy of the object come back after)."""
         name = obj["metadata"]["name"]
         with self._lock:
-            if self._objects.pop(name, None) is not None:
-                self._changed(name)
+            held = self._objects.get(name)
+            # Another uid held: the name was created again since; that one stays.
+            if held is not None and held["metadata"].get("uid") == obj["metadata"].get("uid"):
+                self._remove(name)
+            else:
+                self._tombstone(obj)

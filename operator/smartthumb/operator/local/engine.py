@@ -253,9 +253,6 @@ class LocalEngine:
     ) -> tuple[Job, Sequence[InputFile]]:
         if not inputs:
             raise InputError("at least one input image is needed")
-        for item in inputs:
-            if item.path is not None and not item.path.is_file():
-                raise InputError(f"input {item.name!r}: no such file")
         job = Job(
             id=uuid.uuid4().hex,
             batch_id=batch_id,
@@ -342,16 +339,13 @@ class LocalEngine:
         return self._job_dir(job.id) / f"thumbnail.{job.spec.format.extension}"
 
     def _write_inputs(self, job_id: str, inputs: Sequence[InputFile]) -> list[str]:
-        """What the runner reads: uploads written to the job's folder, server files and URLs
-        as they are."""
+        """What the runner reads: the bytes written to the job's folder, URLs as they are."""
         directory = self._job_dir(job_id) / "inputs"
         directory.mkdir(parents=True)
         given = []
         for index, item in enumerate(inputs):
             if item.url is not None:
                 given.append(item.url)
-            elif item.path is not None:
-                given.append(str(item.path.absolute()))
             else:
                 path = directory / _stored_name(index, item.name)
                 path.write_bytes(item.data or b"")
