@@ -117,15 +117,18 @@ def jpeg_1920x1080() -> bytes:
 
 def request_body() -> bytes:
     # Encoded once: the clients share the two cores with the server.
-    return json.dumps({
-        "image_data": base64.b64encode(jpeg_1920x1080()).decode(),
-        "operation": "resize",
-        "width": 200,
-        "height": 200,
-    }).encode()
+    return json.dumps(
+        {
+            "image_data": base64.b64encode(jpeg_1920x1080()).decode(),
+            "operation": "resize",
+            "width": 200,
+            "height": 200,
+        }
+    ).encode()
 
 
 # --- the load -------------------------------------------------------------------------------
+
 
 async def one_job(
     client: aiohttp.ClientSession, body: bytes, poll_s: float, timeout_s: float
@@ -134,8 +137,9 @@ async def one_job(
     (seconds, last status, GETs made)."""
     started = time.perf_counter()
     polls = 0
-    async with client.post("/jobs", data=body,
-                           headers={"content-type": "application/json"}) as response:
+    async with client.post(
+        "/jobs", data=body, headers={"content-type": "application/json"}
+    ) as response:
         if response.status != 202:
             raise RuntimeError(f"POST /jobs: {response.status} {await response.text()}")
         job_id = (await response.json())["job_id"]
@@ -164,10 +168,16 @@ async def load(url: str, body: bytes, count: int, poll_s: float, timeout_s: floa
         wall = time.perf_counter() - began
     failed = [status for _, status, _ in outcomes if status != "completed"]
     if failed:
-        print(f"  {len(failed)} of {count} jobs did not complete: {sorted(set(failed))}",
-              file=sys.stderr)
-    return Run(wall, [seconds for seconds, _, _ in outcomes], len(failed),
-               sum(polls for _, _, polls in outcomes))
+        print(
+            f"  {len(failed)} of {count} jobs did not complete: {sorted(set(failed))}",
+            file=sys.stderr,
+        )
+    return Run(
+        wall,
+        [seconds for seconds, _, _ in outcomes],
+        len(failed),
+        sum(polls for _, _, polls in outcomes),
+    )
 
 
 def measure(
@@ -179,13 +189,17 @@ def measure(
         before = {process: cpu_seconds(pid) for process, pid in pids.items()}
         run = asyncio.run(load(url, body, args.jobs, args.poll, args.timeout))
         run.cpu_s = {process: cpu_seconds(pid) - before[process] for process, pid in pids.items()}
-        print(f"{name} run {index + 1}/{args.runs}: {run.jobs} jobs in {run.wall_s:.2f} s "
-              f"({run.failed} failed)", flush=True)
+        print(
+            f"{name} run {index + 1}/{args.runs}: {run.jobs} jobs in {run.wall_s:.2f} s "
+            f"({run.failed} failed)",
+            flush=True,
+        )
         runs.append(run)
     return runs
 
 
 # --- the processes --------------------------------------------------------------------------
+
 
 class Processes:
     """The API and operator subprocesses, each logging to its own file; stopped at the end."""
@@ -196,8 +210,9 @@ class Processes:
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
         # Only the variables given here: none of the caller's SMARTTHUMB_* leak in.
-        base = {key: value for key, value in os.environ.items()
-                if not key.startswith("SMARTTHUMB_")}
+        base = {
+            key: value for key, value in os.environ.items() if not key.startswith("SMARTTHUMB_")
+        }
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
         process = subprocess.Popen(argv, env={**base, **env}, stdout=log, stderr=log)
         log.close()
@@ -239,21 +254,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_ready(what: str, url: str, process: subprocess.Popen, procs: Processes,
-               timeout_s: float = 120) -> None:
+def wait_ready(
+    what: str, url: str, process: subprocess.Popen, procs: Processes, timeout_s: float = 120
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{what} exited ({process.returncode}):\n"
-                               f"{procs.tail(process.name)}")  # type: ignore[attr-defined]
+            raise RuntimeError(f"{what} exited ({process.returncode}):\n{procs.tail(process.name)}")  # type: ignore[attr-defined]
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"{what} not ready at {url} after {timeout_s:.0f} s:\n"
-                       f"{procs.tail(process.name)}")  # type: ignore[attr-defined]
+    raise RuntimeError(
+        f"{what} not ready at {url} after {timeout_s:.0f} s:\n{procs.tail(process.name)}"
+    )  # type: ignore[attr-defined]
 
 
 def local_mode(work: Path, procs: Processes, body: bytes, args: argparse.Namespace) -> Mode:
@@ -261,12 +277,16 @@ def local_mode(work: Path, procs: Processes, body: bytes, args: argparse.Namespa
     data.mkdir()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    api = procs.start("api-local", [str(BIN / "smartthumb-api")], {
-        "SMARTTHUMB_BACKEND": "local",
-        "SMARTTHUMB_DATA_DIR": str(data),
-        "SMARTTHUMB_WORKERS": str(args.workers),
-        "SMARTTHUMB_PORT": str(port),
-    })
+    api = procs.start(
+        "api-local",
+        [str(BIN / "smartthumb-api")],
+        {
+            "SMARTTHUMB_BACKEND": "local",
+            "SMARTTHUMB_DATA_DIR": str(data),
+            "SMARTTHUMB_WORKERS": str(args.workers),
+            "SMARTTHUMB_PORT": str(port),
+        },
+    )
     wait_ready("smartthumb-api (local)", f"{url}/readyz", api, procs)
     runs = measure("local", url, body, args, {"api": api.pid})
     api_rss = peak_rss_mib(api.pid)
@@ -274,13 +294,20 @@ def local_mode(work: Path, procs: Processes, body: bytes, args: argparse.Namespa
     return Mode("local", runs, api_rss)
 
 
-def cluster_mode(work: Path, procs: Processes, body: bytes, args: argparse.Namespace,
-                 tars: dict[str, tuple[str, Path]]) -> Mode:
+def cluster_mode(
+    work: Path,
+    procs: Processes,
+    body: bytes,
+    args: argparse.Namespace,
+    tars: dict[str, tuple[str, Path]],
+) -> Mode:
     volume = work / "volume"
     volume.mkdir()
     started = time.perf_counter()
-    with start_kube_cluster(testbin_dir(), work / "kube") as cluster, \
-            start_real_node(cluster, tars) as node:
+    with (
+        start_kube_cluster(testbin_dir(), work / "kube") as cluster,
+        start_real_node(cluster, tars) as node,
+    ):
         install(cluster, volume)
         try:
             return cluster_run(cluster, node, volume, procs, body, args, started)
@@ -293,8 +320,15 @@ def cluster_mode(work: Path, procs: Processes, body: bytes, args: argparse.Names
             procs.stop_all()
 
 
-def cluster_run(cluster: KubeCluster, node: RealNode, volume: Path, procs: Processes,
-                body: bytes, args: argparse.Namespace, started: float) -> Mode:
+def cluster_run(
+    cluster: KubeCluster,
+    node: RealNode,
+    volume: Path,
+    procs: Processes,
+    body: bytes,
+    args: argparse.Namespace,
+    started: float,
+) -> Mode:
     """The operator and the API as `make cluster` starts them (hack/cluster.py), then the
     load."""
     port = free_port()
@@ -303,17 +337,24 @@ def cluster_run(cluster: KubeCluster, node: RealNode, volume: Path, procs: Proce
     env = operator_env(cluster, node, volume, url, max_running=workers)
     operator = procs.start("operator", [str(BIN / "smartthumb-operator")], env)
     liveness = env["SMARTTHUMB_LIVENESS_PORT"]
-    api = procs.start("api-cluster", [str(BIN / "smartthumb-api")],
-                      api_env(cluster, volume, port, max_running=workers))
+    api = procs.start(
+        "api-cluster",
+        [str(BIN / "smartthumb-api")],
+        api_env(cluster, volume, port, max_running=workers),
+    )
     wait_ready("smartthumb-operator", f"http://127.0.0.1:{liveness}/healthz", operator, procs)
     wait_ready("smartthumb-api (kubernetes)", f"{url}/readyz", api, procs)
-    print(f"cluster mode: control plane, real node, operator and API up in "
-          f"{time.perf_counter() - started:.0f} s", flush=True)
+    print(
+        f"cluster mode: control plane, real node, operator and API up in "
+        f"{time.perf_counter() - started:.0f} s",
+        flush=True,
+    )
     runs = measure("cluster", url, body, args, {"api": api.pid, "operator": operator.pid})
     return Mode("cluster", runs, peak_rss_mib(api.pid), peak_rss_mib(operator.pid))
 
 
 # --- set-up and report ----------------------------------------------------------------------
+
 
 def fail(message: str) -> None:
     print(f"bench_cluster: {message}", file=sys.stderr)
@@ -323,8 +364,9 @@ def fail(message: str) -> None:
 def run_images_sh() -> str:
     """hack/images.sh's standard output (the tars); its log goes to our stderr. On Ctrl-C or
     SIGTERM it gets SIGTERM and time to stop the dockerd it started (its own trap)."""
-    script = subprocess.Popen(["bash", str(ROOT / "hack" / "images.sh")],
-                              stdout=subprocess.PIPE, text=True)
+    script = subprocess.Popen(
+        ["bash", str(ROOT / "hack" / "images.sh")], stdout=subprocess.PIPE, text=True
+    )
     try:
         out, _ = script.communicate()
     except BaseException:
@@ -369,34 +411,44 @@ def print_table(modes: list[Mode], args: argparse.Namespace) -> None:
     local, cluster = modes
     runs = f"median of {args.runs} runs" if args.runs > 1 else "1 run"
     print()
-    print(f"seed 002 over HTTP: {args.jobs} concurrent clients, resize 1920x1080 JPEG -> "
-          f"200x200, poll every {args.poll * 1000:.0f} ms; {args.workers} local workers = "
-          f"operator max running; {os.cpu_count()} CPUs; {runs}")
+    print(
+        f"seed 002 over HTTP: {args.jobs} concurrent clients, resize 1920x1080 JPEG -> "
+        f"200x200, poll every {args.poll * 1000:.0f} ms; {args.workers} local workers = "
+        f"operator max running; {os.cpu_count()} CPUs; {runs}"
+    )
     print()
-    print("| mode | jobs | wall s | jobs/s | p50 latency s | p95 latency s | failed "
-          "| GET polls | API CPU s | API peak RSS MiB | operator CPU s | operator peak RSS MiB |")
+    print(
+        "| mode | jobs | wall s | jobs/s | p50 latency s | p95 latency s | failed "
+        "| GET polls | API CPU s | API peak RSS MiB | operator CPU s | operator peak RSS MiB |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for mode in modes:
         if mode.operator_rss_mib is None:
             operator = "- | -"
         else:
             operator = f"{mode.median('operator_cpu'):.1f} | {mode.operator_rss_mib:.0f}"
-        print(f"| {mode.name} | {mode.runs[0].jobs} | {mode.median('wall'):.2f} "
-              f"| {mode.median('rate'):.2f} | {mode.median('p50'):.2f} "
-              f"| {mode.median('p95'):.2f} | {sum(run.failed for run in mode.runs)} "
-              f"| {mode.median('polls'):.0f} | {mode.median('api_cpu'):.1f} "
-              f"| {mode.api_rss_mib:.0f} | {operator} |")
+        print(
+            f"| {mode.name} | {mode.runs[0].jobs} | {mode.median('wall'):.2f} "
+            f"| {mode.median('rate'):.2f} | {mode.median('p50'):.2f} "
+            f"| {mode.median('p95'):.2f} | {sum(run.failed for run in mode.runs)} "
+            f"| {mode.median('polls'):.0f} | {mode.median('api_cpu'):.1f} "
+            f"| {mode.api_rss_mib:.0f} | {operator} |"
+        )
 
     def ratio(figure: str) -> str:
         value = cluster.median(figure) / local.median(figure)
         return f"{value:.3f}x" if value < 1 else f"{value:.1f}x"
 
-    print(f"| cluster/local | | {ratio('wall')} | {ratio('rate')} | {ratio('p50')} "
-          f"| {ratio('p95')} | | {ratio('polls')} | {ratio('api_cpu')} "
-          f"| {cluster.api_rss_mib / local.api_rss_mib:.2f}x | | |")
-    print("\nwall: first submit to last job seen completed; latency: submit to completed, per "
-          "job; CPU s: of that process during the measured run(s), median; peak RSS: VmHWM "
-          "over the process's life (warm-up included); runner processes and pods not counted.")
+    print(
+        f"| cluster/local | | {ratio('wall')} | {ratio('rate')} | {ratio('p50')} "
+        f"| {ratio('p95')} | | {ratio('polls')} | {ratio('api_cpu')} "
+        f"| {cluster.api_rss_mib / local.api_rss_mib:.2f}x | | |"
+    )
+    print(
+        "\nwall: first submit to last job seen completed; latency: submit to completed, per "
+        "job; CPU s: of that process during the measured run(s), median; peak RSS: VmHWM "
+        "over the process's life (warm-up included); runner processes and pods not counted."
+    )
     print(f"\n(command: {' '.join(['.venv/bin/python', 'bench/bench_cluster.py', *sys.argv[1:]])})")
 
 
@@ -407,10 +459,18 @@ def _interrupted(signum: int, _frame: object) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=50, help="concurrent clients, one job each")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
-                        help="local SMARTTHUMB_WORKERS and the operator's SMARTTHUMB_MAX_RUNNING")
-    parser.add_argument("--poll", type=float, default=0.05,
-                        help="seconds between a client's GET /jobs/{id} (both modes)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="local SMARTTHUMB_WORKERS and the operator's SMARTTHUMB_MAX_RUNNING",
+    )
+    parser.add_argument(
+        "--poll",
+        type=float,
+        default=0.05,
+        help="seconds between a client's GET /jobs/{id} (both modes)",
+    )
     parser.add_argument("--runs", type=int, default=1, help="runs per mode; medians reported")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per job at most")
     args = parser.parse_args()
@@ -434,16 +494,17 @@ def main() -> None:
     procs = Processes(logs)
     try:
         tars = images(work / "images")
-        modes = [local_mode(work, procs, body, args),
-                 cluster_mode(work, procs, body, args, tars)]
+        modes = [local_mode(work, procs, body, args), cluster_mode(work, procs, body, args, tars)]
     except KeyboardInterrupt:
         modes = []
     finally:
         procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)
     if not modes:
-        print("bench_cluster: interrupted; everything it started is stopped and removed",
-              file=sys.stderr)
+        print(
+            "bench_cluster: interrupted; everything it started is stopped and removed",
+            file=sys.stderr,
+        )
         sys.exit(130)
     print_table(modes, args)
 

@@ -108,12 +108,14 @@ Bind = Callable[[aiohttp.ClientSession], Callable[[], Awaitable[str]]]
 def seed_002(image: bytes) -> Bind:
     # Encoded once: the client shares the server's two cores, and re-encoding 400 KB of
     # JSON per request would be measuring the client.
-    body = json.dumps({
-        "image_data": base64.b64encode(image).decode(),
-        "operation": "resize",
-        "width": 200,
-        "height": 200,
-    }).encode()
+    body = json.dumps(
+        {
+            "image_data": base64.b64encode(image).decode(),
+            "operation": "resize",
+            "width": 200,
+            "height": 200,
+        }
+    ).encode()
     headers = {"content-type": "application/json"}
 
     def bind(client: aiohttp.ClientSession) -> Callable[[], Awaitable[str]]:

@@ -75,16 +75,17 @@ def main() -> None:
         path.chmod(0o755 if path.is_dir() else 0o644)
     source = [{"path": str(photo.relative_to(volume))}]
     with start_kube_cluster(testbin_dir(), work / "kube") as cluster:
-        cluster.kubectl("apply", "--server-side", "-f",
-                        str(ROOT / "crds" / "thumbnailjobs.smartthumb.dev.yaml"))
-        cluster.kubectl("wait", "--for=condition=Established",
-                        "crd/thumbnailjobs.smartthumb.dev")
+        cluster.kubectl(
+            "apply", "--server-side", "-f", str(ROOT / "crds" / "thumbnailjobs.smartthumb.dev.yaml")
+        )
+        cluster.kubectl("wait", "--for=condition=Established", "crd/thumbnailjobs.smartthumb.dev")
         with start_real_node(cluster, image_tars()) as node, cluster.api_client() as api:
             client.CoreV1Api(api).create_namespace({"metadata": {"name": "bench"}})
             time.sleep(2)  # the namespace's ServiceAccount
             jobs = Cluster(api, "bench")
             settings = {
-                "volume_host_path": str(volume), "max_running": str(args.limit),
+                "volume_host_path": str(volume),
+                "max_running": str(args.limit),
                 "runner_image": node.images["runner"],
                 "fallback_image": node.images["operator"],
                 "runner_node_selector": json.dumps(REAL_NODE_POD["nodeSelector"]),
@@ -95,19 +96,22 @@ def main() -> None:
                 for index in range(args.singles):
                     name = f"single-{index}"
                     started = time.perf_counter()
-                    jobs.create(thumbnail_job(name, sources=source,
-                                              resources={"memory": MEMORY}))
+                    jobs.create(thumbnail_job(name, sources=source, resources={"memory": MEMORY}))
                     status = jobs.wait_phase(name, "Succeeded", "Failed", timeout=120)
                     assert status["phase"] == "Succeeded", status
                     singles.append(time.perf_counter() - started)
                 with PeakMemory(node.cgroup_root) as memory:
                     started = time.perf_counter()
                     for index in range(args.jobs):
-                        jobs.create(thumbnail_job(f"many-{index:03d}", sources=source,
-                                                  resources={"memory": MEMORY}))
+                        jobs.create(
+                            thumbnail_job(
+                                f"many-{index:03d}", sources=source, resources={"memory": MEMORY}
+                            )
+                        )
                     for index in range(args.jobs):
-                        status = jobs.wait_phase(f"many-{index:03d}", "Succeeded", "Failed",
-                                                 timeout=600)
+                        status = jobs.wait_phase(
+                            f"many-{index:03d}", "Succeeded", "Failed", timeout=600
+                        )
                         assert status["phase"] == "Succeeded", status
                     wall = time.perf_counter() - started
     peaks = sorted(memory.peaks.values())
@@ -123,10 +127,14 @@ def main() -> None:
     if peaks:
         median_mb = statistics.median(peaks) / 2**20
         top_mb = peaks[-1] / 2**20
-        print(f"| {wall:.1f} s | {args.jobs / wall:.2f} | {median_mb:.0f} MiB | {top_mb:.0f} MiB "
-              f"| {limit_mb} MiB | {top_mb / limit_mb:.0%} |")
-    print(f"\n({len(peaks)} pod cgroups sampled every 0.1 s; command: "
-          f"{' '.join(['.venv/bin/python', 'bench/bench_node.py', *sys.argv[1:]])})")
+        print(
+            f"| {wall:.1f} s | {args.jobs / wall:.2f} | {median_mb:.0f} MiB | {top_mb:.0f} MiB "
+            f"| {limit_mb} MiB | {top_mb / limit_mb:.0%} |"
+        )
+    print(
+        f"\n({len(peaks)} pod cgroups sampled every 0.1 s; command: "
+        f"{' '.join(['.venv/bin/python', 'bench/bench_node.py', *sys.argv[1:]])})"
+    )
 
 
 if __name__ == "__main__":

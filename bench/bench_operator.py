@@ -97,19 +97,26 @@ def controller_qps_bin(bin_dir: Path, workdir: Path, qps: int) -> Path:
         if binary.name != "kube-controller-manager":
             (wrapped / binary.name).symlink_to(binary.resolve())
     script = wrapped / "kube-controller-manager"
-    script.write_text(f'#!/bin/sh\nexec "{(bin_dir / script.name).resolve()}" "$@" '
-                      f"--kube-api-qps={qps} --kube-api-burst={2 * qps}\n")
+    script.write_text(
+        f'#!/bin/sh\nexec "{(bin_dir / script.name).resolve()}" "$@" '
+        f"--kube-api-qps={qps} --kube-api-burst={2 * qps}\n"
+    )
     script.chmod(0o755)
     return wrapped
 
 
 def install_crd(cluster: KubeCluster) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
-                    str(REPO / crd_module.OUTPUT))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd_module.NAME}",
-                    "--timeout=30s")
-    wait_until("the ThumbnailJob resource to be served",
-               lambda: cluster.kubectl("get", "tj", "-A", check=False).returncode == 0, 30)
+    cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(REPO / crd_module.OUTPUT)
+    )
+    cluster.kubectl(
+        "wait", "--for=condition=Established", f"crd/{crd_module.NAME}", "--timeout=30s"
+    )
+    wait_until(
+        "the ThumbnailJob resource to be served",
+        lambda: cluster.kubectl("get", "tj", "-A", check=False).returncode == 0,
+        30,
+    )
 
 
 @contextlib.contextmanager
@@ -119,8 +126,11 @@ def fresh_namespace(core: client.CoreV1Api, wait_gone: bool) -> Iterator[str]:
     name = f"bench-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": name}})
     try:
-        wait_until(f"the default ServiceAccount in {name}",
-                   lambda: core.read_namespaced_service_account("default", name), 30)
+        wait_until(
+            f"the default ServiceAccount in {name}",
+            lambda: core.read_namespaced_service_account("default", name),
+            30,
+        )
         yield name
     finally:
         with contextlib.suppress(ApiException):
@@ -163,8 +173,9 @@ class OperatorProcess:
 
 
 @contextlib.contextmanager
-def run_operator(cluster: KubeCluster, volume: Path, workdir: Path,
-                 max_running: int) -> Iterator[OperatorProcess]:
+def run_operator(
+    cluster: KubeCluster, volume: Path, workdir: Path, max_running: int
+) -> Iterator[OperatorProcess]:
     """`smartthumb-operator` in a process (group) of its own, killed when the block ends."""
     metrics_port, liveness_port = free_port(), free_port()
     tag = uuid.uuid4().hex[:8]
@@ -183,10 +194,17 @@ def run_operator(cluster: KubeCluster, volume: Path, workdir: Path,
     log = workdir / f"operator-{tag}.log"
     prefix = [SETPRIV, "--pdeathsig", "KILL", "--"] if SETPRIV else []
     with open(log, "ab") as out:
-        proc = subprocess.Popen([*prefix, str(OPERATOR)], env=env, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [*prefix, str(OPERATOR)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     handle = OperatorProcess(proc, metrics_port, liveness_port, log)
     try:
+
         def alive() -> bool:
             handle.check()
             return handle.health() is not None
@@ -231,8 +249,13 @@ class Finished:
             stream = watch.Watch()
             try:
                 for event in stream.stream(
-                    self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace,
-                    PLURAL, resource_version=version or None, timeout_seconds=30,
+                    self.custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    resource_version=version or None,
+                    timeout_seconds=30,
                 ):
                     obj = event["object"]
                     version = obj["metadata"].get("resourceVersion", version)
@@ -329,12 +352,22 @@ def api_requests(cluster: KubeCluster) -> dict[tuple[str, str], float]:
     return counts
 
 
-def run_one(cluster: KubeCluster, api: client.ApiClient, volume: Path, workdir: Path,
-            count: int, max_running: int, timeout: float, last: bool) -> dict[str, Any]:
+def run_one(
+    cluster: KubeCluster,
+    api: client.ApiClient,
+    volume: Path,
+    workdir: Path,
+    count: int,
+    max_running: int,
+    timeout: float,
+    last: bool,
+) -> dict[str, Any]:
     core = client.CoreV1Api(api)
     pids = {c.name: c.proc.pid for c in cluster.components}
-    with fresh_namespace(core, wait_gone=not last) as namespace, \
-            run_operator(cluster, volume, workdir, max_running) as operator:
+    with (
+        fresh_namespace(core, wait_gone=not last) as namespace,
+        run_operator(cluster, volume, workdir, max_running) as operator,
+    ):
         finished = Finished(api, namespace, count)
         try:
             cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -389,18 +422,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, nargs="+", default=[300, 3000])
     parser.add_argument("--max-running", type=int, default=50)
-    parser.add_argument("--controller-qps", type=int, default=200,
-                        help="client QPS of kube-controller-manager; 0: its default (20)")
-    parser.add_argument("--requests", action="store_true",
-                        help="also print the API server's busiest request kinds per job")
-    parser.add_argument("--timeout", type=float, default=600,
-                        help="seconds one run may take before it is given up")
+    parser.add_argument(
+        "--controller-qps",
+        type=int,
+        default=200,
+        help="client QPS of kube-controller-manager; 0: its default (20)",
+    )
+    parser.add_argument(
+        "--requests",
+        action="store_true",
+        help="also print the API server's busiest request kinds per job",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=600, help="seconds one run may take before it is given up"
+    )
     args = parser.parse_args()
     bin_dir = testbin_dir()
     missing = missing_binaries(bin_dir)
     if missing:
-        print(f"missing in {bin_dir}: {', '.join(missing)} (run `make testbin`)",
-              file=sys.stderr)
+        print(f"missing in {bin_dir}: {', '.join(missing)} (run `make testbin`)", file=sys.stderr)
         return 2
     # A short path: some components put unix sockets under their working directory.
     workdir = Path(tempfile.mkdtemp(prefix="st-bench-"))
@@ -418,8 +458,18 @@ def main() -> int:
             with cluster.api_client() as api:
                 for index, count in enumerate(args.jobs):
                     last = index == len(args.jobs) - 1
-                    rows.append(run_one(cluster, api, volume, workdir, count, args.max_running,
-                                        args.timeout, last))
+                    rows.append(
+                        run_one(
+                            cluster,
+                            api,
+                            volume,
+                            workdir,
+                            count,
+                            args.max_running,
+                            args.timeout,
+                            last,
+                        )
+                    )
                     print(f"{count} jobs: {rows[-1]['seconds']:.1f} s", file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -428,25 +478,36 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     command = " ".join(["bench/bench_operator.py", *sys.argv[1:]])
     qps = args.controller_qps or "default (20)"
-    print(f"kwok control plane, {os.cpu_count()} CPUs, admission limit {args.max_running}, "
-          f"controller-manager QPS {qps}, Python {sys.version.split()[0]}, "
-          f"{time.strftime('%Y-%m-%d')}\n")
-    print("| jobs | s to all Succeeded | jobs/s | reconciles/s | reconciles/job "
-          "| reconcile p50 ms (decide+write) | sweep rounds | operator peak RSS MB "
-          "| operator CPU s | apiserver CPU s | other control plane CPU s | target |")
+    print(
+        f"kwok control plane, {os.cpu_count()} CPUs, admission limit {args.max_running}, "
+        f"controller-manager QPS {qps}, Python {sys.version.split()[0]}, "
+        f"{time.strftime('%Y-%m-%d')}\n"
+    )
+    print(
+        "| jobs | s to all Succeeded | jobs/s | reconciles/s | reconciles/job "
+        "| reconcile p50 ms (decide+write) | sweep rounds | operator peak RSS MB "
+        "| operator CPU s | apiserver CPU s | other control plane CPU s | target |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in rows:
-        print(f"| {row['jobs']} | {row['seconds']:.1f} | {row['jobs_per_s']:.1f} "
-              f"| {row['reconciles_per_s']:.1f} | {row['reconciles_per_job']:.1f} "
-              f"| {row['median_ms']:.1f} | {row['rounds']} | {row['rss_mb']:.0f} "
-              f"| {row['operator_cpu_s']:.1f} | {row['apiserver_cpu_s']:.1f} "
-              f"| {row['rest_cpu_s']:.1f} | {TARGETS.get(row['jobs'], '')} |")
+        print(
+            f"| {row['jobs']} | {row['seconds']:.1f} | {row['jobs_per_s']:.1f} "
+            f"| {row['reconciles_per_s']:.1f} | {row['reconciles_per_job']:.1f} "
+            f"| {row['median_ms']:.1f} | {row['rounds']} | {row['rss_mb']:.0f} "
+            f"| {row['operator_cpu_s']:.1f} | {row['apiserver_cpu_s']:.1f} "
+            f"| {row['rest_cpu_s']:.1f} | {TARGETS.get(row['jobs'], '')} |"
+        )
     if args.requests:
         for row in rows:
             busiest = sorted(row["requests"].items(), key=lambda item: -item[1])
-            print(f"\nAPI requests per job, {row['jobs']} jobs: " + ", ".join(
-                f"{verb} {resource} {n / row['jobs']:.1f}"
-                for (verb, resource), n in busiest if n / row["jobs"] >= 0.05))
+            print(
+                f"\nAPI requests per job, {row['jobs']} jobs: "
+                + ", ".join(
+                    f"{verb} {resource} {n / row['jobs']:.1f}"
+                    for (verb, resource), n in busiest
+                    if n / row["jobs"] >= 0.05
+                )
+            )
     creates = ", ".join(f"{row['create_s']:.1f} s" for row in rows)
     print(f"\ncreating them took {creates}; command: .venv/bin/python {command}")
     return 0

@@ -29,8 +29,11 @@ def make_inputs(directory: Path) -> dict[str, list[Path]]:
     names = ["astronaut", "coffee", "chelsea", "rocket", "camera"]
     pages = []
     for index in range(20):
-        page = text_page((1600, 2400)) if index % 7 == 3 else art_page(
-            names[index % len(names)], (1600, 2400))
+        page = (
+            text_page((1600, 2400))
+            if index % 7 == 3
+            else art_page(names[index % len(names)], (1600, 2400))
+        )
         path = directory / f"page-{index:02d}.jpg"
         page.save(path, quality=88)
         pages.append(path)
@@ -119,12 +122,12 @@ print(json.dumps({{"median_ms": statistics.median(times), "peak_rss_mb": peak}})
 
 
 def measure(body: str, inputs: list[Path], out: Path, repeat: int) -> dict[str, float]:
-    script = HARNESS.format(body=body, inputs=[str(p) for p in inputs], out=str(out),
-                            repeat=repeat)
+    script = HARNESS.format(body=body, inputs=[str(p) for p in inputs], out=str(out), repeat=repeat)
     # One thread each for the native libraries: the target is "one core".
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          check=True, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -143,11 +146,20 @@ def main() -> int:
                 results[name] = measure(body, data, Path(scratch) / "out.jpg", repeat)
             base = results["smartthumb"]
             for name, figures in results.items():
-                rows.append((case, name, figures["median_ms"], figures["peak_rss_mb"],
-                             figures["median_ms"] / base["median_ms"],
-                             TARGETS.get((case, name), "")))
-    print(f"one core, {os.cpu_count()} on the machine, Python {sys.version.split()[0]}, "
-          f"{time.strftime('%Y-%m-%d')}\n")
+                rows.append(
+                    (
+                        case,
+                        name,
+                        figures["median_ms"],
+                        figures["peak_rss_mb"],
+                        figures["median_ms"] / base["median_ms"],
+                        TARGETS.get((case, name), ""),
+                    )
+                )
+    print(
+        f"one core, {os.cpu_count()} on the machine, Python {sys.version.split()[0]}, "
+        f"{time.strftime('%Y-%m-%d')}\n"
+    )
     print("| case | implementation | median ms | peak RSS MB | time vs smartthumb | target |")
     print("|---|---|---:|---:|---:|---|")
     for case, name, median, rss, ratio, target in rows:

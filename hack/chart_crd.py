@@ -42,9 +42,7 @@ def render() -> str:
     assert list(document["metadata"]) == ["name"], "the CRD's metadata grew: template it here"
     head = {key: document[key] for key in ("apiVersion", "kind")}
     body = {"spec": document["spec"]}
-    dump = lambda part: yaml.dump(
-        part, Dumper=crd_module._Dumper, sort_keys=False, width=100
-    )
+    dump = lambda part: yaml.dump(part, Dumper=crd_module._Dumper, sort_keys=False, width=100)
     text = dump(head) + METADATA.format(name=crd_module.NAME) + dump(body)
     if "{{" in dump(document):
         raise ValueError("the CRD holds '{{': Helm would read it as a template action")

@@ -76,8 +76,9 @@ def install(cluster: KubeCluster, volume: Path) -> None:
         claim_volume(api, NAMESPACE, volume)
 
 
-def operator_env(cluster: KubeCluster, node: RealNode, volume: Path, api_url: str,
-                 **settings: str) -> dict[str, str]:
+def operator_env(
+    cluster: KubeCluster, node: RealNode, volume: Path, api_url: str, **settings: str
+) -> dict[str, str]:
     """smartthumb-operator's environment: the namespace's jobs as pods on the real node;
     `settings`: more SMARTTHUMB_* values by field name."""
     return {
@@ -97,8 +98,7 @@ def operator_env(cluster: KubeCluster, node: RealNode, volume: Path, api_url: st
     }
 
 
-def api_env(cluster: KubeCluster, volume: Path, port: int | str,
-            **settings: str) -> dict[str, str]:
+def api_env(cluster: KubeCluster, volume: Path, port: int | str, **settings: str) -> dict[str, str]:
     """smartthumb-api's environment in cluster mode."""
     return {
         "KUBECONFIG": str(cluster.kubeconfig),
@@ -155,29 +155,44 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     processes: list[subprocess.Popen] = []
     try:
-        with start_kube_cluster(bin_dir, workdir / "kube") as cluster, \
-                start_real_node(cluster, image_tars()) as node, services(cluster, node):
+        with (
+            start_kube_cluster(bin_dir, workdir / "kube") as cluster,
+            start_real_node(cluster, image_tars()) as node,
+            services(cluster, node),
+        ):
             install(cluster, volume)
             url = f"http://127.0.0.1:{port}"
-            processes.append(_start("operator", [str(BIN / "smartthumb-operator")],
-                                    operator_env(cluster, node, volume, url), workdir))
-            processes.append(_start("api", [str(BIN / "smartthumb-api")],
-                                    api_env(cluster, volume, port), workdir))
+            processes.append(
+                _start(
+                    "operator",
+                    [str(BIN / "smartthumb-operator")],
+                    operator_env(cluster, node, volume, url),
+                    workdir,
+                )
+            )
+            processes.append(
+                _start(
+                    "api", [str(BIN / "smartthumb-api")], api_env(cluster, volume, port), workdir
+                )
+            )
             try:
                 _wait_ready(f"{url}/readyz", processes, workdir)
                 print(f"smartthumb API (cluster mode) on {url}/ (docs at /docs)")
                 print(f"KUBECONFIG={cluster.kubeconfig}")
                 print(f"PATH={bin_dir}:$PATH  # kubectl")
-                print(f"shared volume: {volume} (photos/ and chapter-1/ for examples/); "
-                      f"logs in {workdir}")
-                print("try: kubectl -n smartthumb apply -f examples/crop.yaml; "
-                      "kubectl -n smartthumb get tj -w")
+                print(
+                    f"shared volume: {volume} (photos/ and chapter-1/ for examples/); "
+                    f"logs in {workdir}"
+                )
+                print(
+                    "try: kubectl -n smartthumb apply -f examples/crop.yaml; "
+                    "kubectl -n smartthumb get tj -w"
+                )
                 print("Ctrl-C stops all of it.", flush=True)
                 while not stop.wait(1):
                     for process in processes:
                         if process.poll() is not None:
-                            _fail(f"{process.args[0]} exited ({process.returncode}); "
-                                  f"see {workdir}")
+                            _fail(f"{process.args[0]} exited ({process.returncode}); see {workdir}")
             finally:  # before the cluster goes: they shut down cleanly while it answers
                 _stop(processes)
     finally:

@@ -18,10 +18,16 @@ from smartthumb.runner.limits import Limits
 
 # Read by the runner process itself besides its Limits.
 RUNNER_VARIABLES = [
-    ("SMARTTHUMB_MODEL_DIR", "`<venv>/share/smartthumb/models`",
-     "Where the runner reads detector models from."),
-    ("THUMBNAIL_YOLO_MODEL", "unset",
-     "Path to ultralytics YOLO weights (optional `yolo` extra): people it finds stay in frame."),
+    (
+        "SMARTTHUMB_MODEL_DIR",
+        "`<venv>/share/smartthumb/models`",
+        "Where the runner reads detector models from.",
+    ),
+    (
+        "THUMBNAIL_YOLO_MODEL",
+        "unset",
+        "Path to ultralytics YOLO weights (optional `yolo` extra): people it finds stay in frame.",
+    ),
 ]
 
 
@@ -63,7 +69,9 @@ def table(settings: type[BaseModel], extra: list[tuple[str, str, str]]) -> str:
         if name in SHOWN_ELSEWHERE.get(settings, set()):
             continue
         description = (field.description or "").replace("|", "\\|")
-        rows.append(f"| `{prefix.upper()}{name.upper()}` | {_default(name, field)} | {description} |")
+        rows.append(
+            f"| `{prefix.upper()}{name.upper()}` | {_default(name, field)} | {description} |"
+        )
     for name, default, description in extra:
         shown = default if default.startswith("`") or default == "unset" else f"`{default}`"
         rows.append(f"| `{name}` | {shown} | {description} |")
@@ -71,18 +79,20 @@ def table(settings: type[BaseModel], extra: list[tuple[str, str, str]]) -> str:
 
 
 def tables() -> str:
-    return "\n\n".join([
-        "#### `smartthumb-api`",
-        table(ApiSettings, []),
-        "#### Local mode (`SMARTTHUMB_BACKEND=local`, the default)",
-        table(EngineSettings, []),
-        "#### The runner (local mode's runner processes; on Kubernetes the operator hands these to its pods)",
-        table(Limits, RUNNER_VARIABLES),
-        "#### Kubernetes mode (`SMARTTHUMB_BACKEND=kubernetes`)",
-        table(KubernetesBackendSettings, []),
-        "#### `smartthumb-operator`",
-        table(OperatorSettings, []),
-    ])
+    return "\n\n".join(
+        [
+            "#### `smartthumb-api`",
+            table(ApiSettings, []),
+            "#### Local mode (`SMARTTHUMB_BACKEND=local`, the default)",
+            table(EngineSettings, []),
+            "#### The runner (local mode's runner processes; on Kubernetes the operator hands these to its pods)",
+            table(Limits, RUNNER_VARIABLES),
+            "#### Kubernetes mode (`SMARTTHUMB_BACKEND=kubernetes`)",
+            table(KubernetesBackendSettings, []),
+            "#### `smartthumb-operator`",
+            table(OperatorSettings, []),
+        ]
+    )
 
 
 if __name__ == "__main__":

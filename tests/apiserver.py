@@ -43,7 +43,10 @@ class LiveServer:
         self, settings: ApiSettings, backend: Backend, data_dir: Path, kind: str = "local"
     ) -> None:
         config = uvicorn.Config(
-            create_app(settings, backend), host="127.0.0.1", port=0, log_level="warning",
+            create_app(settings, backend),
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
             lifespan="on",
         )
         self.settings = settings
@@ -97,9 +100,9 @@ def live_server(data_dir: Path, **overrides: Any) -> Iterator[LiveServer]:
     settings = ApiSettings(**api)
     engine.pop("public_url", None)  # the API's, handed over below
     engine = {"workers": 2, **engine}
-    backend = LocalEngine(EngineSettings(
-        data_dir=data_dir, public_url=settings.webhook_public_url(), **engine
-    ))
+    backend = LocalEngine(
+        EngineSettings(data_dir=data_dir, public_url=settings.webhook_public_url(), **engine)
+    )
     with _running(LiveServer(settings, backend, data_dir)) as server:
         yield server
 
@@ -109,9 +112,9 @@ KUBE_NAMES = {"workers": "max_running"}
 
 
 @contextmanager
-def kube_server(request: pytest.FixtureRequest, volume: Path, **overrides: Any) -> Iterator[
-    LiveServer
-]:
+def kube_server(
+    request: pytest.FixtureRequest, volume: Path, **overrides: Any
+) -> Iterator[LiveServer]:
     """The API on the Kubernetes backend, with an operator running its namespace's jobs on
     the real node; `volume` is the shared volume."""
     from kubestack import real_node_operator, volume_namespace
@@ -138,8 +141,14 @@ def kube_server(request: pytest.FixtureRequest, volume: Path, **overrides: Any) 
         }
         with (
             _running(LiveServer(settings, backend, volume, "kubernetes")) as server,
-            real_node_operator(cluster, node, volume, namespace,
-                               public_url=settings.webhook_public_url(), **operator_env),
+            real_node_operator(
+                cluster,
+                node,
+                volume,
+                namespace,
+                public_url=settings.webhook_public_url(),
+                **operator_env,
+            ),
         ):
             yield server
 

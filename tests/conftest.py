@@ -88,5 +88,5 @@ def installed_crd(kube_cluster: KubeCluster) -> str:  # noqa: F811
 
 @pytest.fixture(params=BACKENDS)
 def backend_kind(request: pytest.FixtureRequest) -> str:
-    """"local" or "kubernetes": a test taking it runs on both backends (see apiserver.serve)."""
+    """ "local" or "kubernetes": a test taking it runs on both backends (see apiserver.serve)."""
     return request.param

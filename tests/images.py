@@ -21,8 +21,14 @@ def photo(name: str) -> Image.Image:
     return image.convert("RGB")
 
 
-def save_photo(directory: Path, name: str, *, size: tuple[int, int] | None = None,
-               fmt: str = "JPEG", suffix: str = "jpg") -> Path:
+def save_photo(
+    directory: Path,
+    name: str,
+    *,
+    size: tuple[int, int] | None = None,
+    fmt: str = "JPEG",
+    suffix: str = "jpg",
+) -> Path:
     image = photo(name)
     if size is not None:
         image = image.resize(size, Image.Resampling.BICUBIC)
@@ -90,7 +96,9 @@ def sample_volume(volume: Path) -> None:
         save_photo(photos, name)
     chapter = volume / "chapter-1"
     chapter.mkdir()
-    write_pages(chapter, [text_page(), art_page("coffee"), art_page("astronaut"), blank_page(),
-                          art_page("chelsea")])
+    write_pages(
+        chapter,
+        [text_page(), art_page("coffee"), art_page("astronaut"), blank_page(), art_page("chelsea")],
+    )
     for path in [photos, chapter, *photos.iterdir(), *chapter.iterdir()]:
         path.chmod(0o755 if path.is_dir() else 0o644)

@@ -35,22 +35,37 @@ def claim_volume(api: Any, namespace: str, volume: Path) -> str:
     core = client.CoreV1Api(api)
     core.patch_namespace(namespace, {"metadata": {"labels": {RESTRICTED: "restricted"}}})
     pv = f"thumbs-{namespace}"
-    core.create_persistent_volume({
-        "metadata": {"name": pv},
-        "spec": {
-            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
-            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
-            "hostPath": {"path": str(volume), "type": "Directory"},
-            "claimRef": {"namespace": namespace, "name": CLAIM},
+    core.create_persistent_volume(
+        {
+            "metadata": {"name": pv},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteMany"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": str(volume), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": CLAIM},
+            },
+        }
+    )
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {"name": CLAIM},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "volumeName": pv,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
         },
-    })
-    core.create_namespaced_persistent_volume_claim(namespace, {
-        "metadata": {"name": CLAIM},
-        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
-                 "resources": {"requests": {"storage": "1Gi"}}},
-    })
-    poll("the claim to be bound", lambda: core.read_namespaced_persistent_volume_claim(
-        CLAIM, namespace).status.phase == "Bound")
+    )
+    poll(
+        "the claim to be bound",
+        lambda: (
+            core.read_namespaced_persistent_volume_claim(CLAIM, namespace).status.phase == "Bound"
+        ),
+    )
     return pv
 
 
@@ -61,8 +76,10 @@ def volume_namespace(api: Any, volume: Path) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:8]}"
     core.create_namespace({"metadata": {"name": name}})
     try:
-        poll(f"the default ServiceAccount in {name}",
-             lambda: core.list_namespaced_service_account(name).items)
+        poll(
+            f"the default ServiceAccount in {name}",
+            lambda: core.list_namespaced_service_account(name).items,
+        )
         pv = claim_volume(api, name, volume)
         try:
             yield name
@@ -78,9 +95,13 @@ def real_node_operator(
 ) -> Iterator[OperatorHandle]:
     """The operator for `namespace`, its runner pods on the real node with the built images."""
     with run_operator(
-        cluster, volume,
-        volume_host_path="", volume_claim=CLAIM, namespaces=namespace,
-        runner_image=node.images["runner"], fallback_image=node.images["operator"],
+        cluster,
+        volume,
+        volume_host_path="",
+        volume_claim=CLAIM,
+        namespaces=namespace,
+        runner_image=node.images["runner"],
+        fallback_image=node.images["operator"],
         runner_node_selector=json.dumps(REAL_NODE_POD["nodeSelector"]),
         runner_tolerations=json.dumps(REAL_NODE_POD["tolerations"]),
         **overrides,

@@ -196,4 +196,3 @@ class Cluster:
 
     def pods(self) -> list[Any]:
         return self.core.list_namespaced_pod(self.namespace).items
-

@@ -90,7 +90,10 @@ class RealNode:
     def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
             ["ctr", "--address", str(self.containerd_socket), "-n", "k8s.io", *args],
-            capture_output=True, text=True, check=check, timeout=120,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
         )
 
     def pod_logs(self, namespace: str, lines: int = 30) -> str:
@@ -113,8 +116,9 @@ class RealNode:
 def image_tars() -> dict[str, tuple[str, Path]]:
     """role (runner, operator) -> (image, tar) as hack/images.sh names them: its tar
     <role>-<hash12>.tar holds smartthumb-<role>:<hash12>, exactly what the tests run."""
-    out = subprocess.run(["bash", str(IMAGES_SCRIPT), "--print-tars"], capture_output=True,
-                         text=True, check=False)
+    out = subprocess.run(
+        ["bash", str(IMAGES_SCRIPT), "--print-tars"], capture_output=True, text=True, check=False
+    )
     found = {}
     for line in out.stdout.split():
         tar = Path(line)
@@ -148,8 +152,14 @@ def pause_image(directory: Path) -> Path:
     (source / "main.go").write_text(PAUSE_GO)
     (source / "go.mod").write_text("module smartthumb.local/pause\n\ngo 1.21\n")
     env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
-    subprocess.run(["go", "build", "-trimpath", "-ldflags=-s -w", "-o", "pause", "."],
-                   cwd=source, env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", "pause", "."],
+        cwd=source,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w") as tar:
         info = tar.gettarinfo(source / "pause", arcname="pause")
@@ -158,19 +168,28 @@ def pause_image(directory: Path) -> Path:
         with open(source / "pause", "rb") as binary:
             tar.addfile(info, binary)
     layer_bytes = layer.getvalue()
-    config = json.dumps({
-        "architecture": "amd64", "os": "linux", "config": {"Entrypoint": ["/pause"]},
-        "rootfs": {"type": "layers",
-                   "diff_ids": [f"sha256:{hashlib.sha256(layer_bytes).hexdigest()}"]},
-    }).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Entrypoint": ["/pause"]},
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": [f"sha256:{hashlib.sha256(layer_bytes).hexdigest()}"],
+            },
+        }
+    ).encode()
     config_name = f"{hashlib.sha256(config).hexdigest()}.json"
     manifest = json.dumps(
         [{"Config": config_name, "RepoTags": [PAUSE_IMAGE], "Layers": ["layer.tar"]}]
     ).encode()
     archive = directory / "pause.tar"
     with tarfile.open(archive, "w") as tar:
-        for name, data in (("layer.tar", layer_bytes), (config_name, config),
-                           ("manifest.json", manifest)):
+        for name, data in (
+            ("layer.tar", layer_bytes),
+            (config_name, config),
+            ("manifest.json", manifest),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -276,8 +295,11 @@ def _kubelet_config(workdir: Path, socket: Path, cgroup_root: str) -> dict[str, 
         "healthzBindAddress": "127.0.0.1",
         "healthzPort": free_port(),
         "readOnlyPort": 0,
-        "evictionHard": {"memory.available": "1Mi", "nodefs.available": "1%",
-                         "imagefs.available": "1%"},
+        "evictionHard": {
+            "memory.available": "1Mi",
+            "nodefs.available": "1%",
+            "imagefs.available": "1%",
+        },
         "makeIPTablesUtilChains": False,  # leave this machine's iptables alone
         "podLogsDir": str(workdir / "pod-logs"),  # not /var/log/pods: removed with the node
         "imageGCHighThresholdPercent": 100,
@@ -295,59 +317,82 @@ def _start(node: RealNode, name: str, argv: list[str]) -> Component:
     log.parent.mkdir(exist_ok=True)
     with open(log, "ab") as out:
         prefix = [SETPRIV, "--pdeathsig", "KILL", "--"] if SETPRIV else []
-        proc = subprocess.Popen([*prefix, *argv], stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [*prefix, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     component = Component(name, proc, log)
     node.components.append(component)
     return component
 
 
 @contextlib.contextmanager
-def start_real_node(cluster: KubeCluster, images: dict[str, tuple[str, Path]]) -> Iterator[
-    RealNode
-]:
+def start_real_node(
+    cluster: KubeCluster, images: dict[str, tuple[str, Path]]
+) -> Iterator[RealNode]:
     # A short path: unix socket paths are limited to 108 bytes.
     workdir = Path(tempfile.mkdtemp(prefix="st-node-", dir="/tmp"))
     tag = uuid.uuid4().hex[:6]
     bridge = f"stbr{tag}"
     # Its own /24 (two nodes at once, e.g. a benchmark beside the tests, must not share one).
     third = int(tag[:2], 16)
-    node = RealNode(NODE_NAME, workdir, workdir / "containerd.sock", bridge,
-                    f"/smartthumb-{workdir.name}",
-                    {role: name for role, (name, _) in images.items()},
-                    subnet=f"10.89.{third}.0/24", gateway=f"10.89.{third}.1")
+    node = RealNode(
+        NODE_NAME,
+        workdir,
+        workdir / "containerd.sock",
+        bridge,
+        f"/smartthumb-{workdir.name}",
+        {role: name for role, (name, _) in images.items()},
+        subnet=f"10.89.{third}.0/24",
+        gateway=f"10.89.{third}.1",
+    )
     _LIVE.append(node)
     try:
         # The bridge and its address now, not at the first pod: servers the tests start here
         # (S3, URL sources) must be reachable at the gateway before any pod exists.
-        for command in (["link", "add", "name", bridge, "type", "bridge"],
-                        ["addr", "add", f"{node.gateway}/24", "dev", bridge],
-                        ["link", "set", bridge, "up"]):
+        for command in (
+            ["link", "add", "name", bridge, "type", "bridge"],
+            ["addr", "add", f"{node.gateway}/24", "dev", bridge],
+            ["link", "set", bridge, "up"],
+        ):
             subprocess.run(["ip", *command], check=True, capture_output=True)
         (workdir / "cni").mkdir()
         (workdir / "cni" / "10-smartthumb.conflist").write_text(
-            json.dumps(_cni_config(workdir, bridge, node.subnet)))
+            json.dumps(_cni_config(workdir, bridge, node.subnet))
+        )
         config = workdir / "containerd.toml"
         config.write_text(_containerd_config(workdir, node.containerd_socket))
         containerd = _start(node, "containerd", ["containerd", "--config", str(config)])
-        wait_for("containerd's socket", lambda: node.ctr("version", check=False).returncode == 0,
-                 None, 60, containerd)
+        wait_for(
+            "containerd's socket",
+            lambda: node.ctr("version", check=False).returncode == 0,
+            None,
+            60,
+            containerd,
+        )
         for tar in [pause_image(workdir), *(tar for _, tar in images.values())]:
             node.ctr("images", "import", str(tar))
         _make_cgroups(node.cgroup_root)
         kubelet_config = workdir / "kubelet.yaml"
-        kubelet_config.write_text(json.dumps(
-            _kubelet_config(workdir, node.containerd_socket, node.cgroup_root)
-        ))
-        kubelet = _start(node, "kubelet", [
-            str(cluster.bin_dir / "kubelet"),
-            f"--config={kubelet_config}",
-            f"--kubeconfig={cluster.kubeconfig}",
-            f"--root-dir={workdir / 'kubelet'}",
-            f"--hostname-override={NODE_NAME}",
-            f"--node-labels={NODE_LABEL}=true",
-            "--node-ip=127.0.0.1",
-        ])
+        kubelet_config.write_text(
+            json.dumps(_kubelet_config(workdir, node.containerd_socket, node.cgroup_root))
+        )
+        kubelet = _start(
+            node,
+            "kubelet",
+            [
+                str(cluster.bin_dir / "kubelet"),
+                f"--config={kubelet_config}",
+                f"--kubeconfig={cluster.kubeconfig}",
+                f"--root-dir={workdir / 'kubelet'}",
+                f"--hostname-override={NODE_NAME}",
+                f"--node-labels={NODE_LABEL}=true",
+                "--node-ip=127.0.0.1",
+            ],
+        )
         from kubernetes import client
 
         with cluster.api_client() as api:
@@ -417,11 +462,19 @@ def _kube_proxy_config(node: RealNode, kubeconfig: Path) -> dict[str, Any]:
         "nodePortAddresses": [f"{node.gateway}/32"],
         # Masquerade: a pod calling a Service whose endpoint is on the same bridge gets its
         # answer back through the NAT whatever br_netfilter's sysctls say.
-        "iptables": {"masqueradeAll": True, "localhostNodePorts": False, "syncPeriod": "30s",
-                     "minSyncPeriod": "0s"},
+        "iptables": {
+            "masqueradeAll": True,
+            "localhostNodePorts": False,
+            "syncPeriod": "30s",
+            "minSyncPeriod": "0s",
+        },
         # Zero: leave this machine's conntrack sysctls alone.
-        "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
-                      "tcpCloseWaitTimeout": "0s"},
+        "conntrack": {
+            "maxPerCore": 0,
+            "min": 0,
+            "tcpEstablishedTimeout": "0s",
+            "tcpCloseWaitTimeout": "0s",
+        },
     }
 
 
@@ -432,8 +485,11 @@ def _apiserver_endpoint(node: RealNode, server: str) -> dict[str, Any]:
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
-        "metadata": {"name": "kubernetes", "namespace": "default",
-                     "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "kubernetes"},
+        },
         "addressType": "IPv4",
         "endpoints": [{"addresses": [node.gateway], "conditions": {"ready": True}}],
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
@@ -458,8 +514,10 @@ def node_services(cluster: KubeCluster, node: RealNode, wait_s: float = 0) -> It
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise ServicesBusy(f"another kube-proxy runs on this machine ({KUBE_PROXY_LOCK}"
-                                       " is locked: `make cluster`, or another test session)")
+                    raise ServicesBusy(
+                        f"another kube-proxy runs on this machine ({KUBE_PROXY_LOCK}"
+                        " is locked: `make cluster`, or another test session)"
+                    )
                 time.sleep(1)
         node.kube_proxy = cluster.bin_dir / "kube-proxy"
         config = node.workdir / "kube-proxy.yaml"
@@ -468,12 +526,17 @@ def node_services(cluster: KubeCluster, node: RealNode, wait_s: float = 0) -> It
             with cluster.api_client() as api:
                 discovery = client.DiscoveryV1Api(api)
                 discovery.create_namespaced_endpoint_slice(
-                    "default", _apiserver_endpoint(node, cluster.server))
+                    "default", _apiserver_endpoint(node, cluster.server)
+                )
                 try:
-                    proxy = _start(node, "kube-proxy", [str(node.kube_proxy),
-                                                        f"--config={config}"])
-                    wait_for("the kubernetes Service through kube-proxy",
-                             lambda: _service_answers(cluster), cluster, 60, proxy)
+                    proxy = _start(node, "kube-proxy", [str(node.kube_proxy), f"--config={config}"])
+                    wait_for(
+                        "the kubernetes Service through kube-proxy",
+                        lambda: _service_answers(cluster),
+                        cluster,
+                        60,
+                        proxy,
+                    )
                     yield
                 finally:
                     discovery.delete_namespaced_endpoint_slice("kubernetes", "default")
@@ -505,16 +568,21 @@ KUBE_PROXY_KEPT = (
 def _remove_kube_proxy_rules(node: RealNode) -> None:
     if node.kube_proxy is None:
         return
-    subprocess.run([str(node.kube_proxy), "--cleanup"], capture_output=True, check=False,
-                   timeout=60)
+    subprocess.run(
+        [str(node.kube_proxy), "--cleanup"], capture_output=True, check=False, timeout=60
+    )
     for tool in ("iptables", "ip6tables"):
         for table, chain, jumps_from in KUBE_PROXY_KEPT:
             for parent in jumps_from:
-                subprocess.run([tool, "-w", "-t", table, "-D", parent, "-j", chain], check=False,
-                               capture_output=True)
+                subprocess.run(
+                    [tool, "-w", "-t", table, "-D", parent, "-j", chain],
+                    check=False,
+                    capture_output=True,
+                )
             for action in ("-F", "-X"):
-                subprocess.run([tool, "-w", "-t", table, action, chain], check=False,
-                               capture_output=True)
+                subprocess.run(
+                    [tool, "-w", "-t", table, action, chain], check=False, capture_output=True
+                )
     node.kube_proxy = None
 
 
@@ -573,7 +641,6 @@ def real_node(kube_cluster: KubeCluster) -> Iterator[RealNode]:
             yield node
     except ClusterStartError as error:
         pytest.fail(f"the real node did not start: {error}")
-
 
 
 @pytest.fixture(scope="module")

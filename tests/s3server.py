@@ -31,13 +31,19 @@ class S3Server:
     def objects(self, bucket: str = BUCKET) -> list[str]:
         """Every object key in `bucket`, read from the server's own folder."""
         folder = self.root / bucket
-        return sorted(path.relative_to(folder).as_posix()
-                      for path in folder.rglob("*") if path.is_file())
+        return sorted(
+            path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()
+        )
 
     def settings(self, host: str = "127.0.0.1") -> dict[str, str]:
         """The SMARTTHUMB_* storage settings (field names) for this server."""
-        return {"storage": "s3", "s3_bucket": BUCKET, "s3_endpoint": self.endpoint(host),
-                "s3_access_key_id": self.access_key, "s3_secret_access_key": self.secret_key}
+        return {
+            "storage": "s3",
+            "s3_bucket": BUCKET,
+            "s3_endpoint": self.endpoint(host),
+            "s3_access_key_id": self.access_key,
+            "s3_secret_access_key": self.secret_key,
+        }
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +59,20 @@ def s3_server() -> Iterator[S3Server]:
     server = S3Server(free_port(), root, "smartthumb", uuid.uuid4().hex)
     log = open(root.parent / f"{root.name}.log", "wb")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen(
-        [str(binary), "--access", server.access_key, "--secret", server.secret_key,
-         "--port", f":{server.port}", "posix", "--nometa", str(root)],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            str(binary),
+            "--access",
+            server.access_key,
+            "--secret",
+            server.secret_key,
+            "--port",
+            f":{server.port}",
+            "posix",
+            "--nometa",
+            str(root),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for("versitygw", lambda: _answers(server), None, 30)

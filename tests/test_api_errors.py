@@ -327,13 +327,15 @@ def test_uploads_in_flight_share_a_memory_budget(tmp_path: Path) -> None:
         try:
             slow.sendall(
                 b"POST /thumbnail HTTP/1.1\r\nHost: test\r\ncontent-type: application/json\r\n"
-                + f"content-length: {len(body)}\r\n\r\n".encode() + body[:1000]
+                + f"content-length: {len(body)}\r\n\r\n".encode()
+                + body[:1000]
             )
             with httpx.Client(base_url=server.url, timeout=10) as client:
                 deadline = time.monotonic() + 10
                 while True:  # the server reserves the slow body's bytes once it sees its headers
-                    busy = client.post("/thumbnail", content=body,
-                                       headers={"content-type": "application/json"})
+                    busy = client.post(
+                        "/thumbnail", content=body, headers={"content-type": "application/json"}
+                    )
                     if busy.status_code == 503 or time.monotonic() > deadline:
                         break
                     time.sleep(0.05)
@@ -344,8 +346,9 @@ def test_uploads_in_flight_share_a_memory_budget(tmp_path: Path) -> None:
                 slow.sendall(body[1000:])
                 answer = slow.recv(65536).decode(errors="replace")
                 assert answer.startswith("HTTP/1.1 400"), answer[:200]
-                after = client.post("/thumbnail", content=body,
-                                    headers={"content-type": "application/json"})
+                after = client.post(
+                    "/thumbnail", content=body, headers={"content-type": "application/json"}
+                )
                 assert after.status_code == 400, after.text  # no images: a 4xx, not "busy"
         finally:
             slow.close()

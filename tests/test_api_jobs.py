@@ -100,9 +100,14 @@ def test_crop_job_runs_and_serves_its_image(client: httpx.Client, server: LiveSe
 def test_base64_wrapped_as_the_base64_command_prints_it_is_accepted(client: httpx.Client) -> None:
     wrapped = base64.encodebytes(encode(photo("chelsea"), quality=85)).decode()  # 76 a line
     assert "\n" in wrapped.strip()
-    response = client.post("/thumbnail", json={
-        "mode": "fit", "width": 90,
-        "image_files": [{"filename": "chelsea.jpg", "content_base64": wrapped}]})
+    response = client.post(
+        "/thumbnail",
+        json={
+            "mode": "fit",
+            "width": 90,
+            "image_files": [{"filename": "chelsea.jpg", "content_base64": wrapped}],
+        },
+    )
     assert response.status_code == 202, response.text
     job = wait_done(client, response.json()["job_id"])
     assert job["status"] == "done" and job["result"]["output"]["width"] == 90, job
@@ -185,8 +190,12 @@ def _transparent_png() -> str:
 def _fit_job(client: httpx.Client, content: str, filename: str, **spec: object) -> str:
     response = client.post(
         "/thumbnail",
-        json={"mode": "fit", "width": 200, **spec,
-              "image_files": [{"filename": filename, "content_base64": content}]},
+        json={
+            "mode": "fit",
+            "width": 200,
+            **spec,
+            "image_files": [{"filename": filename, "content_base64": content}],
+        },
     )
     assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
@@ -276,7 +285,9 @@ def test_truncated_image_fails_the_job_with_a_clear_error(client: httpx.Client) 
 
 
 def test_images_from_urls_and_urls_the_runner_would_refuse(
-    request: pytest.FixtureRequest, backend_kind: str, tmp_path: Path,
+    request: pytest.FixtureRequest,
+    backend_kind: str,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Local runners fetch from this machine; runner pods from their node's bridge address.
@@ -284,8 +295,10 @@ def test_images_from_urls_and_urls_the_runner_would_refuse(
     allowed = f"{host}/32"
     monkeypatch.setenv("SMARTTHUMB_ALLOW_PRIVATE_SOURCES", allowed)  # the API's and runners'
     pods = {"allow_private_sources": allowed} if backend_kind == "kubernetes" else {}
-    pages = {f"page-{n}.jpg": encode(page, quality=88) for n, page in
-             enumerate([text_page(), art_page("astronaut"), art_page("coffee")])}
+    pages = {
+        f"page-{n}.jpg": encode(page, quality=88)
+        for n, page in enumerate([text_page(), art_page("astronaut"), art_page("coffee")])
+    }
     with (
         file_server(host, pages) as base,
         serve(backend_kind, request, tmp_path, **pods) as server,
@@ -303,10 +316,13 @@ def test_images_from_urls_and_urls_the_runner_would_refuse(
         missing = client.post("/thumbnail", json={"image_urls": [f"{base}/gone.jpg"]})
         failed = wait_done(client, missing.json()["job_id"], timeout=120)
         assert failed["status"] == "failed" and "HTTP 404" in failed["error"], failed
-        for url, words in (("http://10.255.255.1/x.jpg?sig=s3cr3t", "non-public address"),
-                           ("ftp://example.com/x.jpg", "not an http(s):// URL")):
-            error = assert_error(client.post("/thumbnail", json={"image_urls": [url]}),
-                                 400, "source_url_refused")
+        for url, words in (
+            ("http://10.255.255.1/x.jpg?sig=s3cr3t", "non-public address"),
+            ("ftp://example.com/x.jpg", "not an http(s):// URL"),
+        ):
+            error = assert_error(
+                client.post("/thumbnail", json={"image_urls": [url]}), 400, "source_url_refused"
+            )
             assert words in error["message"] and "s3cr3t" not in error["message"], error
 
 
@@ -348,9 +364,13 @@ def test_cancel_stops_a_running_job_and_forgets_a_queued_one(
         serve(backend_kind, request, tmp_path, workers=1) as server,
         httpx.Client(base_url=server.url, timeout=60) as client,
     ):
-        ids = [client.post("/thumbnail", json={**crop, "image_files": [
-            {"filename": f"{n}.jpg", "content_base64": big}]}).json()["job_id"]
-            for n in range(2)]
+        ids = [
+            client.post(
+                "/thumbnail",
+                json={**crop, "image_files": [{"filename": f"{n}.jpg", "content_base64": big}]},
+            ).json()["job_id"]
+            for n in range(2)
+        ]
         poll_until = time.monotonic() + 60
         while client.get(f"/job/{ids[0]}").json()["status"] != "processing":
             assert time.monotonic() < poll_until, "the first job never started"
@@ -365,8 +385,14 @@ def test_cancel_stops_a_running_job_and_forgets_a_queued_one(
                 assert time.monotonic() < deadline, "its files stayed"
                 time.sleep(0.1)
         # The slot is free again: a new job runs to the end.
-        small = client.post("/thumbnail", json={"mode": "fit", "width": 50, "image_files": [
-            {"filename": "a.jpg", "content_base64": astronaut_jpeg()}]}).json()["job_id"]
+        small = client.post(
+            "/thumbnail",
+            json={
+                "mode": "fit",
+                "width": 50,
+                "image_files": [{"filename": "a.jpg", "content_base64": astronaut_jpeg()}],
+            },
+        ).json()["job_id"]
         assert wait_done(client, small, timeout=120)["status"] == "done"
 
 

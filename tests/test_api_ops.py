@@ -51,8 +51,11 @@ def test_metrics_after_a_job(client: httpx.Client, server: LiveServer) -> None:
     text = response.text
     names = ["smartthumb_queue_depth", "smartthumb_jobs_running"]
     if server.kind == "local":  # on Kubernetes the job counters are the operator's metrics
-        names += ['smartthumb_jobs_finished_total{state="done"}',
-                  "smartthumb_job_duration_seconds_bucket", "smartthumb_fallbacks_total"]
+        names += [
+            'smartthumb_jobs_finished_total{state="done"}',
+            "smartthumb_job_duration_seconds_bucket",
+            "smartthumb_fallbacks_total",
+        ]
     for name in names:
         assert name in text, name
 

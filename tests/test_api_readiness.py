@@ -17,18 +17,22 @@ FIT = {"mode": "fit", "width": 20, "image_files": [{"filename": "g.png", "conten
 
 
 def test_readyz_is_503_while_the_fork_server_is_down_and_recovers(tmp_path: Path) -> None:
-    with live_server(tmp_path, sweep_interval_s=0.5) as server, httpx.Client(
-        base_url=server.url, timeout=30
-    ) as client:
+    with (
+        live_server(tmp_path, sweep_interval_s=0.5) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
         assert client.get("/readyz").status_code == 200
         first = fork_server_pid()
         assert first is not None
         os.kill(first, signal.SIGKILL)
         answers: list[httpx.Response] = []
-        wait_until(lambda: answers.append(client.get("/readyz")) or
-                   answers[-1].status_code == 503, timeout=10)
+        wait_until(
+            lambda: answers.append(client.get("/readyz")) or answers[-1].status_code == 503,
+            timeout=10,
+        )
         assert answers[-1].json() == {
-            "ready": False, "reason": "the runner fork server or an engine thread is down"
+            "ready": False,
+            "reason": "the runner fork server or an engine thread is down",
         }
         wait_until(lambda: client.get("/readyz").status_code == 200, timeout=20)
         assert fork_server_pid() not in (None, first)

@@ -116,7 +116,8 @@ def test_the_release_owns_the_operators_lease() -> None:
     # The operator's own namespace: the release's.
     assert lease["metadata"]["namespace"] == NAMESPACE
     assert env["SMARTTHUMB_LEASE_NAMESPACE"]["valueFrom"] == {
-        "fieldRef": {"fieldPath": "metadata.namespace"}}
+        "fieldRef": {"fieldPath": "metadata.namespace"}
+    }
 
 
 def test_crd_gate_and_keep() -> None:
@@ -190,8 +191,11 @@ BAD_COMBINATIONS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("values", "message"), BAD_VALUES + BAD_COMBINATIONS,
-                         ids=lambda v: "-".join(v) if isinstance(v, dict) else None)
+@pytest.mark.parametrize(
+    ("values", "message"),
+    BAD_VALUES + BAD_COMBINATIONS,
+    ids=lambda v: "-".join(v) if isinstance(v, dict) else None,
+)
 def test_bad_values_are_refused_saying_why(values: dict[str, str], message: str) -> None:
     out = helm("template", RELEASE, str(CHART), *set_args(values), check=False)
     assert out.returncode != 0, "accepted"
@@ -238,8 +242,13 @@ def test_api_env_is_api_settings(name: str, monkeypatch: pytest.MonkeyPatch) -> 
     env = env_of(one(render(name), "Deployment", f"{RELEASE}-smartthumb-api"))
     models = (ApiSettings, KubernetesBackendSettings)
     fields = {f"SMARTTHUMB_{f.upper()}" for model in models for f in model.model_fields}
-    fields |= {"SMARTTHUMB_MAX_PIXELS", "SMARTTHUMB_MAX_SOURCE_BYTES", "SMARTTHUMB_ALLOWED_SOURCES",
-               "SMARTTHUMB_SOURCE_TIMEOUT_S", "SMARTTHUMB_ALLOW_PRIVATE_SOURCES"}  # Limits
+    fields |= {
+        "SMARTTHUMB_MAX_PIXELS",
+        "SMARTTHUMB_MAX_SOURCE_BYTES",
+        "SMARTTHUMB_ALLOWED_SOURCES",
+        "SMARTTHUMB_SOURCE_TIMEOUT_S",
+        "SMARTTHUMB_ALLOW_PRIVATE_SOURCES",
+    }  # Limits
     assert not {k for k in env if k.startswith("SMARTTHUMB_")} - fields
     api = settings_from(env, monkeypatch, ApiSettings)
     backend = KubernetesBackendSettings()
@@ -259,7 +268,10 @@ def test_peering_with_two_replicas() -> None:
     assert peering["metadata"] == {**peering["metadata"], "name": f"{RELEASE}-smartthumb",
                                    "namespace": NAMESPACE}  # fmt: skip
     assert {c["metadata"]["name"] for c in find(objects, "CustomResourceDefinition")} == {
-        crd_module.NAME, "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"}
+        crd_module.NAME,
+        "kopfpeerings.kopf.dev",
+        "clusterkopfpeerings.kopf.dev",
+    }
     assert find(render("replicas-2-all-namespaces"), "ClusterKopfPeering")
     deployment = one(objects, "Deployment", f"{RELEASE}-smartthumb-operator")
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
@@ -304,7 +316,9 @@ def test_probes_and_ports() -> None:
         "template"]["spec"]["containers"]  # fmt: skip
     assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert {p["name"]: p["containerPort"] for p in operator["ports"]} == {
-        "health": 8080, "metrics": 9090}
+        "health": 8080,
+        "metrics": 9090,
+    }
     runner_sa = one(objects, "ServiceAccount", f"{RELEASE}-smartthumb-runner")
     assert runner_sa["automountServiceAccountToken"] is False
 
@@ -330,7 +344,9 @@ OPERATOR_NAMESPACED = (
     | expand("smartthumb.dev", "thumbnailjobs/status", "update")
     | expand("smartthumb.dev", "thumbnailjobs/finalizers", "update")
     | expand("batch", "jobs", "create list watch delete")
-    | expand("", "pods", "list") | expand("", "events", "create") | expand("", "secrets", "get")
+    | expand("", "pods", "list")
+    | expand("", "events", "create")
+    | expand("", "secrets", "get")
 )
 LEASE = (expand("coordination.k8s.io", "leases", "create")
          | expand("coordination.k8s.io", "leases", "get update", f"{RELEASE}-smartthumb-operator"))  # fmt: skip
@@ -345,13 +361,15 @@ def test_rbac_rules_are_exactly_these() -> None:
     assert rules_of(one(objects, "Role", f"{name}-operator")) == OPERATOR_NAMESPACED
     assert rules_of(one(objects, "Role", f"{name}-operator-lease")) == LEASE
     assert rules_of(one(objects, "ClusterRole", f"{name}-operator")) == (
-        CRD_WATCH | expand("", "namespaces", "list watch"))
+        CRD_WATCH | expand("", "namespaces", "list watch")
+    )
     assert rules_of(one(objects, "Role", f"{name}-api")) == API_NAMESPACED
     assert rules_of(one(objects, "ClusterRole", f"{name}-api")) == API_CLUSTER
     # Peering adds kopf's peering objects; watching every namespace makes it all cluster-wide.
     peering = expand("kopf.dev", "kopfpeerings", "list watch patch")
     assert rules_of(one(render("replicas-2"), "Role", f"{name}-operator")) == (
-        OPERATOR_NAMESPACED | peering)
+        OPERATOR_NAMESPACED | peering
+    )
     every = render("replicas-2-all-namespaces")
     assert rules_of(one(every, "ClusterRole", f"{name}-operator")) == (
         CRD_WATCH | OPERATOR_NAMESPACED | expand("kopf.dev", "clusterkopfpeerings",

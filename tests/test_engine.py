@@ -157,9 +157,10 @@ def test_out_of_memory_retries_the_main_runner_with_double_the_limit(tmp_path: P
         (False, RunOutcome.ok),
     ]
     assert all(f"at the {run.memory_mb} MiB" in run.message for run in done.runs[:-1])
-    assert registry.get_sample_value(
-        "smartthumb_runner_out_of_memory_total", {"runner": "main"}
-    ) == len(limits) - 1
+    assert (
+        registry.get_sample_value("smartthumb_runner_out_of_memory_total", {"runner": "main"})
+        == len(limits) - 1
+    )
     assert registry.get_sample_value("smartthumb_fallbacks_total") == 0
 
 
@@ -238,12 +239,23 @@ def test_a_second_engine_on_the_same_data_directory_is_refused(tmp_path: Path):
 def test_a_second_api_process_on_the_same_data_directory_exits_saying_why(tmp_path: Path):
     env = {**os.environ, "SMARTTHUMB_DATA_DIR": str(tmp_path), "SMARTTHUMB_WORKERS": "1"}
     api = str(Path(sys.executable).parent / "smartthumb-api")
-    first = subprocess.Popen([api], env={**env, "SMARTTHUMB_PORT": str(free_port())},
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    first = subprocess.Popen(
+        [api],
+        env={**env, "SMARTTHUMB_PORT": str(free_port())},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert "smartthumb API on" in first.stdout.readline()
-        second = subprocess.run([api], env={**env, "SMARTTHUMB_PORT": str(free_port())},
-                                capture_output=True, text=True, timeout=60, check=False)
+        second = subprocess.run(
+            [api],
+            env={**env, "SMARTTHUMB_PORT": str(free_port())},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert second.returncode == 2
         [line] = second.stderr.splitlines()
         assert line.startswith("smartthumb-api: the data directory") and "in use by pid" in line
@@ -310,9 +322,7 @@ def test_graceful_stop_finishes_running_work(tmp_path: Path, big_png: Path):
     store.close()
 
 
-def test_a_runner_killed_by_sigkill_is_treated_as_oom_and_falls_back(
-    tmp_path: Path, big_png: Path
-):
+def test_a_runner_killed_by_sigkill_is_treated_as_oom_and_falls_back(tmp_path: Path, big_png: Path):
     # What the kernel's OOM killer does: SIGKILL mid-run, no chance to say anything.
     with running_engine(tmp_path, workers=1) as engine:
         job = engine.submit(RESIZE, [InputFile(name="big.png", data=big_png.read_bytes())])

@@ -123,8 +123,10 @@ def test_warm_workers_survive_bad_input_and_are_replaced_after_oom_and_retiremen
     broken.write_bytes(b"not an image")
     with running_fork_server(max_runs_per_worker=2) as server:
         # Concurrent runs with workers retiring after two: none may be lost to a retiring one.
-        runs = [server.run(_fit_argv(tmp_path, source, f"o{i}.jpg"), tmp_path / f"r{i}", 1024)
-                for i in range(12)]
+        runs = [
+            server.run(_fit_argv(tmp_path, source, f"o{i}.jpg"), tmp_path / f"r{i}", 1024)
+            for i in range(12)
+        ]
         assert all(run.wait(60) for run in runs)
         assert [run.outcome(1).outcome for run in runs] == [RunOutcome.ok] * 12
 
@@ -142,8 +144,12 @@ def test_warm_workers_survive_bad_input_and_are_replaced_after_oom_and_retiremen
 
     with running_fork_server(max_runs_per_worker=100) as server:
         for name in ("d", "e"):
-            assert _one_run(server, _fit_argv(tmp_path, source, f"{name}.jpg"),
-                            tmp_path / name).outcome is RunOutcome.ok
+            assert (
+                _one_run(
+                    server, _fit_argv(tmp_path, source, f"{name}.jpg"), tmp_path / name
+                ).outcome
+                is RunOutcome.ok
+            )
         [warm] = runner_workers()
         bad = _one_run(server, _fit_argv(tmp_path, broken, "f.jpg"), tmp_path / "f")
         assert bad.outcome is RunOutcome.bad_input
@@ -161,13 +167,17 @@ def test_a_grown_worker_takes_only_runs_whose_limit_leaves_room(tmp_path: Path) 
 
     source = _source(tmp_path)
     with running_fork_server() as server:
-        assert _one_run(server, _fit_argv(tmp_path, source, "a.jpg"), tmp_path / "a").outcome \
+        assert (
+            _one_run(server, _fit_argv(tmp_path, source, "a.jpg"), tmp_path / "a").outcome
             is RunOutcome.ok
+        )
         [warm] = runner_workers()
         size_mb = vm_size_kb(warm) / 1024  # what it reported: it has not run since
         roomy = int(size_mb / REUSE_FRACTION) + 8
-        assert _one_run(server, _fit_argv(tmp_path, source, "b.jpg"), tmp_path / "b", roomy) \
-            .outcome is RunOutcome.ok
+        assert (
+            _one_run(server, _fit_argv(tmp_path, source, "b.jpg"), tmp_path / "b", roomy).outcome
+            is RunOutcome.ok
+        )
         assert runner_workers() == [warm]
         tight = int(size_mb / REUSE_FRACTION) - 8
         _one_run(server, _fit_argv(tmp_path, source, "c.jpg"), tmp_path / "c", tight)
@@ -180,8 +190,10 @@ def test_reports_of_a_worker_that_retires_at_once_are_never_lost(tmp_path: Path)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     with running_fork_server(max_runs_per_worker=1) as server:
-        runs = [server.run(_fit_argv(tmp_path, broken, f"o{i}.jpg"), tmp_path / f"r{i}", 1024)
-                for i in range(30)]
+        runs = [
+            server.run(_fit_argv(tmp_path, broken, f"o{i}.jpg"), tmp_path / f"r{i}", 1024)
+            for i in range(30)
+        ]
         assert all(run.wait(60) for run in runs)
         assert {run.outcome(1).outcome for run in runs} == {RunOutcome.bad_input}
         assert server.alive
@@ -211,7 +223,8 @@ def test_the_reader_survives_stray_lines_and_duplicate_reports(tmp_path: Path) -
     # A real process in the fork server's place: noise, a report, the same report again, EOF.
     fake = subprocess.Popen(
         [sys.executable, "-c", f"print('noise'); print('{report}'); print('{report}')"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
     )
     server._process, server._alive = fake, True
     server._runs.update({1: first, 2: second})
@@ -227,18 +240,28 @@ def _environ(pid: int) -> dict[str, str]:
 
 
 def test_workers_get_no_secret_of_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    secrets = {"SMARTTHUMB_API_TOKENS": "tok-1", "SMARTTHUMB_WEBHOOK_SECRET": "whsec_c2VjcmV0",
-               "SMARTTHUMB_S3_SECRET_ACCESS_KEY": "s3-key", "AWS_SECRET_ACCESS_KEY": "aws-key"}
-    for name, value in {**secrets, "SMARTTHUMB_MAX_PIXELS": "12345678",
-                        "LC_ALL": "C.UTF-8"}.items():
+    secrets = {
+        "SMARTTHUMB_API_TOKENS": "tok-1",
+        "SMARTTHUMB_WEBHOOK_SECRET": "whsec_c2VjcmV0",
+        "SMARTTHUMB_S3_SECRET_ACCESS_KEY": "s3-key",
+        "AWS_SECRET_ACCESS_KEY": "aws-key",
+    }
+    for name, value in {
+        **secrets,
+        "SMARTTHUMB_MAX_PIXELS": "12345678",
+        "LC_ALL": "C.UTF-8",
+    }.items():
         monkeypatch.setenv(name, value)
     source = _source(tmp_path)
     with running_fork_server() as server:
-        assert _one_run(server, _fit_argv(tmp_path, source, "o.jpg"), tmp_path / "r").outcome \
+        assert (
+            _one_run(server, _fit_argv(tmp_path, source, "o.jpg"), tmp_path / "r").outcome
             is RunOutcome.ok
+        )
         zygote = server._process.pid
-        workers = [int(pid) for pid in Path(f"/proc/{zygote}/task/{zygote}/children")
-                   .read_text().split()]
+        workers = [
+            int(pid) for pid in Path(f"/proc/{zygote}/task/{zygote}/children").read_text().split()
+        ]
         assert workers, "a warm worker stays after its run"
         for pid in [zygote, *workers]:
             environ = _environ(pid)

@@ -146,8 +146,9 @@ def runner_workers() -> list[int]:
         return []
     tasks = Path(f"/proc/{server}/task")
     try:
-        return sorted(int(pid) for task in tasks.iterdir()
-                      for pid in (task / "children").read_text().split())
+        return sorted(
+            int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split()
+        )
     except OSError:  # the server exited meanwhile
         return []
 

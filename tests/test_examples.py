@@ -30,14 +30,22 @@ def test_each_example_is_a_valid_thumbnailjob(name: str) -> None:
         ThumbnailJobSpec.model_validate(job["spec"])
         secret = (job["spec"].get("webhook") or {}).get("secretRef")
         if secret:  # the Secret it names comes with it
-            [key] = [doc for doc in documents if doc["kind"] == "Secret"
-                     and doc["metadata"]["name"] == secret["name"]]
+            [key] = [
+                doc
+                for doc in documents
+                if doc["kind"] == "Secret" and doc["metadata"]["name"] == secret["name"]
+            ]
             assert key["stringData"][secret["key"]].startswith("whsec_")
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_each_example_is_applied_by_a_test(name: str) -> None:
-    used = re.compile(rf"""example\("{name}"\)|examples/{name}\.yaml|"examples" / "{name}\.yaml\"""")
-    users = [path.name for path in TESTS.glob("test_*.py")
-             if path.name != Path(__file__).name and used.search(path.read_text())]
+    used = re.compile(
+        rf"""example\("{name}"\)|examples/{name}\.yaml|"examples" / "{name}\.yaml\""""
+    )
+    users = [
+        path.name
+        for path in TESTS.glob("test_*.py")
+        if path.name != Path(__file__).name and used.search(path.read_text())
+    ]
     assert users, f"examples/{name}.yaml is used by no test"

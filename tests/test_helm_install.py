@@ -80,15 +80,23 @@ class Target:
     more_values: list[str] = field(default_factory=list)
     """Values files for the install, after the tests' own."""
 
-    def run(self, tool: str, *args: str, input: str | None = None,
-            check: bool = True) -> subprocess.CompletedProcess:
+    def run(
+        self, tool: str, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
         binary = str(self.tools / tool) if self.tools else tool
-        return subprocess.run([binary, *args], input=input, capture_output=True, text=True,
-                              check=check, timeout=600,
-                              env={**os.environ, "KUBECONFIG": str(self.kubeconfig)})
+        return subprocess.run(
+            [binary, *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=600,
+            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+        )
 
-    def kubectl(self, *args: str, input: str | None = None,
-                check: bool = True) -> subprocess.CompletedProcess:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
         return self.run("kubectl", *args, input=input, check=check)
 
     def api_client(self) -> Any:
@@ -100,11 +108,15 @@ def _external_target() -> Target | None:
     if not kubeconfig:
         return None
     images = dict(item.split("=", 1) for item in os.environ["SMARTTHUMB_E2E_IMAGES"].split(","))
-    return Target(Path(kubeconfig), None, images, os.environ["SMARTTHUMB_E2E_HOST"],
-                  Path(os.environ["SMARTTHUMB_E2E_VOLUME"]),
-                  api_url=os.environ.get("SMARTTHUMB_E2E_API_URL",
-                                         f"http://127.0.0.1:{E2E_NODE_PORT}"),
-                  more_values=[v for v in [os.environ.get("SMARTTHUMB_E2E_VALUES")] if v])
+    return Target(
+        Path(kubeconfig),
+        None,
+        images,
+        os.environ["SMARTTHUMB_E2E_HOST"],
+        Path(os.environ["SMARTTHUMB_E2E_VOLUME"]),
+        api_url=os.environ.get("SMARTTHUMB_E2E_API_URL", f"http://127.0.0.1:{E2E_NODE_PORT}"),
+        more_values=[v for v in [os.environ.get("SMARTTHUMB_E2E_VALUES")] if v],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +126,18 @@ def target(request: pytest.FixtureRequest) -> Target:
         return external
     cluster = request.getfixturevalue("kube_cluster")
     node: RealNode = request.getfixturevalue("real_node_services")
-    return Target(cluster.kubeconfig, cluster.bin_dir, node.images, node.gateway, Path("/tmp"),
-                  node=node, placement={"nodeSelector": REAL_NODE_POD["nodeSelector"],
-                                        "tolerations": REAL_NODE_POD["tolerations"]})
+    return Target(
+        cluster.kubeconfig,
+        cluster.bin_dir,
+        node.images,
+        node.gateway,
+        Path("/tmp"),
+        node=node,
+        placement={
+            "nodeSelector": REAL_NODE_POD["nodeSelector"],
+            "tolerations": REAL_NODE_POD["tolerations"],
+        },
+    )
 
 
 @dataclass
@@ -136,8 +157,9 @@ class Release:
         return self.target.kubectl("--namespace", self.namespace, *args, check=check)
 
     def apply(self, documents: list[dict[str, Any]]) -> None:
-        self.target.kubectl("apply", "-n", self.namespace, "-f", "-",
-                            input=yaml.safe_dump_all(documents))
+        self.target.kubectl(
+            "apply", "-n", self.namespace, "-f", "-", input=yaml.safe_dump_all(documents)
+        )
 
     def api_url(self) -> str:
         if self.target.api_url:
@@ -154,13 +176,13 @@ class Release:
 def values(target: Target) -> dict[str, Any]:
     """The release's values: the images built for the test, the volume pre-bound by the test,
     the test servers let through, every pod where the target wants it."""
+
     def image(role: str) -> dict[str, str]:
         repository, tag = target.images[role].rsplit(":", 1)
         return {"repository": repository, "tag": tag}
 
     here = [f"{target.host}/32"]
-    service = ({"service": {"type": "NodePort", "nodePort": E2E_NODE_PORT}}
-               if target.api_url else {})
+    service = {"service": {"type": "NodePort", "nodePort": E2E_NODE_PORT}} if target.api_url else {}
     return {
         "image": image("operator"),
         "storage": {"volume": {"existingClaim": CLAIM}},
@@ -179,9 +201,13 @@ def _adopt_crd(target: Target, namespace: str) -> None:
     if target.kubectl("get", f"crd/{crd.NAME}", check=False).returncode != 0:
         return
     target.kubectl("label", "--overwrite", f"crd/{crd.NAME}", "app.kubernetes.io/managed-by=Helm")
-    target.kubectl("annotate", "--overwrite", f"crd/{crd.NAME}",
-                   f"meta.helm.sh/release-name={RELEASE}",
-                   f"meta.helm.sh/release-namespace={namespace}")
+    target.kubectl(
+        "annotate",
+        "--overwrite",
+        f"crd/{crd.NAME}",
+        f"meta.helm.sh/release-name={RELEASE}",
+        f"meta.helm.sh/release-namespace={namespace}",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -200,8 +226,9 @@ def release(target: Target) -> Iterator[Release]:
                 volume.chmod(0o777)
             rocket = (volume / "photos" / "rocket-640x427.jpg").read_bytes()
             photos_url = stack.enter_context(file_server(target.host, {"rocket.jpg": rocket}))
-            release = Release(target, namespace, volume, Cluster(api, namespace), receiver,
-                              photos_url)
+            release = Release(
+                target, namespace, volume, Cluster(api, namespace), receiver, photos_url
+            )
             values_file = volume.parent / f"{volume.name}-values.yaml"
             values_file.write_text(yaml.safe_dump(values(target)))
             stack.callback(values_file.unlink, missing_ok=True)
@@ -209,8 +236,18 @@ def release(target: Target) -> Iterator[Release]:
             # Uninstalled here too when a test failed before the uninstall test.
             stack.callback(lambda: release.helm("uninstall", RELEASE, "--wait", check=False))
             more = [arg for path in target.more_values for arg in ("-f", path)]
-            installed = release.helm("install", RELEASE, str(CHART), "-f", str(values_file),
-                                     *more, "--wait", "--timeout", "5m", check=False)
+            installed = release.helm(
+                "install",
+                RELEASE,
+                str(CHART),
+                "-f",
+                str(values_file),
+                *more,
+                "--wait",
+                "--timeout",
+                "5m",
+                check=False,
+            )
             assert installed.returncode == 0, installed.stderr + _diagnose(release)
             release.notes = installed.stdout
             yield release
@@ -226,8 +263,9 @@ def _diagnose(release: Release) -> str:
     node = release.target.node
     if node is not None:
         return f"\n{pods}\n{node.pod_logs(release.namespace)}"
-    logs = release.kubectl("logs", "-l", INSTANCE, "--tail=30", "--all-containers", "--prefix",
-                           check=False)
+    logs = release.kubectl(
+        "logs", "-l", INSTANCE, "--tail=30", "--all-containers", "--prefix", check=False
+    )
     return f"\n{pods}\n{logs.stdout}{logs.stderr}"
 
 
@@ -252,9 +290,13 @@ def test_the_examples_run_through_kubectl_apply(release: Release) -> None:
     for documents in (example("crop"), example("pair"), example("fit"), url, webhook):
         release.apply(documents)
 
-    expected = {"astronaut": ("JPEG", (300, 300)), "chapter-1": ("JPEG", (800, 450)),
-                "coffee-preview": ("WEBP", (400, 267)), "from-url": ("JPEG", (320, 214)),
-                "rocket": ("JPEG", (400, 225))}
+    expected = {
+        "astronaut": ("JPEG", (300, 300)),
+        "chapter-1": ("JPEG", (800, 450)),
+        "coffee-preview": ("WEBP", (400, 267)),
+        "from-url": ("JPEG", (320, 214)),
+        "rocket": ("JPEG", (400, 225)),
+    }
     for name, (fmt, size) in expected.items():
         status = release.jobs.finished(name, timeout=180)
         assert status["phase"] == "Succeeded", (name, status, _diagnose(release))
@@ -272,11 +314,17 @@ def test_the_examples_run_through_kubectl_apply(release: Release) -> None:
 
 def test_the_api_makes_a_thumbnail_through_its_service(release: Release) -> None:
     with httpx.Client(base_url=release.api_url(), timeout=30) as api:
-        submitted = api.post("/thumbnail", json={
-            "mode": "crop", "width": 160, "height": 90,
-            "image_files": [{"filename": "chelsea.jpg", "content_base64": b64(encode(
-                photo("chelsea")))}],
-        })
+        submitted = api.post(
+            "/thumbnail",
+            json={
+                "mode": "crop",
+                "width": 160,
+                "height": 90,
+                "image_files": [
+                    {"filename": "chelsea.jpg", "content_base64": b64(encode(photo("chelsea")))}
+                ],
+            },
+        )
         assert submitted.status_code in (200, 202), submitted.text
         job_id = submitted.json()["job_id"]
         assert wait_done(api, job_id, timeout=180)["status"] == "done"
@@ -297,27 +345,46 @@ def test_helm_test_submits_a_thumbnail_and_gets_it_back(release: Release) -> Non
     # release); it exits 0 only when the thumbnail came back at the asked size.
     tested = release.helm("test", RELEASE, "--timeout", "5m", check=False)
     assert tested.returncode == 0, tested.stdout + tested.stderr + _diagnose(release)
-    assert re.search(r"TEST SUITE:\s+st-smartthumb-test\n.*\n.*\nPhase:\s+Succeeded",
-                     tested.stdout), tested.stdout
+    assert re.search(
+        r"TEST SUITE:\s+st-smartthumb-test\n.*\n.*\nPhase:\s+Succeeded", tested.stdout
+    ), tested.stdout
 
 
 def test_helm_upgrade_changes_a_setting_and_keeps_the_jobs(release: Release) -> None:
-    upgraded = release.helm("upgrade", RELEASE, str(CHART), "--reuse-values",
-                            "--set", "api.maxImages=1", "--wait", "--timeout", "5m", check=False)
+    upgraded = release.helm(
+        "upgrade",
+        RELEASE,
+        str(CHART),
+        "--reuse-values",
+        "--set",
+        "api.maxImages=1",
+        "--wait",
+        "--timeout",
+        "5m",
+        check=False,
+    )
     assert upgraded.returncode == 0, upgraded.stderr + _diagnose(release)
     [history] = [json.loads(release.helm("history", RELEASE, "-o", "json").stdout)[-1]]
     assert (history["revision"], history["status"]) == (2, "deployed")
-    [api_pod] = poll("the old API pod to go", lambda: len(pods := release.pods("api")) == 1
-                     and pods, timeout=60)
+    [api_pod] = poll(
+        "the old API pod to go", lambda: len(pods := release.pods("api")) == 1 and pods, timeout=60
+    )
     env = {var.name: var.value for var in api_pod.spec.containers[0].env}
     assert env["SMARTTHUMB_MAX_IMAGES"] == "1"
     assert release.jobs.status("astronaut")["phase"] == "Succeeded"  # nothing lost
     image = b64(encode(photo("coffee")))
     files = [{"filename": f"{n}.jpg", "content_base64": image} for n in ("a", "b")]
     with httpx.Client(base_url=release.api_url(), timeout=30) as api:
-        refused = poll("the new API pod behind the Service", lambda: (
-            answer := api.post("/thumbnail", json={"mode": "pair", "image_files": files})
-        ).status_code != 202 and answer)
+        refused = poll(
+            "the new API pod behind the Service",
+            lambda: (
+                (
+                    answer := api.post("/thumbnail", json={"mode": "pair", "image_files": files})
+                ).status_code
+                != 202
+                and answer
+            ),
+        )
     assert_error(refused, 400, "too_many_images")
 
 
@@ -331,12 +398,17 @@ def test_helm_uninstall_leaves_only_the_kept_crd(release: Release) -> None:
 
     def leftovers() -> list[str]:
         kinds = release.kubectl(
-            "api-resources", "--namespaced", "--verbs=list", "-o", "name").stdout.split()
+            "api-resources", "--namespaced", "--verbs=list", "-o", "name"
+        ).stdout.split()
         kinds = [kind for kind in kinds if not kind.startswith("events")]
-        names = release.kubectl("get", ",".join(kinds), "-o", "name",
-                                "--ignore-not-found").stdout.split()
-        allowed = {"serviceaccount/default", "configmap/kube-root-ca.crt",
-                   f"persistentvolumeclaim/{CLAIM}"}
+        names = release.kubectl(
+            "get", ",".join(kinds), "-o", "name", "--ignore-not-found"
+        ).stdout.split()
+        allowed = {
+            "serviceaccount/default",
+            "configmap/kube-root-ca.crt",
+            f"persistentvolumeclaim/{CLAIM}",
+        }
         return sorted(set(names) - allowed)
 
     deadline = time.monotonic() + 120  # the garbage collector deletes dependents
@@ -345,12 +417,17 @@ def test_helm_uninstall_leaves_only_the_kept_crd(release: Release) -> None:
     assert not left
     node = release.target.node
     if node is not None:  # and on this machine's node, no container of theirs
-        poll("its containers to go", lambda: not node.containers(release.namespace),
-             timeout=120)
+        poll("its containers to go", lambda: not node.containers(release.namespace), timeout=120)
     # Cluster-scoped objects Helm made for this release (its annotation names the namespace).
-    found = json.loads(release.target.kubectl(
-        "get", "clusterroles,clusterrolebindings,crd", "-l", INSTANCE, "-o", "json").stdout)
-    scoped = [f"{item['kind']}/{item['metadata']['name']}" for item in found["items"]
-              if item["metadata"].get("annotations", {}).get("meta.helm.sh/release-namespace")
-              == release.namespace]
+    found = json.loads(
+        release.target.kubectl(
+            "get", "clusterroles,clusterrolebindings,crd", "-l", INSTANCE, "-o", "json"
+        ).stdout
+    )
+    scoped = [
+        f"{item['kind']}/{item['metadata']['name']}"
+        for item in found["items"]
+        if item["metadata"].get("annotations", {}).get("meta.helm.sh/release-namespace")
+        == release.namespace
+    ]
     assert scoped == [f"CustomResourceDefinition/{crd.NAME}"]

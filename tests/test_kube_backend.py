@@ -34,8 +34,9 @@ def png(name: str = "g.png") -> InputFile:
 
 
 @pytest.fixture
-def backend(kube_cluster: KubeCluster, installed_crd: str, namespace: str,
-            tmp_path: Path) -> Iterator[KubernetesBackend]:
+def backend(
+    kube_cluster: KubeCluster, installed_crd: str, namespace: str, tmp_path: Path
+) -> Iterator[KubernetesBackend]:
     settings = KubernetesBackendSettings(namespace=namespace, volume_path=tmp_path)
     running = KubernetesBackend(settings, kube_cluster.api_client())
     running.start()
@@ -76,7 +77,11 @@ def test_jobs_made_elsewhere_reach_the_cache_and_wake_long_polls(
     waiter = threading.Thread(target=lambda: woken.append(backend.wait("outside", 20)))
     waiter.start()
     custom(api).patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, PLURAL, "outside",
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        "outside",
         {"status": {"phase": "Failed", "message": "made up by the test"}},
     )
     waiter.join(timeout=10)
@@ -92,7 +97,8 @@ def test_jobs_made_elsewhere_reach_the_cache_and_wake_long_polls(
             gone.append(error)
 
     custom(api).patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, PLURAL, "outside", {"status": {"phase": "Running"}})
+        GROUP, VERSION, namespace, PLURAL, "outside", {"status": {"phase": "Running"}}
+    )
     poll("Running in the cache", lambda: backend.get("outside").state is JobState.running)
     waiter = threading.Thread(target=wait_for_the_deletion)
     waiter.start()
@@ -108,37 +114,52 @@ def refusing_policy(api: Any, namespace: str) -> Iterator[None]:
     "refused*" in `namespace` (as a cluster's own rules might)."""
     admission = client.AdmissionregistrationV1Api(api)
     name = f"refuse-{namespace}"
-    admission.create_validating_admission_policy({
-        "metadata": {"name": name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [GROUP], "apiVersions": ["*"], "operations": ["CREATE"],
-                "resources": [PLURAL],
-            }]},
-            "validations": [{
-                "expression": "!has(object.metadata.annotations) || !object.metadata."
-                              "annotations['smartthumb.dev/input-names'].contains('refused')",
-                "message": "this cluster refuses images named refused*",
-                "reason": "Invalid",
-            }],
-        },
-    })
-    admission.create_validating_admission_policy_binding({
-        "metadata": {"name": name},
-        "spec": {
-            "policyName": name, "validationActions": ["Deny"],
-            "matchResources": {"namespaceSelector": {
-                "matchLabels": {"kubernetes.io/metadata.name": namespace}}},
-        },
-    })
+    admission.create_validating_admission_policy(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": [GROUP],
+                            "apiVersions": ["*"],
+                            "operations": ["CREATE"],
+                            "resources": [PLURAL],
+                        }
+                    ]
+                },
+                "validations": [
+                    {
+                        "expression": "!has(object.metadata.annotations) || !object.metadata."
+                        "annotations['smartthumb.dev/input-names'].contains('refused')",
+                        "message": "this cluster refuses images named refused*",
+                        "reason": "Invalid",
+                    }
+                ],
+            },
+        }
+    )
+    admission.create_validating_admission_policy_binding(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+                },
+            },
+        }
+    )
     probe = thumbnailjob("probe", {"mode": "fit", "width": 20, "sources": [{"path": "a.png"}]})
     probe["metadata"]["annotations"] = {"smartthumb.dev/input-names": '["refused.png"]'}
 
     def refused() -> bool:
         try:
             custom(api).create_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, probe, dry_run="All")
+                GROUP, VERSION, namespace, PLURAL, probe, dry_run="All"
+            )
         except client.ApiException as error:
             return error.status == 422
         return False
@@ -155,8 +176,7 @@ def test_a_batch_the_cluster_refuses_in_part_leaves_nothing(
     inputs = [png("first.png"), png("second.png"), png("refused.png")]
     with pytest.raises(InputError, match="this cluster refuses images named refused"):
         backend.submit_batch(SPEC, inputs, "big")
-    assert not custom(api).list_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL)["items"]
+    assert not custom(api).list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
     assert not list((tmp_path / "smartthumb" / namespace).glob("*"))
     assert backend.list_batch("big") == []
     assert len(backend.submit_batch(SPEC, inputs[:2], "small")) == 2
@@ -240,9 +260,14 @@ def test_a_cancelled_job_is_gone_at_once_and_late_events_do_not_bring_it_back(
 ) -> None:
     job = backend.submit(SPEC, [png()], batch_id="b")
     custom(api).patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, PLURAL, job.id, {"status": {"phase": "Running"}})
-    before = poll("the status write in the cache", lambda: (
-        obj := backend._cache.get(job.id)) and (obj.get("status") or {}).get("phase") and obj)
+        GROUP, VERSION, namespace, PLURAL, job.id, {"status": {"phase": "Running"}}
+    )
+    before = poll(
+        "the status write in the cache",
+        lambda: (
+            (obj := backend._cache.get(job.id)) and (obj.get("status") or {}).get("phase") and obj
+        ),
+    )
     backend.cancel(job.id)
     assert backend.get(job.id) is None and backend.list_batch("b") == []  # no watch wait
     with pytest.raises(UnknownJobError):
@@ -252,5 +277,4 @@ def test_a_cancelled_job_is_gone_at_once_and_late_events_do_not_bring_it_back(
     assert backend.get(job.id) is None
     time.sleep(1)  # the real DELETED event, and any other, have come by now
     assert backend.get(job.id) is None
-    assert not custom(api).list_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL)["items"]
+    assert not custom(api).list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]

@@ -36,7 +36,11 @@ def pod(
     return {
         "metadata": {"name": name, "creationTimestamp": created},
         "spec": {"containers": [{"name": "runner", "resources": {"limits": {"memory": "512Mi"}}}]},
-        "status": {"phase": phase, "conditions": conditions or [], "containerStatuses": [container]},
+        "status": {
+            "phase": phase,
+            "conditions": conditions or [],
+            "containerStatuses": [container],
+        },
     }
 
 
@@ -88,8 +92,13 @@ def test_a_137_with_a_disruption_is_an_interruption_not_memory() -> None:
     assert (event.attempt, event.replaced_by_backend) == (3, "thumb-1-abcde")
     assert "PreemptionByScheduler" in event.reason
     # The Job ends on its replacement pod, never on the disrupted one.
-    replacement = pod(0, message=RESULT.model_dump_json(), phase="Succeeded", name="thumb-1-b",
-                      created="2026-01-01T00:00:05Z")
+    replacement = pod(
+        0,
+        message=RESULT.model_dump_json(),
+        phase="Succeeded",
+        name="thumb-1-b",
+        created="2026-01-01T00:00:05Z",
+    )
     assert classify_job(job(), [preempted, replacement], 3).outcome is RunOutcome.ok
 
 

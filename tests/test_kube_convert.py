@@ -35,12 +35,22 @@ RESULT = RunResult(
 
 def resource() -> dict[str, Any]:
     return {
-        "metadata": {"name": "cover", "namespace": "shop", "uid": "u-1", "generation": 1,
-                     "creationTimestamp": "2026-01-01T00:00:00Z"},
-        "spec": {"sources": [{"path": "in/a.jpg"}], "mode": "crop", "width": 300,
-                 "height": 200, "format": "webp",
-                 "resources": {"memory": "256Mi", "maxMemory": "1Gi"},
-                 "webhook": {"url": "https://example.com/hook"}},
+        "metadata": {
+            "name": "cover",
+            "namespace": "shop",
+            "uid": "u-1",
+            "generation": 1,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "spec": {
+            "sources": [{"path": "in/a.jpg"}],
+            "mode": "crop",
+            "width": 300,
+            "height": 200,
+            "format": "webp",
+            "resources": {"memory": "256Mi", "maxMemory": "1Gi"},
+            "webhook": {"url": "https://example.com/hook"},
+        },
     }
 
 
@@ -74,9 +84,18 @@ def test_every_step_round_trips_through_the_status() -> None:
     assert status["result"]["output"] == "smartthumb/shop/cover/thumbnail.webp"
     assert [a["jobName"] for a in status["attempts"]] == [f"cover-{n}" for n in (1, 2, 3, 4)]
     assert [reason for _, reason, _ in told] == [
-        "Started", "OOMKilled", "RetryingWithMoreMemory", "PodDisrupted", "OOMKilled",
-        "RetryingWithMoreMemory", "OOMKilled", "FallingBack", "Succeeded", "WebhookFailed",
-        "WebhookDelivered", "Expired",
+        "Started",
+        "OOMKilled",
+        "RetryingWithMoreMemory",
+        "PodDisrupted",
+        "OOMKilled",
+        "RetryingWithMoreMemory",
+        "OOMKilled",
+        "FallingBack",
+        "Succeeded",
+        "WebhookFailed",
+        "WebhookDelivered",
+        "Expired",
     ]
 
 
@@ -91,8 +110,11 @@ def test_a_condition_keeps_its_transition_time_while_its_status_holds() -> None:
 
 def test_the_console_script_refuses_bad_settings_in_one_line() -> None:
     script = Path(sys.executable).with_name("smartthumb-operator")
-    env = {"PATH": "/usr/bin:/bin", "SMARTTHUMB_VOLUME_CLAIM": "thumbs",
-           "SMARTTHUMB_MAX_RUNNING": "0"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SMARTTHUMB_VOLUME_CLAIM": "thumbs",
+        "SMARTTHUMB_MAX_RUNNING": "0",
+    }
     out = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr

@@ -32,11 +32,16 @@ def test_make_cluster_serves_the_api_and_kubectl_and_cleans_up(
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, str(REPO / "hack" / "cluster.py")],
-            env={**os.environ, "SMARTTHUMB_PORT": str(port)}, stdout=out, stderr=out,
+            env={**os.environ, "SMARTTHUMB_PORT": str(port)},
+            stdout=out,
+            stderr=out,
         )
     try:
-        poll("make cluster to be up", lambda: "Ctrl-C" in log.read_text()
-             or process.poll() is not None, timeout=180)
+        poll(
+            "make cluster to be up",
+            lambda: "Ctrl-C" in log.read_text() or process.poll() is not None,
+            timeout=180,
+        )
         printed = log.read_text()
         assert process.poll() is None, printed
         assert f"on http://127.0.0.1:{port}/" in printed
@@ -46,20 +51,46 @@ def test_make_cluster_serves_the_api_and_kubectl_and_cleans_up(
         url = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=url, timeout=30) as client:
             poll("the API to be ready", lambda: client.get("/readyz").status_code == 200)
-            job = client.post("/jobs", json={
-                "image_data": b64(encode(photo("coffee"), quality=90)),
-                "operation": "resize", "width": 200, "height": 100,
-            }).json()["job_id"]
-            kubectl = [str(kube_cluster.bin_dir / "kubectl"), "--kubeconfig",
-                       kubeconfig.group(1), "-n", "smartthumb"]
-            subprocess.run([*kubectl, "apply", "-f", str(REPO / "examples" / "crop.yaml")],
-                           check=True, capture_output=True)
-            poll("the resize", lambda: client.get(f"/jobs/{job}").json()["status"]
-                 == "completed", timeout=120)
+            job = client.post(
+                "/jobs",
+                json={
+                    "image_data": b64(encode(photo("coffee"), quality=90)),
+                    "operation": "resize",
+                    "width": 200,
+                    "height": 100,
+                },
+            ).json()["job_id"]
+            kubectl = [
+                str(kube_cluster.bin_dir / "kubectl"),
+                "--kubeconfig",
+                kubeconfig.group(1),
+                "-n",
+                "smartthumb",
+            ]
+            subprocess.run(
+                [*kubectl, "apply", "-f", str(REPO / "examples" / "crop.yaml")],
+                check=True,
+                capture_output=True,
+            )
+            poll(
+                "the resize",
+                lambda: client.get(f"/jobs/{job}").json()["status"] == "completed",
+                timeout=120,
+            )
             assert client.get(f"/jobs/{job}/download").headers["content-type"] == "image/jpeg"
-            poll("the kubectl-applied crop", lambda: subprocess.run(
-                [*kubectl, "get", "tj", "astronaut", "-o", "jsonpath={.status.phase}"],
-                capture_output=True, text=True, check=False).stdout == "Succeeded", timeout=120)
+            poll(
+                "the kubectl-applied crop",
+                lambda: (
+                    subprocess.run(
+                        [*kubectl, "get", "tj", "astronaut", "-o", "jsonpath={.status.phase}"],
+                        capture_output=True,
+                        text=True,
+                        check=False,
+                    ).stdout
+                    == "Succeeded"
+                ),
+                timeout=120,
+            )
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -69,6 +100,7 @@ def test_make_cluster_serves_the_api_and_kubectl_and_cleans_up(
             process.wait()
     assert process.returncode == 0, log.read_text()
     assert not workdir.exists()
-    leftovers = subprocess.run(["pgrep", "-f", str(workdir)], capture_output=True, text=True,
-                               check=False)
+    leftovers = subprocess.run(
+        ["pgrep", "-f", str(workdir)], capture_output=True, text=True, check=False
+    )
     assert leftovers.stdout == "", leftovers.stdout

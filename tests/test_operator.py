@@ -95,7 +95,9 @@ def test_a_job_succeeds_with_status_conditions_columns_and_events(
     for reason in ("Queued", "Started", "Succeeded"):
         assert reason in described
     assert poll("the events", lambda: cluster.event_reasons("photo")) == [
-        "Queued", "Started", "Succeeded"
+        "Queued",
+        "Started",
+        "Succeeded",
     ]
 
 
@@ -107,11 +109,13 @@ def test_runner_pods_get_the_operators_priority_class_unless_their_job_names_one
     for name in classes:
         scheduling.create_priority_class({"metadata": {"name": name}, "value": 10})
     try:
-        with run_operator(kube_cluster, volume, runner_priority_class=classes[0],
-                          namespaces=cluster.namespace):
+        with run_operator(
+            kube_cluster, volume, runner_priority_class=classes[0], namespaces=cluster.namespace
+        ):
             cluster.create(tj("plain", runnerPod=simulated(result_json())))
-            cluster.create(tj("own", runnerPod={**simulated(result_json()),
-                                                "priorityClassName": classes[1]}))
+            cluster.create(
+                tj("own", runnerPod={**simulated(result_json()), "priorityClassName": classes[1]})
+            )
             for name in ("plain", "own"):
                 assert cluster.finished(name)["phase"] == "Succeeded"
         jobs = {job.metadata.name: job for job in cluster.jobs()}
@@ -125,13 +129,20 @@ def test_runner_pods_get_the_operators_priority_class_unless_their_job_names_one
 def test_the_runner_job_is_memory_limited_restricted_and_owned(
     cluster: Cluster, operator: OperatorHandle
 ) -> None:
-    cluster.create(tj("owned", timeoutSeconds=120, runnerPod={
-        "annotations": {"sidecar.istio.io/inject": "false"},
-        "labels": {"cost-center": "thumbs"},
-        "nodeSelector": {"type": "kwok"},
-        "tolerations": [{"key": "pool", "operator": "Equal", "value": "batch",
-                         "effect": "NoSchedule"}],
-    }))
+    cluster.create(
+        tj(
+            "owned",
+            timeoutSeconds=120,
+            runnerPod={
+                "annotations": {"sidecar.istio.io/inject": "false"},
+                "labels": {"cost-center": "thumbs"},
+                "nodeSelector": {"type": "kwok"},
+                "tolerations": [
+                    {"key": "pool", "operator": "Equal", "value": "batch", "effect": "NoSchedule"}
+                ],
+            },
+        )
+    )
     cluster.finished("owned")
     [job] = cluster.jobs()
     owner = job.metadata.owner_references[0]
@@ -173,23 +184,25 @@ def test_oom_is_retried_with_double_the_memory(cluster: Cluster, operator: Opera
     assert "OOMKilled by the kernel at the 512Mi memory limit" in status["attempts"][0]["message"]
     assert status["result"]["fallbackUsed"] is False
     assert "FallbackUsed" not in cluster.conditions("bigger")
-    assert poll("the events", lambda: "Succeeded" in cluster.event_reasons("bigger") and
-                cluster.event_reasons("bigger")) == [
-        "Queued", "Started", "OOMKilled", "RetryingWithMoreMemory", "Succeeded"
-    ]
+    assert poll(
+        "the events",
+        lambda: "Succeeded" in cluster.event_reasons("bigger") and cluster.event_reasons("bigger"),
+    ) == ["Queued", "Started", "OOMKilled", "RetryingWithMoreMemory", "Succeeded"]
     assert [j.metadata.name for j in cluster.jobs()] == ["bigger-1", "bigger-2"]
 
 
 def test_oom_at_the_maximum_falls_back_to_the_light_runner(
     kube_cluster: KubeCluster, cluster: Cluster, operator: OperatorHandle
 ) -> None:
-    runner_pod = simulated(result_json(method="pair:edges"),
-                           **{SIMULATE_MEMORY_NEED_ANNOTATION: "10Gi"})
+    runner_pod = simulated(
+        result_json(method="pair:edges"), **{SIMULATE_MEMORY_NEED_ANNOTATION: "10Gi"}
+    )
     cluster.create(tj("light", resources={"maxMemory": "1Gi"}, runnerPod=runner_pod))
     status = cluster.finished("light")
     assert status["phase"] == "Succeeded", status
     assert attempts(status) == [
-        ("main", "512Mi", "OOMKilled"), ("main", "1Gi", "OOMKilled"),
+        ("main", "512Mi", "OOMKilled"),
+        ("main", "1Gi", "OOMKilled"),
         ("fallback", "256Mi", "Succeeded"),
     ]
     assert status["result"]["fallbackUsed"] is True
@@ -200,8 +213,9 @@ def test_oom_at_the_maximum_falls_back_to_the_light_runner(
     fallback_job = next(j for j in cluster.jobs() if j.metadata.name == "light-3")
     assert fallback_job.metadata.labels["smartthumb.dev/runner"] == "fallback"
     assert "--fallback" in fallback_job.spec.template.spec.containers[0].args
-    row = kube_cluster.kubectl("get", "tj", "light", "-n", cluster.namespace,
-                               "--no-headers").stdout.split()
+    row = kube_cluster.kubectl(
+        "get", "tj", "light", "-n", cluster.namespace, "--no-headers"
+    ).stdout.split()
     assert row[:5] == ["light", "Succeeded", "crop", "3", "True"]
 
 
@@ -222,22 +236,38 @@ def test_a_disrupted_pod_is_rerun_in_place_not_as_a_fallback(
     cluster: Cluster, operator: OperatorHandle
 ) -> None:
     cluster.create(tj("preempted", runnerPod=simulated(result_json(), duration="4s")))
-    first = poll("the first pod running", lambda: next(
-        (p for p in cluster.pods() if p.status.phase == "Running"), None))
+    first = poll(
+        "the first pod running",
+        lambda: next((p for p in cluster.pods() if p.status.phase == "Running"), None),
+    )
     # What the scheduler's preemption (or a drain) writes to the pod it stops.
-    cluster.core.patch_namespaced_pod_status(first.metadata.name, cluster.namespace, {
-        "status": {
-            "phase": "Failed",
-            "conditions": [{"type": "DisruptionTarget", "status": "True",
-                            "reason": "PreemptionByScheduler",
-                            "message": "preempted by a higher-priority pod"}],
-            "containerStatuses": [{
-                "name": "runner", "image": "smartthumb-runner:0.1.0", "imageID": "",
-                "ready": False, "restartCount": 0,
-                "state": {"terminated": {"exitCode": 137, "reason": "Error"}},
-            }],
-        }
-    })
+    cluster.core.patch_namespaced_pod_status(
+        first.metadata.name,
+        cluster.namespace,
+        {
+            "status": {
+                "phase": "Failed",
+                "conditions": [
+                    {
+                        "type": "DisruptionTarget",
+                        "status": "True",
+                        "reason": "PreemptionByScheduler",
+                        "message": "preempted by a higher-priority pod",
+                    }
+                ],
+                "containerStatuses": [
+                    {
+                        "name": "runner",
+                        "image": "smartthumb-runner:0.1.0",
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"terminated": {"exitCode": 137, "reason": "Error"}},
+                    }
+                ],
+            }
+        },
+    )
     status = cluster.finished("preempted")
     assert status["phase"] == "Succeeded", status
     assert attempts(status) == [("main", "512Mi", "Succeeded")]
@@ -251,8 +281,9 @@ def test_bad_input_fails_at_once_without_retry_or_fallback(
     cluster: Cluster, operator: OperatorHandle
 ) -> None:
     message = json.dumps({"error": "photo.jpg: not an image (unknown format)", "exit_code": 2})
-    runner_pod = simulated(message, labels={SIMULATE_LABEL: "error"},
-                           **{SIMULATE_EXIT_CODE_ANNOTATION: "2"})
+    runner_pod = simulated(
+        message, labels={SIMULATE_LABEL: "error"}, **{SIMULATE_EXIT_CODE_ANNOTATION: "2"}
+    )
     cluster.create(tj("garbage", runnerPod=runner_pod))
     status = cluster.finished("garbage")
     assert status["phase"] == "Failed"
@@ -295,8 +326,9 @@ def test_unusable_sources_fail_before_any_job(
     assert status.get("attempts", []) == [] and cluster.jobs() == []
 
 
-def test_a_refused_webhook_address_fails_the_job(kube_cluster: KubeCluster, cluster: Cluster,
-                                                 volume: Path) -> None:
+def test_a_refused_webhook_address_fails_the_job(
+    kube_cluster: KubeCluster, cluster: Cluster, volume: Path
+) -> None:
     with run_operator(kube_cluster, volume, allow_private_webhooks="false"):
         cluster.create(tj("ssrf", webhook={"url": "http://169.254.169.254/latest"}))
         status = cluster.finished("ssrf")
@@ -318,7 +350,8 @@ def test_admission_runs_at_most_the_limit_oldest_first(
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             items = cluster.custom.list_namespaced_custom_object(
-                GROUP, VERSION, cluster.namespace, PLURAL)["items"]
+                GROUP, VERSION, cluster.namespace, PLURAL
+            )["items"]
             phases = [(i.get("status") or {}).get("phase") for i in items]
             active = sum(1 for j in cluster.jobs() if (j.status.active or 0) > 0)
             peak = max(peak, phases.count("Running"), active)
@@ -356,25 +389,36 @@ def test_ttl_deletes_the_job_its_runner_jobs_pods_and_files(
     folder = operator.volume / "smartthumb" / cluster.namespace / "brief"
     assert folder.is_dir()
     poll("the ThumbnailJob to be deleted", lambda: cluster.get("brief") is None, timeout=30)
-    poll("its Jobs and pods to be collected",
-         lambda: not cluster.jobs() and not cluster.pods(), timeout=30)
+    poll(
+        "its Jobs and pods to be collected",
+        lambda: not cluster.jobs() and not cluster.pods(),
+        timeout=30,
+    )
     assert not folder.exists()
 
 
 def test_the_webhook_is_signed_with_the_referenced_secret(
     cluster: Cluster, operator: OperatorHandle, receiver: Receiver
 ) -> None:
-    cluster.core.create_namespaced_secret(cluster.namespace, {
-        "metadata": {"name": "hook-key"}, "stringData": {"key": SECRET}})
-    created = cluster.create(tj("hooked", runnerPod=simulated(result_json()), webhook={
-        "url": receiver.url, "secretRef": {"name": "hook-key", "key": "key"}}))
+    cluster.core.create_namespaced_secret(
+        cluster.namespace, {"metadata": {"name": "hook-key"}, "stringData": {"key": SECRET}}
+    )
+    created = cluster.create(
+        tj(
+            "hooked",
+            runnerPod=simulated(result_json()),
+            webhook={"url": receiver.url, "secretRef": {"name": "hook-key", "key": "key"}},
+        )
+    )
     [request] = receiver.wait_for(1, timeout=60)
     body = Webhook(SECRET).verify(request["body"], request["headers"])
     assert body["job_id"] == "hooked" and body["status"] == "done"
     assert body["result"]["output"]["width"] == 300
     assert request["headers"]["webhook-id"] == f"msg_{created['metadata']['uid']}"
-    poll("the delivery in the status",
-         lambda: cluster.conditions("hooked").get("WebhookDelivered", {}).get("status") == "True")
+    poll(
+        "the delivery in the status",
+        lambda: cluster.conditions("hooked").get("WebhookDelivered", {}).get("status") == "True",
+    )
     assert cluster.status("hooked")["webhook"]["attempts"] == 1
     assert "WebhookDelivered" in cluster.event_reasons("hooked")
     time.sleep(1.5)  # a few sweeps later: still exactly one POST
@@ -385,8 +429,7 @@ def test_a_failing_webhook_is_retried_then_delivered(
     cluster: Cluster, operator: OperatorHandle, receiver: Receiver
 ) -> None:
     receiver.statuses = [(503, {"retry-after": "1"}), (500, {})]
-    cluster.create(tj("retried", runnerPod=simulated(result_json()),
-                      webhook={"url": receiver.url}))
+    cluster.create(tj("retried", runnerPod=simulated(result_json()), webhook={"url": receiver.url}))
     requests = receiver.wait_for(3, timeout=60)
     assert len({r["headers"]["webhook-id"] for r in requests}) == 1  # one event, retried
     poll("delivered", lambda: cluster.status("retried").get("webhook", {}).get("delivered"))
@@ -401,12 +444,20 @@ def test_an_operator_stopped_mid_job_loses_and_repeats_nothing(
     kube_cluster: KubeCluster, cluster: Cluster, volume: Path, receiver: Receiver
 ) -> None:
     with run_operator(kube_cluster, volume):
-        cluster.create(tj("restart", webhook={"url": receiver.url},
-                          runnerPod=simulated(result_json(), duration="3s")))
+        cluster.create(
+            tj(
+                "restart",
+                webhook={"url": receiver.url},
+                runnerPod=simulated(result_json(), duration="3s"),
+            )
+        )
         cluster.wait_phase("restart", "Running")
     # Down while the pod finishes; a new operator process finds the finished Job.
-    poll("the runner Job to finish while no operator runs",
-         lambda: any(j.status.succeeded for j in cluster.jobs()), timeout=30)
+    poll(
+        "the runner Job to finish while no operator runs",
+        lambda: any(j.status.succeeded for j in cluster.jobs()),
+        timeout=30,
+    )
     with run_operator(kube_cluster, volume):
         status = cluster.finished("restart")
         receiver.wait_for(1, timeout=60)
@@ -425,11 +476,22 @@ def test_a_run_whose_job_was_never_created_gets_it_after_a_restart(
     cluster.create(tj("orphan", runnerPod=simulated(result_json())))
     obj = cluster.get("orphan")
     now = "2026-01-01T00:00:00Z"
-    obj["status"] = {"phase": "Running", "startedAt": now, "attempts": [
-        {"attempt": 1, "jobName": "orphan-1", "runner": "main", "memory": "512Mi",
-         "startedAt": now}]}
+    obj["status"] = {
+        "phase": "Running",
+        "startedAt": now,
+        "attempts": [
+            {
+                "attempt": 1,
+                "jobName": "orphan-1",
+                "runner": "main",
+                "memory": "512Mi",
+                "startedAt": now,
+            }
+        ],
+    }
     cluster.custom.replace_namespaced_custom_object_status(
-        GROUP, VERSION, cluster.namespace, PLURAL, "orphan", obj)
+        GROUP, VERSION, cluster.namespace, PLURAL, "orphan", obj
+    )
     with run_operator(kube_cluster, volume):
         status = cluster.finished("orphan")
     assert status["phase"] == "Succeeded"
@@ -444,8 +506,9 @@ def test_deleting_a_job_while_the_operator_is_down_completes(
         cluster.wait_phase("doomed", "Running")
         poll("its runner Job", cluster.jobs)
     assert not cluster.get("doomed")["metadata"].get("finalizers")
-    out = kube_cluster.kubectl("delete", "tj", "doomed", "-n", cluster.namespace,
-                               "--timeout=20s", check=False)
+    out = kube_cluster.kubectl(
+        "delete", "tj", "doomed", "-n", cluster.namespace, "--timeout=20s", check=False
+    )
     assert out.returncode == 0, out.stderr
     poll("the runner Job to be collected", lambda: not cluster.jobs(), timeout=30)
 
@@ -458,9 +521,24 @@ KOPF_PEERING_CRD = {
         "group": "kopf.dev",
         "scope": "Namespaced",
         "names": {"kind": "KopfPeering", "plural": "kopfpeerings", "singular": "kopfpeering"},
-        "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
-            "openAPIV3Schema": {"type": "object", "properties": {"status": {
-                "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}],
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "status": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            }
+                        },
+                    }
+                },
+            }
+        ],
     },
 }
 
@@ -473,16 +551,30 @@ def test_two_replicas_run_each_job_once_and_one_takes_over(
         field_selector="metadata.name=kopfpeerings.kopf.dev"
     ).items:
         extensions.create_custom_resource_definition(KOPF_PEERING_CRD)
-    kube_cluster.kubectl("wait", "--for=condition=Established",
-                         "crd/kopfpeerings.kopf.dev", "--timeout=30s")
-    poll("KopfPeering to be served", lambda: kube_cluster.kubectl(
-        "get", "kopfpeerings", "-n", cluster.namespace, check=False).returncode == 0)
+    kube_cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=30s"
+    )
+    poll(
+        "KopfPeering to be served",
+        lambda: (
+            kube_cluster.kubectl(
+                "get", "kopfpeerings", "-n", cluster.namespace, check=False
+            ).returncode
+            == 0
+        ),
+    )
     client.CustomObjectsApi(api).create_namespaced_custom_object(
-        "kopf.dev", "v1", cluster.namespace, "kopfpeerings",
+        "kopf.dev",
+        "v1",
+        cluster.namespace,
+        "kopfpeerings",
         {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "smartthumb"}},
     )
-    shared = {"peering": "smartthumb", "lease_name": f"ha-{cluster.namespace}",
-              "namespaces": cluster.namespace}
+    shared = {
+        "peering": "smartthumb",
+        "lease_name": f"ha-{cluster.namespace}",
+        "namespaces": cluster.namespace,
+    }
     with run_operator(kube_cluster, volume, priority="50", identity="replica-b", **shared):
         with run_operator(kube_cluster, volume, priority="100", identity="replica-a", **shared):
             for index in range(6):
@@ -495,14 +587,20 @@ def test_two_replicas_run_each_job_once_and_one_takes_over(
     names = sorted(j.metadata.name for j in cluster.jobs())
     assert names == sorted([*(f"ha-{index}-1" for index in range(6)), "after-1"])
     # Each replica handed the Lease back as it stopped: it is there, held by no one.
-    lease = client.CoordinationV1Api(api).read_namespaced_lease(f"ha-{cluster.namespace}",
-                                                                "default")
+    lease = client.CoordinationV1Api(api).read_namespaced_lease(
+        f"ha-{cluster.namespace}", "default"
+    )
     assert lease.spec.holder_identity is None
 
 
 def test_metrics_and_liveness(cluster: Cluster, operator: OperatorHandle) -> None:
-    runner_pod = simulated(result_json(), **{SIMULATE_MEMORY_NEED_ANNOTATION: "10Gi",
-                                             SIMULATE_FALLBACK_MEMORY_NEED_ANNOTATION: "1Mi"})
+    runner_pod = simulated(
+        result_json(),
+        **{
+            SIMULATE_MEMORY_NEED_ANNOTATION: "10Gi",
+            SIMULATE_FALLBACK_MEMORY_NEED_ANNOTATION: "1Mi",
+        },
+    )
     cluster.create(tj("measured", resources={"maxMemory": "512Mi"}, runnerPod=runner_pod))
     cluster.finished("measured")
     poll("a sweep round", lambda: operator.liveness().get("sweep", {}).get("sweep_rounds"))

@@ -26,7 +26,6 @@ from realnode import NODE_NAME, REAL_NODE_POD, RealNode
 pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
 
-
 @pytest.fixture(scope="module")
 def volume() -> Iterator[Path]:
     """The shared volume: a host directory the runner pods (uid 65532) can read, mounted
@@ -39,8 +38,10 @@ def volume() -> Iterator[Path]:
     save_photo(photos, "astronaut", size=(6000, 6000), fmt="PNG", suffix="png")
     save_photo(photos, "astronaut", size=(6000, 6000))
     (root / "chapter").mkdir()
-    write_pages(root / "chapter", [text_page(), art_page("coffee"), art_page("astronaut"),
-                                   blank_page(), art_page("chelsea")])
+    write_pages(
+        root / "chapter",
+        [text_page(), art_page("coffee"), art_page("astronaut"), blank_page(), art_page("chelsea")],
+    )
     for path in root.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     yield root
@@ -61,8 +62,9 @@ def cluster(api: Any, restricted: str, installed_crd: str) -> Cluster:
 
 
 @pytest.fixture
-def operator(kube_cluster: KubeCluster, real_node: RealNode, volume: Path,
-             restricted: str) -> Iterator[OperatorHandle]:
+def operator(
+    kube_cluster: KubeCluster, real_node: RealNode, volume: Path, restricted: str
+) -> Iterator[OperatorHandle]:
     with real_node_operator(kube_cluster, real_node, volume, restricted) as handle:
         yield handle
 
@@ -79,17 +81,22 @@ def test_the_namespace_refuses_pods_outside_the_restricted_profile(
     api: Any, restricted: str
 ) -> None:
     with pytest.raises(ApiException) as refused:
-        client.CoreV1Api(api).create_namespaced_pod(restricted, {
-            "metadata": {"name": "loose"},
-            "spec": {**REAL_NODE_POD, "containers": [{"name": "c", "image": "x:1"}]},
-        })
+        client.CoreV1Api(api).create_namespaced_pod(
+            restricted,
+            {
+                "metadata": {"name": "loose"},
+                "spec": {**REAL_NODE_POD, "containers": [{"name": "c", "image": "x:1"}]},
+            },
+        )
     assert refused.value.status == 403 and "restricted" in refused.value.body
 
 
-def test_a_real_pod_crops_a_real_photo(cluster: Cluster, operator: OperatorHandle,
-                                       volume: Path) -> None:
-    cluster.create(tj("astronaut", sources=[{"path": "photos/astronaut-512x512.jpg"}],
-                      timeoutSeconds=120))
+def test_a_real_pod_crops_a_real_photo(
+    cluster: Cluster, operator: OperatorHandle, volume: Path
+) -> None:
+    cluster.create(
+        tj("astronaut", sources=[{"path": "photos/astronaut-512x512.jpg"}], timeoutSeconds=120)
+    )
     status = cluster.finished("astronaut", timeout=120)
     assert status["phase"] == "Succeeded", status
     assert status["result"]["method"].startswith("crop:")
@@ -102,25 +109,39 @@ def test_a_real_pod_crops_a_real_photo(cluster: Cluster, operator: OperatorHandl
     assert terminated.exit_code == 0 and json.loads(terminated.message)["output"]["width"] == 300
 
 
-def test_a_real_pod_pairs_real_pages(cluster: Cluster, operator: OperatorHandle,
-                                     volume: Path) -> None:
+def test_a_real_pod_pairs_real_pages(
+    cluster: Cluster, operator: OperatorHandle, volume: Path
+) -> None:
     pages = sorted(p.relative_to(volume) for p in (volume / "chapter").iterdir())
-    cluster.create(tj("chapter", mode="pair", width=800, height=None, timeoutSeconds=120,
-                      sources=[{"path": str(page)} for page in pages]))
+    cluster.create(
+        tj(
+            "chapter",
+            mode="pair",
+            width=800,
+            height=None,
+            timeoutSeconds=120,
+            sources=[{"path": str(page)} for page in pages],
+        )
+    )
     status = cluster.finished("chapter", timeout=120)
     assert status["phase"] == "Succeeded", status
     assert len(status["result"]["selected"]) == 2
     assert output(volume, status).size == (800, 450)
 
 
-def test_a_real_oom_kill_is_retried_with_more_memory(cluster: Cluster, operator: OperatorHandle,
-                                                     volume: Path) -> None:
+def test_a_real_oom_kill_is_retried_with_more_memory(
+    cluster: Cluster, operator: OperatorHandle, volume: Path
+) -> None:
     # A 6000x6000 PNG (no reduced decoding): the main runner is OOM-killed at 170Mi and runs
     # at 190Mi on this node, so 128Mi is too little and the ladder has room.
-    cluster.create(tj("big", sources=[{"path": "photos/astronaut-6000x6000.png"}],
-                      timeoutSeconds=120,
-                      resources={"memory": "128Mi", "maxMemory": "512Mi",
-                                 "fallbackMemory": "128Mi"}))
+    cluster.create(
+        tj(
+            "big",
+            sources=[{"path": "photos/astronaut-6000x6000.png"}],
+            timeoutSeconds=120,
+            resources={"memory": "128Mi", "maxMemory": "512Mi", "fallbackMemory": "128Mi"},
+        )
+    )
     status = cluster.finished("big", timeout=180)
     assert status["phase"] == "Succeeded", status
     runs = [(a["runner"], a["memory"], a["outcome"]) for a in status["attempts"]]
@@ -137,10 +158,14 @@ def test_a_real_oom_kill_at_the_top_falls_back_to_the_light_image(
     # runner (OpenCV, the face model) is OOM-killed at 36Mi and runs at 40Mi; the light
     # fallback is killed at 28Mi and runs at 32Mi. (RSS is larger, 87 and 54 MB: under a limit
     # the kernel reclaims the libraries' file pages first.)
-    cluster.create(tj("tight", sources=[{"path": "photos/astronaut-6000x6000.jpg"}],
-                      timeoutSeconds=120,
-                      resources={"memory": "34Mi", "maxMemory": "34Mi",
-                                 "fallbackMemory": "34Mi"}))
+    cluster.create(
+        tj(
+            "tight",
+            sources=[{"path": "photos/astronaut-6000x6000.jpg"}],
+            timeoutSeconds=120,
+            resources={"memory": "34Mi", "maxMemory": "34Mi", "fallbackMemory": "34Mi"},
+        )
+    )
     status = cluster.finished("tight", timeout=180)
     assert status["phase"] == "Succeeded", status
     runs = [(a["runner"], a["memory"], a["outcome"]) for a in status["attempts"]]
@@ -148,19 +173,32 @@ def test_a_real_oom_kill_at_the_top_falls_back_to_the_light_image(
     assert status["result"]["fallbackUsed"] is True
     assert cluster.conditions("tight")["FallbackUsed"]["status"] == "True"
     assert output(volume, status).size == (300, 300)
-    fallback = next(p for p in cluster.pods()
-                    if p.metadata.labels.get("smartthumb.dev/runner") == "fallback")
+    fallback = next(
+        p for p in cluster.pods() if p.metadata.labels.get("smartthumb.dev/runner") == "fallback"
+    )
     assert fallback.spec.containers[0].image == real_node.images["operator"]
 
 
 def test_nothing_of_the_jobs_is_left_on_the_node_after_the_ttl(
     cluster: Cluster, operator: OperatorHandle, real_node: RealNode
 ) -> None:
-    cluster.create(tj("brief", sources=[{"path": "photos/astronaut-512x512.jpg"}],
-                      ttlSecondsAfterFinished=1, timeoutSeconds=120))
+    cluster.create(
+        tj(
+            "brief",
+            sources=[{"path": "photos/astronaut-512x512.jpg"}],
+            ttlSecondsAfterFinished=1,
+            timeoutSeconds=120,
+        )
+    )
     cluster.finished("brief", timeout=120)
-    poll("the job and its pods to go", lambda: cluster.get("brief") is None
-         and not cluster.pods(), timeout=60)
+    poll(
+        "the job and its pods to go",
+        lambda: cluster.get("brief") is None and not cluster.pods(),
+        timeout=60,
+    )
     # The kubelet's container garbage collection runs once a minute: give it two rounds.
-    poll("the node to remove their containers",
-         lambda: not real_node.containers(cluster.namespace), timeout=150)
+    poll(
+        "the node to remove their containers",
+        lambda: not real_node.containers(cluster.namespace),
+        timeout=150,
+    )

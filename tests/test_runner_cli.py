@@ -15,10 +15,15 @@ from PIL import Image
 from smartthumb.runner.termination import TERMINATION_MESSAGE_LIMIT
 
 
-def run_cli(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str | Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "smartthumb.runner", *map(str, args)],
-        capture_output=True, text=True, timeout=120, env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
 
 
@@ -36,8 +41,22 @@ def test_success_prints_the_result_json_and_writes_the_termination_message(tmp_p
     source = save_photo(tmp_path, "astronaut")
     out = tmp_path / "out" / "thumb.webp"
     log = tmp_path / "termination-log"
-    result = run_cli("crop", "--mode", "crop", "--width", "300", "--height", "300",
-                     "--format", "webp", "-o", out, "--termination-log", log, source)
+    result = run_cli(
+        "crop",
+        "--mode",
+        "crop",
+        "--width",
+        "300",
+        "--height",
+        "300",
+        "--format",
+        "webp",
+        "-o",
+        out,
+        "--termination-log",
+        log,
+        source,
+    )
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert document["mode"] == "crop" and document["output"]["format"] == "webp"
@@ -60,8 +79,9 @@ def test_termination_message_fits_in_4_kib_for_many_pages(tmp_path: Path) -> Non
     page = photo("coffee").resize((120, 180))
     pages = write_pages(tmp_path, [page] * 60)
     log = tmp_path / "termination-log"
-    result = run_cli("crop", "--fallback", "-o", tmp_path / "p.jpg", "--termination-log", log,
-                     *pages)
+    result = run_cli(
+        "crop", "--fallback", "-o", tmp_path / "p.jpg", "--termination-log", log, *pages
+    )
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)["inputs"]) == 60
     message = log.read_bytes()
@@ -79,20 +99,25 @@ def test_fallback_never_imports_opencv(tmp_path: Path) -> None:
         f"'100', '-o', {str(tmp_path / 'f.jpg')!r}, {str(source)!r}]); "
         "assert rc == 0; assert 'cv2' not in sys.modules, 'fallback imported OpenCV'"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
 
 
 def _png_bomb(path: Path, width: int, height: int) -> None:
     """A tiny file that declares a huge 1-bit image (the classic PNG decompression bomb)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return (len(body).to_bytes(4, "big") + kind + body
-                + zlib.crc32(kind + body).to_bytes(4, "big"))
+        return (
+            len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+        )
+
     header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])
     rows = zlib.compress(b"\x00" * ((width + 7) // 8 + 1) * height, 9)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows)
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture
@@ -125,10 +150,19 @@ def bad_inputs(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
     }
 
 
-@pytest.mark.parametrize("case", [
-    "corrupt", "truncated", "zero-byte", "non-image", "unsupported format",
-    "decompression bomb", "missing file", "directory",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "corrupt",
+        "truncated",
+        "zero-byte",
+        "non-image",
+        "unsupported format",
+        "decompression bomb",
+        "missing file",
+        "directory",
+    ],
+)
 def test_bad_images_exit_2_with_one_line(tmp_path: Path, good_jpeg: Path, case: str) -> None:
     path, needle = bad_inputs(tmp_path, good_jpeg)[case]
     out = tmp_path / "out.jpg"
@@ -145,28 +179,42 @@ def test_bad_page_among_good_ones_names_the_file(tmp_path: Path, good_jpeg: Path
 
 
 def test_pixel_limit_is_configurable(tmp_path: Path, good_jpeg: Path) -> None:
-    result = run_cli("crop", "--mode", "fit", "--width", "100", "--max-pixels", "1000",
-                     "-o", tmp_path / "o.jpg", good_jpeg)
+    result = run_cli(
+        "crop",
+        "--mode",
+        "fit",
+        "--width",
+        "100",
+        "--max-pixels",
+        "1000",
+        "-o",
+        tmp_path / "o.jpg",
+        good_jpeg,
+    )
     assert_one_line_error(result, 2, "above the limit")
     env = {"SMARTTHUMB_MAX_PIXELS": "1000", "PATH": "/usr/bin:/bin"}
-    result = run_cli("crop", "--mode", "fit", "--width", "100", "-o", tmp_path / "o.jpg",
-                     good_jpeg, env=env)
+    result = run_cli(
+        "crop", "--mode", "fit", "--width", "100", "-o", tmp_path / "o.jpg", good_jpeg, env=env
+    )
     assert_one_line_error(result, 2, "above the limit")
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["--mode", "resize", "--width", "0", "--height", "10"], "width"),
-    (["--mode", "resize", "--width", "-5", "--height", "10"], "width"),
-    (["--mode", "fit", "--width", "100000"], "width"),
-    (["--mode", "resize", "--width", "100"], "needs both width and height"),
-    (["--mode", "crop", "--width", "100"], "crop"),
-    (["--mode", "sideways"], "invalid choice"),
-    (["--width", "abc"], "invalid int"),
-    (["--quality", "0"], "quality"),
-    (["--spec", '{"mode": "fit", "width": 10, "colour": "red"}'], "colour"),
-    (["--spec", "{not json"], "invalid"),
-    (["--max-pixels", "0"], "max-pixels"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--mode", "resize", "--width", "0", "--height", "10"], "width"),
+        (["--mode", "resize", "--width", "-5", "--height", "10"], "width"),
+        (["--mode", "fit", "--width", "100000"], "width"),
+        (["--mode", "resize", "--width", "100"], "needs both width and height"),
+        (["--mode", "crop", "--width", "100"], "crop"),
+        (["--mode", "sideways"], "invalid choice"),
+        (["--width", "abc"], "invalid int"),
+        (["--quality", "0"], "quality"),
+        (["--spec", '{"mode": "fit", "width": 10, "colour": "red"}'], "colour"),
+        (["--spec", "{not json"], "invalid"),
+        (["--max-pixels", "0"], "max-pixels"),
+    ],
+)
 def test_bad_requests_exit_2_with_one_line(
     tmp_path: Path, good_jpeg: Path, args: list[str], needle: str
 ) -> None:
@@ -175,8 +223,9 @@ def test_bad_requests_exit_2_with_one_line(
 
 
 def test_several_inputs_for_a_single_image_mode_is_refused(tmp_path: Path, good_jpeg: Path) -> None:
-    result = run_cli("crop", "--mode", "fit", "--width", "10", "-o", tmp_path / "o.jpg",
-                     good_jpeg, good_jpeg)
+    result = run_cli(
+        "crop", "--mode", "fit", "--width", "10", "-o", tmp_path / "o.jpg", good_jpeg, good_jpeg
+    )
     assert_one_line_error(result, 2, "exactly one input")
 
 
@@ -188,12 +237,13 @@ def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
 def test_internal_errors_exit_1_with_one_line(tmp_path: Path, good_jpeg: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    result = run_cli("crop", "--mode", "fit", "--width", "50", "-o", blocker / "out.jpg",
-                     good_jpeg)
+    result = run_cli("crop", "--mode", "fit", "--width", "50", "-o", blocker / "out.jpg", good_jpeg)
     assert_one_line_error(result, 1, "internal error")
 
 
-def test_a_native_allocation_failure_counts_as_out_of_memory(tmp_path: Path, good_jpeg: Path) -> None:
+def test_a_native_allocation_failure_counts_as_out_of_memory(
+    tmp_path: Path, good_jpeg: Path
+) -> None:
     # A real address-space limit: OpenCV cannot map its shared libraries, or its allocator
     # fails; either way the runner must say "out of memory" (exit 3) so the fallback runs.
     code = (
@@ -204,8 +254,9 @@ def test_a_native_allocation_failure_counts_as_out_of_memory(tmp_path: Path, goo
         "sys.exit(main(['crop', '--mode', 'crop', '--width', '100', '--height', '100', "
         f"'-o', {str(tmp_path / 'o.jpg')!r}, {str(good_jpeg)!r}]))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert_one_line_error(result, 3, "out of memory")
 
 
@@ -218,8 +269,9 @@ def test_without_opencv_the_smart_modes_still_work_on_edges(tmp_path: Path) -> N
         f"raise SystemExit(main(['crop', '--mode', 'crop', '--width', '100', '--height', '200', "
         f"'-o', {str(tmp_path / 'o.jpg')!r}, {str(source)!r}]))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["method"] == "crop:edges-no-opencv"
     assert Image.open(tmp_path / "o.jpg").size == (100, 200)

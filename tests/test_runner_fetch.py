@@ -120,6 +120,7 @@ def answer(body: bytes, status: int = 200, content_type: str = "image/jpeg") -> 
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body)
+
     return route
 
 
@@ -133,6 +134,7 @@ def redirect(location: str) -> Route:
         handler.send_header("Location", location)
         handler.send_header("Content-Length", "0")
         handler.end_headers()
+
     return route
 
 
@@ -157,8 +159,15 @@ def test_a_url_input_makes_the_same_thumbnail_as_the_file(tmp_path: Path, site: 
     args = ("crop", "--mode", "crop", "--width", "200", "--height", "300")
     from_file = run_cli(*args, "-o", tmp_path / "file.jpg", source, env=env())
     log = tmp_path / "termination-log"
-    from_url = run_cli(*args, "-o", tmp_path / "url.jpg", "--termination-log", log,
-                       f"{site.base}/photos/astronaut.jpg?{SECRET}", env=env(**LOOPBACK))
+    from_url = run_cli(
+        *args,
+        "-o",
+        tmp_path / "url.jpg",
+        "--termination-log",
+        log,
+        f"{site.base}/photos/astronaut.jpg?{SECRET}",
+        env=env(**LOOPBACK),
+    )
     assert from_file.returncode == 0 and from_url.returncode == 0, from_url.stderr
     assert without_timings(from_url.stdout) == without_timings(from_file.stdout)
     assert (tmp_path / "url.jpg").read_bytes() == (tmp_path / "file.jpg").read_bytes()
@@ -167,11 +176,11 @@ def test_a_url_input_makes_the_same_thumbnail_as_the_file(tmp_path: Path, site: 
 
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["smart", "fallback"])
-def test_urls_and_paths_mix_as_pages_in_order(
-    tmp_path: Path, site: Site, fallback: bool
-) -> None:
-    pages = write_pages(tmp_path, [text_page(), art_page("astronaut"), blank_page(),
-                                   art_page("coffee"), art_page("chelsea")])
+def test_urls_and_paths_mix_as_pages_in_order(tmp_path: Path, site: Site, fallback: bool) -> None:
+    pages = write_pages(
+        tmp_path,
+        [text_page(), art_page("astronaut"), blank_page(), art_page("coffee"), art_page("chelsea")],
+    )
     mixed: list[str | Path] = []
     for index, page in enumerate(pages):
         if index % 2:
@@ -188,15 +197,27 @@ def test_urls_and_paths_mix_as_pages_in_order(
     assert (tmp_path / "mixed.jpg").read_bytes() == (tmp_path / "files.jpg").read_bytes()
     # Each page is fetched once, even the chosen ones that are decoded twice.
     assert sorted(request.path for request in site.requests) == [
-        f"/p1.jpg?{SECRET}", f"/p3.jpg?{SECRET}"]
+        f"/p1.jpg?{SECRET}",
+        f"/p3.jpg?{SECRET}",
+    ]
 
 
 def test_the_output_is_put_to_a_url(tmp_path: Path, site: Site) -> None:
     source = save_photo(tmp_path, "coffee")
     site.routes["/bucket/thumb.webp"] = answer(b"", 200, "text/plain")
-    result = run_cli("crop", "--mode", "fit", "--width", "320", "--format", "webp",
-                     "-o", f"{site.base}/bucket/thumb.webp?{SECRET}", source,
-                     env=env(**LOOPBACK))
+    result = run_cli(
+        "crop",
+        "--mode",
+        "fit",
+        "--width",
+        "320",
+        "--format",
+        "webp",
+        "-o",
+        f"{site.base}/bucket/thumb.webp?{SECRET}",
+        source,
+        env=env(**LOOPBACK),
+    )
     assert result.returncode == 0, result.stderr
     [put] = site.requests
     assert put.method == "PUT" and put.path == f"/bucket/thumb.webp?{SECRET}"
@@ -215,9 +236,19 @@ def test_a_refused_upload_fails_with_the_status(
     source = save_photo(tmp_path, "coffee")
     site.routes["/bucket/thumb.jpg"] = answer(b"<Error>denied</Error>", status, "text/xml")
     log = tmp_path / "termination-log"
-    result = run_cli("crop", "--mode", "fit", "--width", "100", "--termination-log", log,
-                     "-o", f"{site.base}/bucket/thumb.jpg?{SECRET}", source,
-                     env=env(**LOOPBACK))
+    result = run_cli(
+        "crop",
+        "--mode",
+        "fit",
+        "--width",
+        "100",
+        "--termination-log",
+        log,
+        "-o",
+        f"{site.base}/bucket/thumb.jpg?{SECRET}",
+        source,
+        env=env(**LOOPBACK),
+    )
     assert_one_line_error(result, code, f"upload to {site.base}/bucket/thumb.jpg: HTTP {status}")
     assert "s3cr3t" not in result.stderr + log.read_text()
     assert json.loads(log.read_text())["exit_code"] == code
@@ -226,10 +257,24 @@ def test_a_refused_upload_fails_with_the_status(
 def test_loopback_is_refused_by_default(tmp_path: Path, site: Site) -> None:
     site.routes["/a.jpg"] = jpeg_bytes(save_photo(tmp_path, "coffee"))
     log = tmp_path / "termination-log"
-    result = run_cli("crop", "--mode", "fit", "--width", "100", "-o", tmp_path / "o.jpg",
-                     "--termination-log", log, f"{site.base}/a.jpg?{SECRET}", env=env())
-    assert_one_line_error(result, 2, f"{site.base}/a.jpg: host '127.0.0.1' resolves to "
-                          "127.0.0.1, a non-public address")
+    result = run_cli(
+        "crop",
+        "--mode",
+        "fit",
+        "--width",
+        "100",
+        "-o",
+        tmp_path / "o.jpg",
+        "--termination-log",
+        log,
+        f"{site.base}/a.jpg?{SECRET}",
+        env=env(),
+    )
+    assert_one_line_error(
+        result,
+        2,
+        f"{site.base}/a.jpg: host '127.0.0.1' resolves to 127.0.0.1, a non-public address",
+    )
     assert "SMARTTHUMB_ALLOW_PRIVATE_SOURCES" in result.stderr
     assert "s3cr3t" not in result.stderr + log.read_text()
     assert json.loads(log.read_text())["exit_code"] == 2
@@ -238,30 +283,50 @@ def test_loopback_is_refused_by_default(tmp_path: Path, site: Site) -> None:
 
 
 def test_a_loopback_upload_is_refused_by_default(tmp_path: Path, site: Site) -> None:
-    result = run_cli("crop", "--mode", "fit", "--width", "100",
-                     "-o", f"{site.base}/o.jpg?{SECRET}", save_photo(tmp_path, "coffee"),
-                     env=env())
+    result = run_cli(
+        "crop",
+        "--mode",
+        "fit",
+        "--width",
+        "100",
+        "-o",
+        f"{site.base}/o.jpg?{SECRET}",
+        save_photo(tmp_path, "coffee"),
+        env=env(),
+    )
     assert_one_line_error(result, 2, f"upload to {site.base}/o.jpg: host '127.0.0.1'")
     assert "s3cr3t" not in result.stderr and site.requests == []
 
 
 def test_allowed_sources_are_url_prefixes(tmp_path: Path, site: Site) -> None:
     photo = jpeg_bytes(save_photo(tmp_path, "coffee"))
-    site.routes.update({"/images/a.jpg": photo, "/private/a.jpg": photo,
-                        "/images/moved.jpg": redirect("/private/a.jpg")})
-    settings = env(SMARTTHUMB_ALLOWED_SOURCES=f"https://cdn.example.com/, {site.base}/images/",
-                   **LOOPBACK)
+    site.routes.update(
+        {
+            "/images/a.jpg": photo,
+            "/private/a.jpg": photo,
+            "/images/moved.jpg": redirect("/private/a.jpg"),
+        }
+    )
+    settings = env(
+        SMARTTHUMB_ALLOWED_SOURCES=f"https://cdn.example.com/, {site.base}/images/", **LOOPBACK
+    )
     args = ("crop", "--mode", "fit", "--width", "100", "-o", tmp_path / "o.jpg")
     assert run_cli(*args, f"{site.base}/images/a.jpg", env=settings).returncode == 0
     refused = run_cli(*args, f"{site.base}/private/a.jpg?{SECRET}", env=settings)
-    assert_one_line_error(refused, 2, f"{site.base}/private/a.jpg: not allowed by "
-                          "SMARTTHUMB_ALLOWED_SOURCES")
+    assert_one_line_error(
+        refused, 2, f"{site.base}/private/a.jpg: not allowed by SMARTTHUMB_ALLOWED_SOURCES"
+    )
     moved = run_cli(*args, f"{site.base}/images/moved.jpg?{SECRET}", env=settings)
-    assert_one_line_error(moved, 2, f"{site.base}/images/moved.jpg (redirected to "
-                          f"{site.base}/private/a.jpg): not allowed")
+    assert_one_line_error(
+        moved,
+        2,
+        f"{site.base}/images/moved.jpg (redirected to {site.base}/private/a.jpg): not allowed",
+    )
     assert "s3cr3t" not in refused.stderr + moved.stderr
     assert [request.path.split("?")[0] for request in site.requests] == [
-        "/images/a.jpg", "/images/moved.jpg"], "a refused prefix is never requested"
+        "/images/a.jpg",
+        "/images/moved.jpg",
+    ], "a refused prefix is never requested"
 
 
 def test_allowed_source_prefixes_match_like_imgproxy() -> None:
@@ -278,8 +343,9 @@ def test_allowed_source_prefixes_match_like_imgproxy() -> None:
     assert not allowed("https://*.example.com/", "http://img.example.com/a.jpg")
     assert not allowed("https://images.example.com", "https://images.example.com.evil.net/")
     assert not allowed("https://images.example.com/", "https://images.example.com@evil.net/")
-    assert not allowed("https://images.example.com/",
-                       "https://evil.net/?https://images.example.com/")
+    assert not allowed(
+        "https://images.example.com/", "https://evil.net/?https://images.example.com/"
+    )
     assert not allowed("https://s3.example.com/bucket/", "https://s3.example.com/bucket2/a")
 
 
@@ -289,16 +355,31 @@ def test_a_redirect_to_a_refused_address_is_refused(
 ) -> None:
     first, second = start_site("127.0.0.1"), start_site("127.0.0.2")
     second.routes["/a.jpg"] = jpeg_bytes(save_photo(tmp_path, "coffee"))
-    location = (f"{second.base}/a.jpg?{SECRET}" if target == "second-server"
-                else "http://169.254.169.254/latest/meta-data/iam/")
+    location = (
+        f"{second.base}/a.jpg?{SECRET}"
+        if target == "second-server"
+        else "http://169.254.169.254/latest/meta-data/iam/"
+    )
     first.routes["/r"] = redirect(location)
-    args = ("crop", "--mode", "fit", "--width", "100", "-o", tmp_path / "o.jpg",
-            f"{first.base}/r?{SECRET}")
+    args = (
+        "crop",
+        "--mode",
+        "fit",
+        "--width",
+        "100",
+        "-o",
+        tmp_path / "o.jpg",
+        f"{first.base}/r?{SECRET}",
+    )
     refused = run_cli(*args, env=env(SMARTTHUMB_ALLOW_PRIVATE_SOURCES="127.0.0.1/32"))
     address = "127.0.0.2" if target == "second-server" else "169.254.169.254"
-    assert_one_line_error(refused, 2, f"{first.base}/r (redirected to "
-                          f"{location.split('?')[0]}): host '{address}' resolves to "
-                          f"{address}, a non-public address")
+    assert_one_line_error(
+        refused,
+        2,
+        f"{first.base}/r (redirected to "
+        f"{location.split('?')[0]}): host '{address}' resolves to "
+        f"{address}, a non-public address",
+    )
     assert "s3cr3t" not in refused.stderr
     assert second.requests == [], "the guard refused the hop before connecting"
     if target == "second-server":
@@ -312,13 +393,11 @@ def test_a_relative_redirect_keeps_the_host_name(
 ) -> None:
     # The transport connects to the checked IP; the next hop must still be the host name
     # (Host header, TLS name, allow-list), not that IP.
-    monkeypatch.setattr(netguard, "resolve",
-                        lambda host, port: [ipaddress.ip_address("127.0.0.1")])
+    monkeypatch.setattr(netguard, "resolve", lambda host, port: [ipaddress.ip_address("127.0.0.1")])
     body = save_photo(tmp_path, "coffee").read_bytes()
     site.routes.update({"/old/a.jpg": redirect("/new/a.jpg"), "/new/a.jpg": answer(body)})
     port = site.base.rsplit(":", 1)[1]
-    limits = Limits(allow_private_sources=True,
-                    allowed_sources=[f"http://images.test:{port}/"])
+    limits = Limits(allow_private_sources=True, allowed_sources=[f"http://images.test:{port}/"])
     with Web(limits) as web:
         assert web.get(f"http://images.test:{port}/old/a.jpg") == body
     assert [request.headers["Host"] for request in site.requests] == [f"images.test:{port}"] * 2
@@ -326,27 +405,48 @@ def test_a_relative_redirect_keeps_the_host_name(
 
 def test_more_than_five_redirects_are_refused(tmp_path: Path, site: Site) -> None:
     site.routes["/loop"] = redirect("/loop")
-    result = run_cli("crop", "--mode", "fit", "--width", "100", "-o", tmp_path / "o.jpg",
-                     f"{site.base}/loop", env=env(**LOOPBACK))
+    result = run_cli(
+        "crop",
+        "--mode",
+        "fit",
+        "--width",
+        "100",
+        "-o",
+        tmp_path / "o.jpg",
+        f"{site.base}/loop",
+        env=env(**LOOPBACK),
+    )
     assert_one_line_error(result, 2, "more than 5 redirects")
     assert len(site.requests) == 6
 
 
-@pytest.mark.parametrize(("route", "needle"), [
-    (not_found, "HTTP 404 Not Found"),
-    (answer(b"<html>hello</html>" * 50, 200, "text/html"), "not a supported image"),
-])
-def test_a_bad_answer_names_the_url(tmp_path: Path, site: Site, route: Route,
-                                    needle: str) -> None:
+@pytest.mark.parametrize(
+    ("route", "needle"),
+    [
+        (not_found, "HTTP 404 Not Found"),
+        (answer(b"<html>hello</html>" * 50, 200, "text/html"), "not a supported image"),
+    ],
+)
+def test_a_bad_answer_names_the_url(tmp_path: Path, site: Site, route: Route, needle: str) -> None:
     site.routes["/a.jpg"] = route
-    result = run_cli("crop", "--mode", "fit", "--width", "100", "-o", tmp_path / "o.jpg",
-                     f"{site.base}/a.jpg?{SECRET}", env=env(**LOOPBACK))
+    result = run_cli(
+        "crop",
+        "--mode",
+        "fit",
+        "--width",
+        "100",
+        "-o",
+        tmp_path / "o.jpg",
+        f"{site.base}/a.jpg?{SECRET}",
+        env=env(**LOOPBACK),
+    )
     assert_one_line_error(result, 2, f"{site.base}/a.jpg: {needle}")
     assert "s3cr3t" not in result.stderr
 
 
 def _endless(site: Site) -> Route:
     """Close-delimited body (no Content-Length) of up to 256 MiB; counts what got out."""
+
     def route(handler: _Handler) -> None:
         handler.send_response(200)
         handler.send_header("Content-Type", "image/jpeg")
@@ -358,6 +458,7 @@ def _endless(site: Site) -> Route:
                 site.sent += len(chunk)
         finally:
             site.done.set()
+
     return route
 
 
@@ -368,14 +469,17 @@ def _declares_huge(handler: _Handler) -> None:
     handler.server.site.stop.wait(30)
 
 
-def test_a_body_over_the_cap_is_refused_without_reading_it_all(tmp_path: Path,
-                                                                site: Site) -> None:
+def test_a_body_over_the_cap_is_refused_without_reading_it_all(tmp_path: Path, site: Site) -> None:
     site.routes.update({"/endless.jpg": _endless(site), "/huge.jpg": _declares_huge})
     settings = env(SMARTTHUMB_MAX_SOURCE_BYTES=str(2**20), **LOOPBACK)
     args = ("crop", "--mode", "fit", "--width", "100", "-o", tmp_path / "o.jpg")
     result = run_cli(*args, f"{site.base}/endless.jpg?{SECRET}", env=settings)
-    assert_one_line_error(result, 2, f"{site.base}/endless.jpg: larger than the limit of "
-                          "1048576 bytes (SMARTTHUMB_MAX_SOURCE_BYTES)")
+    assert_one_line_error(
+        result,
+        2,
+        f"{site.base}/endless.jpg: larger than the limit of "
+        "1048576 bytes (SMARTTHUMB_MAX_SOURCE_BYTES)",
+    )
     assert site.done.wait(10)
     assert site.sent < 64 * 2**20, f"{site.sent} bytes sent: the download did not stop"
     started = time.monotonic()
@@ -407,8 +511,9 @@ def _trickles(handler: _Handler) -> None:
         handler.wfile.flush()
 
 
-@pytest.mark.parametrize("route", [_silent, _stalls_mid_body, _trickles],
-                         ids=["silent", "stalls-mid-body", "trickles"])
+@pytest.mark.parametrize(
+    "route", [_silent, _stalls_mid_body, _trickles], ids=["silent", "stalls-mid-body", "trickles"]
+)
 def test_a_stalling_server_times_out_within_the_timeout(site: Site, route: Route) -> None:
     site.routes["/slow.jpg"] = route
     with Web(Limits(allow_private_sources=True, source_timeout_s=1)) as web:
@@ -421,32 +526,58 @@ def test_a_stalling_server_times_out_within_the_timeout(site: Site, route: Route
 
 def test_the_cli_reports_a_timeout_in_one_line(tmp_path: Path, site: Site) -> None:
     site.routes["/slow.jpg"] = _silent
-    result = run_cli("crop", "--mode", "fit", "--width", "100", "-o", tmp_path / "o.jpg",
-                     f"{site.base}/slow.jpg?{SECRET}",
-                     env=env(SMARTTHUMB_SOURCE_TIMEOUT_S="1", **LOOPBACK))
-    assert_one_line_error(result, 2, f"{site.base}/slow.jpg: not done within 1 s "
-                          "(SMARTTHUMB_SOURCE_TIMEOUT_S)")
+    result = run_cli(
+        "crop",
+        "--mode",
+        "fit",
+        "--width",
+        "100",
+        "-o",
+        tmp_path / "o.jpg",
+        f"{site.base}/slow.jpg?{SECRET}",
+        env=env(SMARTTHUMB_SOURCE_TIMEOUT_S="1", **LOOPBACK),
+    )
+    assert_one_line_error(
+        result, 2, f"{site.base}/slow.jpg: not done within 1 s (SMARTTHUMB_SOURCE_TIMEOUT_S)"
+    )
 
 
-@pytest.mark.parametrize(("variable", "value"), [
-    ("SMARTTHUMB_ALLOW_PRIVATE_SOURCES", "10.0.0.0/33"),
-    ("SMARTTHUMB_ALLOWED_SOURCES", "images.example.com"),
-    ("SMARTTHUMB_MAX_SOURCE_BYTES", "lots"),
-    ("SMARTTHUMB_SOURCE_TIMEOUT_S", "0"),
-])
-def test_a_bad_source_setting_is_a_one_line_error(tmp_path: Path, variable: str,
-                                                  value: str) -> None:
-    result = run_cli("crop", "--mode", "fit", "--width", "100", "-o", tmp_path / "o.jpg",
-                     save_photo(tmp_path, "coffee"), env=env(**{variable: value}))
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SMARTTHUMB_ALLOW_PRIVATE_SOURCES", "10.0.0.0/33"),
+        ("SMARTTHUMB_ALLOWED_SOURCES", "images.example.com"),
+        ("SMARTTHUMB_MAX_SOURCE_BYTES", "lots"),
+        ("SMARTTHUMB_SOURCE_TIMEOUT_S", "0"),
+    ],
+)
+def test_a_bad_source_setting_is_a_one_line_error(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    result = run_cli(
+        "crop",
+        "--mode",
+        "fit",
+        "--width",
+        "100",
+        "-o",
+        tmp_path / "o.jpg",
+        save_photo(tmp_path, "coffee"),
+        env=env(**{variable: value}),
+    )
     assert_one_line_error(result, 2, variable)
 
 
 def test_source_settings_parse_like_the_webhook_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Limits.from_env() == Limits()
     assert Limits().max_source_bytes == 50 * 2**20 and Limits().source_timeout_s == 30
-    for value, expected in [("true", True), ("off", False), ("", False),
-                            ("10.0.0.0/8, 127.0.0.0/8", ["10.0.0.0/8", "127.0.0.0/8"]),
-                            ('["192.168.0.0/16"]', ["192.168.0.0/16"])]:
+    for value, expected in [
+        ("true", True),
+        ("off", False),
+        ("", False),
+        ("10.0.0.0/8, 127.0.0.0/8", ["10.0.0.0/8", "127.0.0.0/8"]),
+        ('["192.168.0.0/16"]', ["192.168.0.0/16"]),
+    ]:
         monkeypatch.setenv("SMARTTHUMB_ALLOW_PRIVATE_SOURCES", value)
         allow = Limits.from_env().allow_private_sources
         assert (allow if isinstance(allow, bool) else [str(n) for n in allow]) == expected
@@ -479,16 +610,22 @@ class _Counted:
 
 
 def test_pair_mode_holds_at_most_three_fetched_pages(tmp_path: Path) -> None:
-    pages = write_pages(tmp_path, [art_page(name, (200, 300)) for name in
-                                   ("coffee", "astronaut", "chelsea", "rocket", "camera")] * 3)
+    pages = write_pages(
+        tmp_path,
+        [
+            art_page(name, (200, 300))
+            for name in ("coffee", "astronaut", "chelsea", "rocket", "camera")
+        ]
+        * 3,
+    )
     held: set[str] = set()
     peak = [0]
     fetches: list[str] = []
     inputs = [_Counted(page, held, peak, fetches) for page in pages]
-    files = make_thumbnail(pages, ThumbnailSpec(mode=Mode.pair), tmp_path / "f.jpg",
-                           fallback=True)
-    counted = make_thumbnail(inputs, ThumbnailSpec(mode=Mode.pair), tmp_path / "c.jpg",
-                             fallback=True)
+    files = make_thumbnail(pages, ThumbnailSpec(mode=Mode.pair), tmp_path / "f.jpg", fallback=True)
+    counted = make_thumbnail(
+        inputs, ThumbnailSpec(mode=Mode.pair), tmp_path / "c.jpg", fallback=True
+    )
     assert counted.selected == files.selected
     assert (tmp_path / "c.jpg").read_bytes() == (tmp_path / "f.jpg").read_bytes()
     assert peak[0] <= 3 and sorted(fetches) == sorted(page.name for page in pages)

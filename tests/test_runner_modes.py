@@ -24,10 +24,18 @@ from smartthumb.runner.spec import Mode, OutputFormat, ThumbnailSpec
 
 
 def test_pair_picks_the_two_best_pages_and_fills_a_16_9_canvas(tmp_path: Path) -> None:
-    pages = write_pages(tmp_path, [
-        art_page("rocket"), text_page(), art_page("astronaut"), blank_page(),
-        art_page("chelsea"), text_page(), art_page("coffee"),
-    ])
+    pages = write_pages(
+        tmp_path,
+        [
+            art_page("rocket"),
+            text_page(),
+            art_page("astronaut"),
+            blank_page(),
+            art_page("chelsea"),
+            text_page(),
+            art_page("coffee"),
+        ],
+    )
     out = tmp_path / "pair.jpg"
     result = make_thumbnail(pages, ThumbnailSpec(mode=Mode.pair, skip_edges=1), out)
 
@@ -46,19 +54,30 @@ def test_pair_picks_the_two_best_pages_and_fills_a_16_9_canvas(tmp_path: Path) -
 def test_pair_of_a_black_and_white_chapter_skips_its_text_pages(tmp_path: Path) -> None:
     # Manga pages have no colour and lots of paper, like text pages: only the density and
     # regularity of the strokes tells them apart.
-    pages = write_pages(tmp_path, [
-        text_page(), line_art_page("chelsea"), text_page(), line_art_page("rocket"), text_page(),
-    ])
-    result = make_thumbnail(pages, ThumbnailSpec(mode=Mode.pair, skip_edges=0),
-                            tmp_path / "manga.jpg")
+    pages = write_pages(
+        tmp_path,
+        [
+            text_page(),
+            line_art_page("chelsea"),
+            text_page(),
+            line_art_page("rocket"),
+            text_page(),
+        ],
+    )
+    result = make_thumbnail(
+        pages, ThumbnailSpec(mode=Mode.pair, skip_edges=0), tmp_path / "manga.jpg"
+    )
     assert result.selected == [1, 3], [(e.index, e.score) for e in result.inputs]
 
 
 def test_pair_panels_meet_the_gap_without_a_stray_column(tmp_path: Path) -> None:
     pages = write_pages(tmp_path, [photo("coffee"), photo("chelsea")])
     out = tmp_path / "pair.png"
-    make_thumbnail(pages, ThumbnailSpec(mode=Mode.pair, skip_edges=0, format=OutputFormat.png,
-                                        width=1201, gap=5), out)
+    make_thumbnail(
+        pages,
+        ThumbnailSpec(mode=Mode.pair, skip_edges=0, format=OutputFormat.png, width=1201, gap=5),
+        out,
+    )
     canvas = np.asarray(Image.open(out).convert("RGB")).astype(int)
     left, right = panel_widths(1201, 5)
     assert left + 5 + right == canvas.shape[1] == 1201
@@ -76,10 +95,12 @@ def test_pair_with_one_page_uses_it_twice(tmp_path: Path) -> None:
 
 def test_pair_penalises_edge_pages_without_excluding_them(tmp_path: Path) -> None:
     same = art_page("astronaut")
-    pages = write_pages(tmp_path, [same, blank_page(), blank_page(), same, blank_page(),
-                                   blank_page(), blank_page()])
-    result = make_thumbnail(pages, ThumbnailSpec(mode=Mode.pair, skip_edges=2),
-                            tmp_path / "edges.jpg")
+    pages = write_pages(
+        tmp_path, [same, blank_page(), blank_page(), same, blank_page(), blank_page(), blank_page()]
+    )
+    result = make_thumbnail(
+        pages, ThumbnailSpec(mode=Mode.pair, skip_edges=2), tmp_path / "edges.jpg"
+    )
     scores = {entry.index: entry.score for entry in result.inputs}
     assert scores[0] == pytest.approx(scores[3] * 0.6, rel=0.02)
     assert set(result.selected) == {0, 3}, "an edge page still wins over blank pages"
@@ -87,8 +108,9 @@ def test_pair_penalises_edge_pages_without_excluding_them(tmp_path: Path) -> Non
 
 def test_crop_keeps_the_face_in_frame(tmp_path: Path) -> None:
     source = save_photo(tmp_path, "astronaut")
-    result = make_thumbnail([source], ThumbnailSpec(mode=Mode.crop, width=200, height=400),
-                            tmp_path / "tall.jpg")
+    result = make_thumbnail(
+        [source], ThumbnailSpec(mode=Mode.crop, width=200, height=400), tmp_path / "tall.jpg"
+    )
     assert result.inputs[0].detector == "face"
     crop = result.inputs[0].crop
     assert crop is not None
@@ -101,8 +123,9 @@ def test_crop_keeps_the_face_in_frame(tmp_path: Path) -> None:
 def test_crop_without_faces_follows_the_salient_subject(tmp_path: Path) -> None:
     # The rocket stands in the middle third of a wide photo; a tall crop must hold it.
     source = save_photo(tmp_path, "rocket")
-    result = make_thumbnail([source], ThumbnailSpec(mode=Mode.crop, width=100, height=300),
-                            tmp_path / "rocket.jpg")
+    result = make_thumbnail(
+        [source], ThumbnailSpec(mode=Mode.crop, width=100, height=300), tmp_path / "rocket.jpg"
+    )
     assert result.inputs[0].detector == "saliency"
     crop = result.inputs[0].crop
     assert crop is not None
@@ -112,11 +135,13 @@ def test_crop_without_faces_follows_the_salient_subject(tmp_path: Path) -> None:
 
 def test_crop_size_from_aspect_and_no_upscaling(tmp_path: Path) -> None:
     source = save_photo(tmp_path, "coffee")  # 600x400
-    result = make_thumbnail([source], ThumbnailSpec(mode=Mode.crop, width=2000, aspect="1:1"),
-                            tmp_path / "square.jpg")
+    result = make_thumbnail(
+        [source], ThumbnailSpec(mode=Mode.crop, width=2000, aspect="1:1"), tmp_path / "square.jpg"
+    )
     assert result.output.width == result.output.height == 400, "shrinks to what the source has"
     bigger = make_thumbnail(
-        [source], ThumbnailSpec(mode=Mode.crop, width=2000, aspect="1:1", upscale=True),
+        [source],
+        ThumbnailSpec(mode=Mode.crop, width=2000, aspect="1:1", upscale=True),
         tmp_path / "up.jpg",
     )
     assert bigger.output.width == bigger.output.height == 2000
@@ -124,11 +149,17 @@ def test_crop_size_from_aspect_and_no_upscaling(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("box", "upscale", "expected"),
-    [((300, 300), False, (300, 200)), ((None, 100), False, (150, 100)),
-     ((2000, 2000), False, (600, 400)), ((1200, None), True, (1200, 800))],
+    [
+        ((300, 300), False, (300, 200)),
+        ((None, 100), False, (150, 100)),
+        ((2000, 2000), False, (600, 400)),
+        ((1200, None), True, (1200, 800)),
+    ],
 )
 def test_fit_keeps_aspect_and_never_upscales_unless_asked(
-    tmp_path: Path, box: tuple[int | None, int | None], upscale: bool,
+    tmp_path: Path,
+    box: tuple[int | None, int | None],
+    upscale: bool,
     expected: tuple[int, int],
 ) -> None:
     source = save_photo(tmp_path, "coffee")
@@ -140,8 +171,9 @@ def test_fit_keeps_aspect_and_never_upscales_unless_asked(
 
 def test_resize_gives_exact_dimensions(tmp_path: Path) -> None:
     source = save_photo(tmp_path, "coffee")
-    result = make_thumbnail([source], ThumbnailSpec(mode=Mode.resize, width=800, height=600),
-                            tmp_path / "exact.jpg")
+    result = make_thumbnail(
+        [source], ThumbnailSpec(mode=Mode.resize, width=800, height=600), tmp_path / "exact.jpg"
+    )
     assert Image.open(tmp_path / "exact.jpg").size == (800, 600)
     assert result.method == "resize"
 
@@ -151,8 +183,7 @@ def test_every_output_format_decodes_in_grey_and_colour(tmp_path: Path, fmt: Out
     source = save_photo(tmp_path, "chelsea")
     for grayscale in (False, True):
         out = tmp_path / f"out-{grayscale}.{fmt.extension}"
-        spec = ThumbnailSpec(mode=Mode.fit, width=512, format=fmt, quality=80,
-                             grayscale=grayscale)
+        spec = ThumbnailSpec(mode=Mode.fit, width=512, format=fmt, quality=80, grayscale=grayscale)
         result = make_thumbnail([source], spec, out)
         with Image.open(out) as image:
             assert image.format.lower() == ("jpeg" if fmt is OutputFormat.jpeg else fmt.value)
@@ -169,8 +200,9 @@ def test_exif_rotation_is_applied(tmp_path: Path) -> None:
     exif[0x0112] = 6
     path = tmp_path / "rotated.jpg"
     image.save(path, "JPEG", exif=exif.tobytes())
-    result = make_thumbnail([path], ThumbnailSpec(mode=Mode.fit, width=1000, height=1000),
-                            tmp_path / "upright.jpg")
+    result = make_thumbnail(
+        [path], ThumbnailSpec(mode=Mode.fit, width=1000, height=1000), tmp_path / "upright.jpg"
+    )
     assert (result.inputs[0].width, result.inputs[0].height) == (400, 600)
     assert (result.output.width, result.output.height) == (400, 600)
 
@@ -180,8 +212,11 @@ def test_transparency_is_kept_in_png_and_flattened_on_white_in_jpeg(tmp_path: Pa
     logo.paste((200, 30, 30, 255), (100, 50, 300, 150))
     path = tmp_path / "logo.png"
     logo.save(path)
-    make_thumbnail([path], ThumbnailSpec(mode=Mode.fit, width=200, format=OutputFormat.png),
-                   tmp_path / "logo-small.png")
+    make_thumbnail(
+        [path],
+        ThumbnailSpec(mode=Mode.fit, width=200, format=OutputFormat.png),
+        tmp_path / "logo-small.png",
+    )
     with Image.open(tmp_path / "logo-small.png") as png:
         assert png.mode == "RGBA" and png.getpixel((0, 0))[3] == 0
     make_thumbnail([path], ThumbnailSpec(mode=Mode.fit, width=200), tmp_path / "logo.jpg")
@@ -191,8 +226,9 @@ def test_transparency_is_kept_in_png_and_flattened_on_white_in_jpeg(tmp_path: Pa
 
 def test_large_jpeg_is_decoded_at_reduced_scale(tmp_path: Path) -> None:
     source = save_photo(tmp_path, "astronaut", size=(4000, 3000))
-    result = make_thumbnail([source], ThumbnailSpec(mode=Mode.crop, width=1200, height=675),
-                            tmp_path / "big.jpg")
+    result = make_thumbnail(
+        [source], ThumbnailSpec(mode=Mode.crop, width=1200, height=675), tmp_path / "big.jpg"
+    )
     assert (result.output.width, result.output.height) == (1200, 675)
     assert result.inputs[0].crop is not None and result.inputs[0].crop.width == 4000
     assert result.inputs[0].detector == "face"
@@ -200,8 +236,13 @@ def test_large_jpeg_is_decoded_at_reduced_scale(tmp_path: Path) -> None:
 
 def test_fallback_is_light_and_says_so(tmp_path: Path) -> None:
     pages = write_pages(tmp_path, [art_page("astronaut"), text_page(), art_page("coffee")])
-    result = make_thumbnail(pages, ThumbnailSpec(mode=Mode.pair, skip_edges=0),
-                            tmp_path / "fb.jpg", fallback=True, fallback_reason="OOMKilled")
+    result = make_thumbnail(
+        pages,
+        ThumbnailSpec(mode=Mode.pair, skip_edges=0),
+        tmp_path / "fb.jpg",
+        fallback=True,
+        fallback_reason="OOMKilled",
+    )
     assert result.fallback_used is True
     assert result.worker_warning == "OOMKilled"
     assert result.method.startswith("fallback:pair")
@@ -219,21 +260,25 @@ def _png16(path: Path) -> None:
     Image.fromarray(ramp).save(path)
 
 
-@pytest.mark.parametrize(("name", "write"), [
-    ("animated.gif", _gif),
-    ("grey16.png", _png16),
-    ("cmyk.jpg", lambda path: photo("coffee").convert("CMYK").save(path)),
-    ("palette.bmp", lambda path: photo("coffee").convert("P").save(path)),
-    ("photo.tiff", lambda path: photo("coffee").save(path)),
-    ("photo.webp", lambda path: photo("coffee").save(path, quality=90)),
-    ("photo.avif", lambda path: photo("coffee").save(path, quality=90)),
-])
+@pytest.mark.parametrize(
+    ("name", "write"),
+    [
+        ("animated.gif", _gif),
+        ("grey16.png", _png16),
+        ("cmyk.jpg", lambda path: photo("coffee").convert("CMYK").save(path)),
+        ("palette.bmp", lambda path: photo("coffee").convert("P").save(path)),
+        ("photo.tiff", lambda path: photo("coffee").save(path)),
+        ("photo.webp", lambda path: photo("coffee").save(path, quality=90)),
+        ("photo.avif", lambda path: photo("coffee").save(path, quality=90)),
+    ],
+)
 def test_every_supported_input_format_is_read(tmp_path: Path, name: str, write) -> None:
     source = tmp_path / name
     write(source)
     out = tmp_path / "out.png"
-    make_thumbnail([source], ThumbnailSpec(mode=Mode.crop, width=60, height=40,
-                                           format=OutputFormat.png), out)
+    make_thumbnail(
+        [source], ThumbnailSpec(mode=Mode.crop, width=60, height=40, format=OutputFormat.png), out
+    )
     pixels = np.asarray(Image.open(out).convert("RGB")).astype(int)
     assert pixels.shape == (40, 60, 3)
     assert pixels.std() > 5, "the picture survived decoding (not a flat colour)"

@@ -20,10 +20,19 @@ pytestmark = pytest.mark.skipif(not YOLO_PYTHON.exists(), reason="run `make yolo
 
 
 def run_in_yolo_venv(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, THUMBNAIL_YOLO_MODEL="yolov8n.yaml",
-               YOLO_CONFIG_DIR=str(tmp_path / "ultralytics"))
-    return subprocess.run([str(YOLO_PYTHON), "-c", code], capture_output=True, text=True,
-                          timeout=300, env=env, cwd=tmp_path)
+    env = dict(
+        os.environ,
+        THUMBNAIL_YOLO_MODEL="yolov8n.yaml",
+        YOLO_CONFIG_DIR=str(tmp_path / "ultralytics"),
+    )
+    return subprocess.run(
+        [str(YOLO_PYTHON), "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
 
 
 def test_untrained_model_runs_and_finds_no_people(tmp_path: Path) -> None:

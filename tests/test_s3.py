@@ -39,14 +39,19 @@ def test_the_store_puts_signs_lists_and_deletes(s3_server: S3Server, tmp_path: P
     assert store.exists("smartthumb/ns/a/inputs/000.jpg")
     assert not store.exists("smartthumb/ns/a/nothing.jpg")
     assert httpx.get(store.url_to_get("smartthumb/ns/a/inputs/000.jpg")).content == JPEG
-    put = httpx.put(store.url_to_put("smartthumb/ns/a/thumbnail.jpg"), content=b"thumb",
-                    headers={"Content-Type": "image/jpeg"})
+    put = httpx.put(
+        store.url_to_put("smartthumb/ns/a/thumbnail.jpg"),
+        content=b"thumb",
+        headers={"Content-Type": "image/jpeg"},
+    )
     assert put.status_code == 200
     assert store.download("smartthumb/ns/a/thumbnail.jpg", tmp_path / "copy.jpg")
     assert (tmp_path / "copy.jpg").read_bytes() == b"thumb"
     assert not store.download("smartthumb/ns/a/gone.jpg", tmp_path / "gone.jpg")
     assert sorted(key for key, _ in store.listing("smartthumb/ns/a/")) == [
-        "smartthumb/ns/a/inputs/000.jpg", "smartthumb/ns/a/thumbnail.jpg"]
+        "smartthumb/ns/a/inputs/000.jpg",
+        "smartthumb/ns/a/thumbnail.jpg",
+    ]
     assert store.problem() is None
 
     # The operator's side: a job folder no ThumbnailJob owns goes once it is old enough.
@@ -77,20 +82,35 @@ def photo_server(real_node: RealNode) -> Iterator[str]:
 @pytest.mark.node
 @pytest.mark.parametrize("redirect", [False, True], ids=["streamed", "redirected"])
 def test_the_api_on_kubernetes_with_object_storage(
-    request: pytest.FixtureRequest, s3_server: S3Server, real_node: RealNode, tmp_path: Path,
+    request: pytest.FixtureRequest,
+    s3_server: S3Server,
+    real_node: RealNode,
+    tmp_path: Path,
     redirect: bool,
 ) -> None:
     storage = s3_server.settings(real_node.gateway)
     with (
-        kube_server(request, tmp_path / "volume", ttl_s=2, sweep_interval_s=0.5,
-                    cache_dir=tmp_path / "cache", allow_private_sources=f"{real_node.gateway}/32",
-                    s3_redirect=redirect, **storage) as server,
+        kube_server(
+            request,
+            tmp_path / "volume",
+            ttl_s=2,
+            sweep_interval_s=0.5,
+            cache_dir=tmp_path / "cache",
+            allow_private_sources=f"{real_node.gateway}/32",
+            s3_redirect=redirect,
+            **storage,
+        ) as server,
         httpx.Client(base_url=server.url, timeout=60) as client,
     ):
-        accepted = client.post("/thumbnail", json={
-            "mode": "crop", "width": 300, "height": 300,
-            "image_files": [{"filename": "astronaut.jpg", "content_base64": b64(JPEG)}],
-        })
+        accepted = client.post(
+            "/thumbnail",
+            json={
+                "mode": "crop",
+                "width": 300,
+                "height": 300,
+                "image_files": [{"filename": "astronaut.jpg", "content_base64": b64(JPEG)}],
+            },
+        )
         assert accepted.status_code == 202, accepted.text
         job_id = accepted.json()["job_id"]
         prefix = f"smartthumb/{server.backend.settings.namespace}/{job_id}/"
@@ -111,20 +131,36 @@ def test_the_api_on_kubernetes_with_object_storage(
         webp = client.get(f"/job/{job_id}/image", params={"format": "webp", "width": 100})
         assert webp.headers["content-type"] == "image/webp"  # conversions are the API's
         assert (tmp_path / "cache" / job_id).is_dir()
-        poll("the TTL to delete the job", lambda: client.get(f"/job/{job_id}").status_code == 404,
-             timeout=30)
-        poll("its objects to go", lambda: not [key for key in s3_server.objects()
-                                               if key.startswith(prefix)], timeout=30)
+        poll(
+            "the TTL to delete the job",
+            lambda: client.get(f"/job/{job_id}").status_code == 404,
+            timeout=30,
+        )
+        poll(
+            "its objects to go",
+            lambda: not [key for key in s3_server.objects() if key.startswith(prefix)],
+            timeout=30,
+        )
         poll("the API's copies to go", lambda: not (tmp_path / "cache" / job_id).exists())
 
 
 @pytest.fixture
-def s3_operator(kube_cluster: KubeCluster, real_node: RealNode, s3_server: S3Server,
-                installed_crd: str, tmp_path: Path) -> Iterator[Cluster]:
+def s3_operator(
+    kube_cluster: KubeCluster,
+    real_node: RealNode,
+    s3_server: S3Server,
+    installed_crd: str,
+    tmp_path: Path,
+) -> Iterator[Cluster]:
     with kube_cluster.api_client() as api, volume_namespace(api, tmp_path) as namespace:
-        with real_node_operator(kube_cluster, real_node, tmp_path, namespace,
-                                allow_private_sources=f"{real_node.gateway}/32",
-                                **s3_server.settings(real_node.gateway)):
+        with real_node_operator(
+            kube_cluster,
+            real_node,
+            tmp_path,
+            namespace,
+            allow_private_sources=f"{real_node.gateway}/32",
+            **s3_server.settings(real_node.gateway),
+        ):
             yield Cluster(api, namespace)
 
 
@@ -140,8 +176,14 @@ def test_thumbnailjobs_with_s3_and_url_sources_run_on_real_pods(
     source["s3"]["bucket"] = BUCKET
     store.put(source["s3"]["key"], JPEG)
     cluster.create(from_s3)
-    cluster.create(tj("from-url", mode="fit", width=90,
-                      sources=[{"url": f"{photo_server}/astronaut.jpg?sig=s3cr3t"}]))
+    cluster.create(
+        tj(
+            "from-url",
+            mode="fit",
+            width=90,
+            sources=[{"url": f"{photo_server}/astronaut.jpg?sig=s3cr3t"}],
+        )
+    )
     for name, size in (("from-s3", (256, 256)), ("from-url", (90, 90))):
         status = cluster.finished(name, timeout=120)
         assert status["phase"] == "Succeeded", status
@@ -161,10 +203,22 @@ def test_bad_sources_fail_the_job_with_the_reason(
     s3_operator: Cluster, real_node: RealNode
 ) -> None:
     cluster = s3_operator
-    cluster.create(tj("missing", mode="fit", width=50,
-                      sources=[{"s3": {"bucket": BUCKET, "key": "no/such.jpg"}}]))
-    cluster.create(tj("private", mode="fit", width=50,
-                      sources=[{"url": "http://10.255.255.1/x.jpg?sig=s3cr3t"}]))
+    cluster.create(
+        tj(
+            "missing",
+            mode="fit",
+            width=50,
+            sources=[{"s3": {"bucket": BUCKET, "key": "no/such.jpg"}}],
+        )
+    )
+    cluster.create(
+        tj(
+            "private",
+            mode="fit",
+            width=50,
+            sources=[{"url": "http://10.255.255.1/x.jpg?sig=s3cr3t"}],
+        )
+    )
     missing = cluster.finished("missing", timeout=30)
     assert (missing["phase"], missing["failureReason"]) == ("Failed", "InputNotFound"), missing
     assert "s3://thumbs/no/such.jpg does not exist" in missing["message"]

@@ -309,6 +309,7 @@ def _trickle(text: bytes, interval: float = 0.1) -> Callable[[socket.socket], No
         for index in range(len(text)):
             connection.sendall(text[index : index + 1])
             time.sleep(interval)
+
     return answer
 
 

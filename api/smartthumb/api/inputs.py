@@ -128,7 +128,9 @@ def _read_confined(path: Path, root: Path, raw: str, limit: int) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
-        raise ApiError(400, "path_not_allowed", f"{raw!r}: not a file under the input root") from None
+        raise ApiError(
+            400, "path_not_allowed", f"{raw!r}: not a file under the input root"
+        ) from None
     try:
         info = os.fstat(fd)
         real = Path(os.readlink(f"/proc/self/fd/{fd}"))

@@ -28,7 +28,9 @@ class BodySizeLimit:
 
     def _busy(self) -> JSONResponse:
         message = "too many large uploads in progress; retry shortly"
-        return error_response(503, "server_busy", message, headers={"Retry-After": BUSY_RETRY_AFTER_S})
+        return error_response(
+            503, "server_busy", message, headers={"Retry-After": BUSY_RETRY_AFTER_S}
+        )
 
     def _reserve(self, size: int) -> bool:
         if self.in_flight + size > self.in_flight_limit:

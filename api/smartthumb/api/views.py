@@ -103,8 +103,9 @@ def redacted_webhook(webhook: WebhookDelivery) -> WebhookDelivery:
 
 
 def job_accepted(job: Job, pending_jobs: int, links: Links, ttl_s: float) -> JobAccepted:
-    return JobAccepted(**_summary(job, pending_jobs, links, ttl_s),
-                       webhook_enabled=job.webhook.enabled)
+    return JobAccepted(
+        **_summary(job, pending_jobs, links, ttl_s), webhook_enabled=job.webhook.enabled
+    )
 
 
 def job_status(job: Job, pending_jobs: int, links: Links, ttl_s: float) -> JobStatus:

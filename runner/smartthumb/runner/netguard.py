@@ -138,7 +138,11 @@ class GuardedTransport(httpx.HTTPTransport):
             extensions["sni_hostname"] = request.url.host
         # A copy, not the request itself: httpx resolves a relative redirect against
         # request.url, and the next hop must keep the host name (Host, SNI, allow-lists).
-        pinned = httpx.Request(request.method, request.url.copy_with(host=str(address)),
-                               headers=request.headers, stream=request.stream,
-                               extensions=extensions)
+        pinned = httpx.Request(
+            request.method,
+            request.url.copy_with(host=str(address)),
+            headers=request.headers,
+            stream=request.stream,
+            extensions=extensions,
+        )
         return super().handle_request(pinned)

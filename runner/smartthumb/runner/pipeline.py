@@ -106,8 +106,9 @@ def _single(path: ImageInput, run: _Run) -> RunResult:
     detector: str | None = None
     try:
         if spec.mode is Mode.fit:
-            size = fit_size(source.width, source.height, spec.width, spec.height,
-                            upscale=spec.upscale)
+            size = fit_size(
+                source.width, source.height, spec.width, spec.height, upscale=spec.upscale
+            )
             image = decode(source, _scale_for(source, *size), keep_alpha=keep_alpha)
             clock.lap("decode")
             window = FULL
@@ -122,8 +123,9 @@ def _single(path: ImageInput, run: _Run) -> RunResult:
             aspect = target_w / target_h
             # The window spans the whole image along one axis: decode for that span.
             span_w = min(source.width, source.height * aspect)
-            size = shrink_to_source(target_w, target_h, round(span_w), round(span_w / aspect),
-                                    upscale=spec.upscale)
+            size = shrink_to_source(
+                target_w, target_h, round(span_w), round(span_w / aspect), upscale=spec.upscale
+            )
             image = decode(source, size[0] / span_w, keep_alpha=keep_alpha)
             clock.lap("decode")
             focus = run.focus(analysis_copy(image))
@@ -131,8 +133,9 @@ def _single(path: ImageInput, run: _Run) -> RunResult:
             detector = focus.detector
             clock.lap("analyse")
         left, top, right, bottom = window.to_pixels(image.width, image.height)
-        thumb = image.resize(size, RESAMPLE, box=(left, top, right, bottom),
-                             reducing_gap=REDUCING_GAP)
+        thumb = image.resize(
+            size, RESAMPLE, box=(left, top, right, bottom), reducing_gap=REDUCING_GAP
+        )
         clock.lap("resize")
         report = save(thumb, run.output, spec.format, spec.quality, grayscale=spec.grayscale)
         clock.lap("encode")
@@ -145,8 +148,11 @@ def _single(path: ImageInput, run: _Run) -> RunResult:
         method=method,
         output=report,
         selected=[0],
-        inputs=[InputReport(index=0, width=source.width, height=source.height, crop=crop,
-                            detector=detector)],
+        inputs=[
+            InputReport(
+                index=0, width=source.width, height=source.height, crop=crop, detector=detector
+            )
+        ],
     )
 
 
@@ -184,8 +190,13 @@ def _survey(index: int, path: ImageInput, count: int, panel_aspect: float, run: 
     # A face on the page makes it a better cover than a busy background.
     score = page.score * (1.25 if focus.faces else 1.0)
     return _Page(
-        index=index, path=path, width=source.width, height=source.height,
-        score=round(score, 4), usable=not page.blank, focus=focus,
+        index=index,
+        path=path,
+        width=source.width,
+        height=source.height,
+        score=round(score, 4),
+        usable=not page.blank,
+        focus=focus,
         window=best_window(focus.interest, panel_aspect, focus.faces),
     )
 
@@ -231,8 +242,7 @@ def _pair(paths: list[ImageInput], run: _Run) -> RunResult:
     if chosen[0] is chosen[1]:
         # Same page twice: show two different parts of it, top (or left) part first.
         page = chosen[0]
-        second = best_window(page.focus.interest, panel_aspect, page.focus.faces,
-                             avoid=page.window)
+        second = best_window(page.focus.interest, panel_aspect, page.focus.faces, avoid=page.window)
         windows = sorted([chosen[0].window, second], key=lambda w: (w.y, w.x))
     canvas = Image.new("RGB", (canvas_w, canvas_h), (0, 0, 0))
     for page, window, (x, width) in zip(
@@ -250,8 +260,16 @@ def _pair(paths: list[ImageInput], run: _Run) -> RunResult:
             used = windows[selected.index(page.index)]
             left, top, right, bottom = used.to_pixels(page.width, page.height)
             crop = Box(x=left, y=top, width=right - left, height=bottom - top)
-        reports.append(InputReport(index=page.index, width=page.width, height=page.height,
-                                   score=page.score, crop=crop, detector=page.focus.detector))
+        reports.append(
+            InputReport(
+                index=page.index,
+                width=page.width,
+                height=page.height,
+                score=page.score,
+                crop=crop,
+                detector=page.focus.detector,
+            )
+        )
     detectors = sorted({page.focus.detector for page in chosen})
     return RunResult(
         mode=Mode.pair,
@@ -260,4 +278,3 @@ def _pair(paths: list[ImageInput], run: _Run) -> RunResult:
         selected=selected,
         inputs=reports,
     )
-

@@ -74,7 +74,12 @@ async def get_job(
     # One thread for the whole long-poll (backend.wait blocks on a condition); a limiter of
     # its own keeps long-polls from starving the request threadpool.
     return await anyio.to_thread.run_sync(
-        _wait_then_status, backend, job_id, timeout, links, backend.ttl_s,
+        _wait_then_status,
+        backend,
+        job_id,
+        timeout,
+        links,
+        backend.ttl_s,
         limiter=request.app.state.wait_limiter,
     )
 

@@ -93,9 +93,7 @@ class KubernetesBackend:
         self._custom = client.CustomObjectsApi(self._api)
         self._lock = threading.RLock()
         self._waiters = Waiters(self._lock)
-        self._cache = ThumbnailJobCache(
-            self._custom, settings.namespace, self._lock, self._changed
-        )
+        self._cache = ThumbnailJobCache(self._custom, settings.namespace, self._lock, self._changed)
         self._store = ObjectStore(settings) if settings.storage == "s3" else None
         self._checked_at = -CHECK_EVERY_S
         self._check_problem: str | None = None
@@ -317,8 +315,11 @@ class KubernetesBackend:
         return job
 
     def _waiting(self) -> list[Obj]:
-        return [obj for obj in self._cache.objects()
-                if (obj.get("status") or {}).get("phase") in (None, Phase.queued.value)]
+        return [
+            obj
+            for obj in self._cache.objects()
+            if (obj.get("status") or {}).get("phase") in (None, Phase.queued.value)
+        ]
 
     def cancel(self, job_id: str) -> None:
         """Delete the ThumbnailJob (its Jobs and pods go with it, by owner reference) and
@@ -332,7 +333,8 @@ class KubernetesBackend:
 
     def list_batch(self, batch_id: str) -> list[Job]:
         batch = [
-            obj for obj in self._cache.objects()
+            obj
+            for obj in self._cache.objects()
             if (obj["metadata"].get("labels") or {}).get(BATCH_LABEL) == batch_id
         ]
         batch.sort(key=_age)
@@ -375,4 +377,3 @@ def _api_message(error: ApiException) -> str:
         return str(json.loads(error.body)["message"])
     except (TypeError, ValueError, KeyError):
         return f"refused by the Kubernetes API server: {error.status} {error.reason}"
-

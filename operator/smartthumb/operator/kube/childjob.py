@@ -102,8 +102,10 @@ def child_job(
                 "imagePullPolicy": settings.runner_image_pull_policy,
                 "command": ["smartthumb"],
                 "args": runner_args(spec, sources, output, run),
-                "env": [{"name": k, "value": v}
-                        for k, v in {**SINGLE_THREADED, **settings.runner_env()}.items()],
+                "env": [
+                    {"name": k, "value": v}
+                    for k, v in {**SINGLE_THREADED, **settings.runner_env()}.items()
+                ],
                 "resources": {
                     "requests": {"memory": memory, "cpu": spec.resources.cpu},
                     "limits": {"memory": memory},
@@ -124,7 +126,8 @@ def child_job(
     }
     if settings.storage == "volume":  # with object storage the pod has URLs, not a volume
         pod_spec["containers"][0]["volumeMounts"].insert(
-            0, {"name": "data", "mountPath": str(settings.volume_path)})
+            0, {"name": "data", "mountPath": str(settings.volume_path)}
+        )
         pod_spec["volumes"].insert(0, _volume(settings))
     node_selector = {**settings.runner_node_selector, **spec.runner_pod.node_selector}
     if node_selector:

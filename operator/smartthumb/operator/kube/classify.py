@@ -55,9 +55,9 @@ def _terminated(pod: Obj) -> Obj | None:
     for status in pod.get("status", {}).get("containerStatuses") or []:
         if status.get("name") != RUNNER_CONTAINER:
             continue
-        return (status.get("state") or {}).get("terminated") or (
-            status.get("lastState") or {}
-        ).get("terminated")
+        return (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get(
+            "terminated"
+        )
     return None
 
 
@@ -89,11 +89,7 @@ def disrupted_pods(pods: list[Obj]) -> dict[str, str]:
 
 def _deciding_pod(pods: list[Obj]) -> Obj | None:
     """The newest pod that ran to its end without being disrupted."""
-    ended = [
-        pod
-        for pod in pods
-        if disruption(pod) is None and _terminated(pod) is not None
-    ]
+    ended = [pod for pod in pods if disruption(pod) is None and _terminated(pod) is not None]
     ended.sort(key=lambda pod: pod["metadata"].get("creationTimestamp") or "")
     return ended[-1] if ended else None
 
@@ -124,8 +120,10 @@ def classify_pod(pod: Obj, attempt: int) -> RunnerExited:
             result = RunResult.model_validate(document)
         except ValidationError:
             return exited.model_copy(
-                update={"message": "the pod succeeded but its termination message holds no "
-                        "runner result (was a process of it killed?)"}
+                update={
+                    "message": "the pod succeeded but its termination message holds no "
+                    "runner result (was a process of it killed?)"
+                }
             )
         return exited.model_copy(update={"outcome": RunOutcome.ok, "result": result})
     reason = terminated.get("reason") or "Error"
@@ -147,11 +145,13 @@ def classify_job(job: Obj, pods: list[Obj], attempt: int) -> RunnerExited | None
     if failed is not None:
         message = failed.get("message") or failed.get("reason") or "the Job failed"
         return RunnerExited(
-            attempt=attempt, outcome=RunOutcome.internal,
+            attempt=attempt,
+            outcome=RunOutcome.internal,
             message=f"the Job failed with no pod left to read: {message}",
         )
     return RunnerExited(
-        attempt=attempt, outcome=RunOutcome.internal,
+        attempt=attempt,
+        outcome=RunOutcome.internal,
         message="the Job completed with no pod left to read",
     )
 

@@ -222,8 +222,12 @@ def desired_conditions(job: Job) -> list[Wanted]:
             wanted.append(("Admitted", FALSE, "Queued", f"waiting for a free slot{position}"))
         else:
             wanted.append(
-                ("Admitted", FALSE, "Requeued", f"{last.message or 'interrupted'}; waiting to "
-                 f"run again{position}")
+                (
+                    "Admitted",
+                    FALSE,
+                    "Requeued",
+                    f"{last.message or 'interrupted'}; waiting to run again{position}",
+                )
             )
         wanted.append(("Running", FALSE, "Queued", "not started yet"))
     elif last is None:  # refused before it could run
@@ -252,8 +256,12 @@ def desired_conditions(job: Job) -> list[Wanted]:
 
 def _webhook_condition(delivery: WebhookDelivery) -> Wanted:
     if delivery.delivered:
-        return ("WebhookDelivered", TRUE, "Delivered",
-                f"HTTP {delivery.last_status_code} after {delivery.attempts} attempt(s)")
+        return (
+            "WebhookDelivered",
+            TRUE,
+            "Delivered",
+            f"HTTP {delivery.last_status_code} after {delivery.attempts} attempt(s)",
+        )
     if delivery.next_attempt_at is not None:
         reason = "Retrying" if delivery.attempts else "Pending"
         return ("WebhookDelivered", FALSE, reason, delivery.last_error or "not sent yet")
@@ -298,13 +306,24 @@ def events(before: Job, after: Job) -> list[Story]:
         if run.outcome is not None and (old is None or old.outcome is None):
             told.extend(_run_ended(run))
         for pod in run.disrupted[len(old.disrupted) if old else 0 :]:
-            told.append(("Warning", "PodDisrupted",
-                         f"attempt {run.attempt}: pod {pod} was disrupted; its Job replaces it"))
+            told.append(
+                (
+                    "Warning",
+                    "PodDisrupted",
+                    f"attempt {run.attempt}: pod {pod} was disrupted; its Job replaces it",
+                )
+            )
     if after.state is not before.state:
         if after.state is JobState.done and after.result is not None:
             output = after.result.output
-            told.append(("Normal", "Succeeded", f"thumbnail {output.width}x{output.height} "
-                         f"{output.format.value} written ({after.result.method})"))
+            told.append(
+                (
+                    "Normal",
+                    "Succeeded",
+                    f"thumbnail {output.width}x{output.height} "
+                    f"{output.format.value} written ({after.result.method})",
+                )
+            )
         elif after.state is JobState.failed:
             reason = after.failure.value if after.failure else "Failed"
             told.append(("Warning", "Failed", f"{reason}: {after.error}"))
@@ -318,8 +337,11 @@ def events(before: Job, after: Job) -> list[Story]:
 
 def _run_started(run: RunRecord) -> Story:
     if run.fallback:
-        return ("Warning", "FallingBack", f"{_describe_run(run)}: the main runner ran out of "
-                "memory")
+        return (
+            "Warning",
+            "FallingBack",
+            f"{_describe_run(run)}: the main runner ran out of memory",
+        )
     if run.attempt > 1 and run.memory_mb is not None:
         return ("Warning", "RetryingWithMoreMemory", _describe_run(run))
     return ("Normal", "Started", _describe_run(run))
@@ -337,8 +359,13 @@ def _webhook_story(before: WebhookDelivery, after: WebhookDelivery) -> list[Stor
     if after.attempts == before.attempts:
         return []
     if after.delivered:
-        return [("Normal", "WebhookDelivered", f"HTTP {after.last_status_code}, attempt "
-                 f"{after.attempts}")]
+        return [
+            (
+                "Normal",
+                "WebhookDelivered",
+                f"HTTP {after.last_status_code}, attempt {after.attempts}",
+            )
+        ]
     then = (
         f"; next attempt at {after.next_attempt_at.isoformat()}"
         if after.next_attempt_at

@@ -168,8 +168,24 @@ def crd() -> dict[str, Any]:
     }
 
 
-YAML11_BOOLEANS = {"y", "Y", "n", "N", "yes", "Yes", "YES", "no", "No", "NO", "on", "On", "ON",
-                  "off", "Off", "OFF"}
+YAML11_BOOLEANS = {
+    "y",
+    "Y",
+    "n",
+    "N",
+    "yes",
+    "Yes",
+    "YES",
+    "no",
+    "No",
+    "NO",
+    "on",
+    "On",
+    "ON",
+    "off",
+    "Off",
+    "OFF",
+}
 """Plain words that YAML 1.1 readers (kubectl's, Helm's) take for booleans: the field `y`
 of a box must reach the API server as the string "y"."""
 

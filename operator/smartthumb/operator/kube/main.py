@@ -30,8 +30,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = OperatorSettings()
     except ValueError as error:  # one line, not a traceback: the settings are the user's
-        print(f"smartthumb-operator: {error}".splitlines()[0] + " " + _first_problem(error),
-              file=sys.stderr)
+        print(
+            f"smartthumb-operator: {error}".splitlines()[0] + " " + _first_problem(error),
+            file=sys.stderr,
+        )
         sys.exit(2)
     kopf.cli.main(args=[*kopf_args(settings), *(argv or sys.argv[1:])])
 

@@ -42,8 +42,11 @@ class ObjectStore:
                 region=settings.s3_region,
                 # Bounded: an unreachable server must not hold a submit or a readiness probe
                 # for the library's default three minutes of retries.
-                client_options={"allow_http": plain_http, "connect_timeout": "5s",
-                                 "timeout": "60s"},
+                client_options={
+                    "allow_http": plain_http,
+                    "connect_timeout": "5s",
+                    "timeout": "60s",
+                },
                 retry_config={"max_retries": 2, "retry_timeout": RETRY_TIMEOUT},
                 **options,  # type: ignore[arg-type]
             )
@@ -78,8 +81,9 @@ class ObjectStore:
         return obstore.sign(self._store(), "PUT", key, self._expiry)
 
     def delete_prefix(self, prefix: str) -> None:
-        keys = [meta["path"] for batch in obstore.list(self._store(), prefix=prefix)
-                for meta in batch]
+        keys = [
+            meta["path"] for batch in obstore.list(self._store(), prefix=prefix) for meta in batch
+        ]
         if keys:
             obstore.delete(self._store(), keys)
 
@@ -88,8 +92,11 @@ class ObjectStore:
 
     def listing(self, prefix: str) -> list[tuple[str, datetime]]:
         """(key, last modified) of every object under `prefix`."""
-        return [(meta["path"], meta["last_modified"])
-                for batch in obstore.list(self._store(), prefix=prefix) for meta in batch]
+        return [
+            (meta["path"], meta["last_modified"])
+            for batch in obstore.list(self._store(), prefix=prefix)
+            for meta in batch
+        ]
 
     def problem(self) -> str | None:
         """Why the bucket cannot be written now (readiness), or None."""

@@ -142,8 +142,10 @@ class Reconciler:
             for start in range(0, len(ordered), OWNERS_PER_LIST):
                 chosen = ",".join(ordered[start : start + OWNERS_PER_LIST])
                 answer = self.batch.list_namespaced_job(
-                    namespace, label_selector=f"{CHILD_SELECTOR},{OWNER_LABEL} in ({chosen})",
-                    resource_version="0", _preload_content=False,
+                    namespace,
+                    label_selector=f"{CHILD_SELECTOR},{OWNER_LABEL} in ({chosen})",
+                    resource_version="0",
+                    _preload_content=False,
                 )
                 items.extend(_json(answer)["items"])
         return items
@@ -203,7 +205,12 @@ class Reconciler:
         meta = obj["metadata"]
         try:
             response = self.custom.replace_namespaced_custom_object_status(
-                GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body,
+                GROUP,
+                VERSION,
+                meta["namespace"],
+                PLURAL,
+                meta["name"],
+                body,
                 _preload_content=False,
             )
         except ApiException as error:
@@ -243,7 +250,9 @@ class Reconciler:
             try:
                 check_url(spec.webhook.url, self.settings.allow_private_webhooks)
             except RefusedURL as error:
-                return Rejected(reason=FailureReason.webhook_refused, message=f"spec.webhook.url: {error}")
+                return Rejected(
+                    reason=FailureReason.webhook_refused, message=f"spec.webhook.url: {error}"
+                )
         return None
 
     # --- the runner Jobs ----------------------------------------------------------------------------
@@ -276,7 +285,10 @@ class Reconciler:
         job = job_from_resource(obj)
         run = current_run(job)
         meta = obj["metadata"]
-        if run is None or (meta["namespace"], child_job_name(meta["name"], run.attempt)) in existing:
+        if (
+            run is None
+            or (meta["namespace"], child_job_name(meta["name"], run.attempt)) in existing
+        ):
             return
         spec, _ = parse(obj)
         action = RunRunner(
@@ -302,9 +314,11 @@ class Reconciler:
             return
         manifest = child_job(obj, spec, run, sources, output, self.settings)
         try:
-            _drain(self.batch.create_namespaced_job(
-                meta["namespace"], manifest, _preload_content=False
-            ))
+            _drain(
+                self.batch.create_namespaced_job(
+                    meta["namespace"], manifest, _preload_content=False
+                )
+            )
             self.metrics.runner_jobs.labels("fallback" if run.fallback else "main").inc()
         except ApiException as error:
             if error.status != 409:  # 409: made before a restart; adopt it
@@ -391,8 +405,8 @@ class Reconciler:
         try:
             _drain(self.core.create_namespaced_event(namespace, body, _preload_content=False))
         except ApiException as error:
-            log.warning("event %s on %s/%s not posted: %s", body["reason"], namespace, name,
-                        error.reason)
+            log.warning(
+                "event %s on %s/%s not posted: %s", body["reason"], namespace, name, error.reason
+            )
         except Exception as error:  # noqa: BLE001 - best effort, off the caller's thread
-            log.warning("event %s on %s/%s not posted: %r", body["reason"], namespace, name,
-                        error)
+            log.warning("event %s on %s/%s not posted: %r", body["reason"], namespace, name, error)

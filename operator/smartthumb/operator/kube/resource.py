@@ -125,10 +125,10 @@ class S3Object(BaseModel):
 
     model_config = _CAMEL
 
-    bucket: Annotated[str, StringConstraints(min_length=3, max_length=63,
-                                             pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")] = Field(
-        description="Bucket name."
-    )
+    bucket: Annotated[
+        str,
+        StringConstraints(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"),
+    ] = Field(description="Bucket name.")
     key: Annotated[str, StringConstraints(min_length=1, max_length=1024)] = Field(
         description="Object key."
     )
@@ -147,10 +147,12 @@ class Source(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
-        json_schema_extra=_cel(_rule(
-            "(has(self.path) ? 1 : 0) + (has(self.s3) ? 1 : 0) + (has(self.url) ? 1 : 0) == 1",
-            SOURCE_KINDS,
-        )),
+        json_schema_extra=_cel(
+            _rule(
+                "(has(self.path) ? 1 : 0) + (has(self.s3) ? 1 : 0) + (has(self.url) ? 1 : 0) == 1",
+                SOURCE_KINDS,
+            )
+        ),
     )
 
     path: SourcePath | None = Field(
@@ -165,8 +167,9 @@ class Source(BaseModel):
         None,
         description="An http(s) URL; loopback, private, link-local and metadata addresses "
         "are refused unless the operator allows them (SMARTTHUMB_ALLOW_PRIVATE_SOURCES).",
-        json_schema_extra=_cel(_rule(
-            "self.startsWith('https://') || self.startsWith('http://')", URL_SCHEMES)),
+        json_schema_extra=_cel(
+            _rule("self.startsWith('https://') || self.startsWith('http://')", URL_SCHEMES)
+        ),
     )
 
     @model_validator(mode="after")
@@ -336,8 +339,9 @@ class ThumbnailJobSpec(ThumbnailSpec):
         populate_by_name=True,
         extra="forbid",
         json_schema_extra=_cel(
-            _rule("self == oldSelf", "spec is immutable: delete the ThumbnailJob and create it "
-                  "again"),
+            _rule(
+                "self == oldSelf", "spec is immutable: delete the ThumbnailJob and create it again"
+            ),
             _rule(
                 "self.mode != 'resize' || (has(self.width) && has(self.height))",
                 "mode 'resize' needs both width and height",
@@ -351,12 +355,10 @@ class ThumbnailJobSpec(ThumbnailSpec):
                 "mode 'crop' needs width and height, or one of them and aspect",
             ),
             _rule(
-                "self.mode != 'crop' || (has(self.width) && has(self.height)) || "
-                "has(self.aspect)",
+                "self.mode != 'crop' || (has(self.width) && has(self.height)) || has(self.aspect)",
                 "mode 'crop' needs both width and height, or aspect with one",
             ),
-            _rule("!has(self.aspect) || self.mode == 'crop'", "aspect applies to mode 'crop' "
-                  "only"),
+            _rule("!has(self.aspect) || self.mode == 'crop'", "aspect applies to mode 'crop' only"),
             # Height only: the width is round(height * 16 / 9), as in pair_canvas().
             _rule(
                 "self.mode != 'pair' || (has(self.width) ? self.width >= self.gap + 2 : "

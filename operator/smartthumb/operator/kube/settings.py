@@ -143,9 +143,9 @@ class OperatorSettings(StorageSettings, WebhookSettings, BaseSettings):
     max_source_bytes: int = Limits.model_fields["max_source_bytes"]
     source_timeout_s: float = Limits.model_fields["source_timeout_s"]
     allowed_sources: Annotated[list[str], NoDecode] = Limits.model_fields["allowed_sources"]
-    allow_private_sources: Annotated[bool | list[IPvAnyNetwork], NoDecode] = (
-        Limits.model_fields["allow_private_sources"]
-    )
+    allow_private_sources: Annotated[bool | list[IPvAnyNetwork], NoDecode] = Limits.model_fields[
+        "allow_private_sources"
+    ]
     sweep_interval_s: float = Field(
         5, gt=0, description="How often due TTLs, webhook retries and missing Jobs are looked for."
     )
@@ -258,6 +258,4 @@ class KubernetesBackendSettings(StorageSettings, BaseSettings):
         WebhookSettings.model_fields["allow_private_webhooks"]
     )
 
-    _parse_allowed = field_validator("allow_private_webhooks", mode="before")(
-        parse_allow_private
-    )
+    _parse_allowed = field_validator("allow_private_webhooks", mode="before")(parse_allow_private)

@@ -82,8 +82,10 @@ class VolumeStorage:
         if source.url is not None:
             return source.url  # the runner fetches it through its own guard
         if source.path is None:
-            raise SourceError(FailureReason.bad_input, f"source {source.shown()}: s3 sources "
-                              "need object storage (SMARTTHUMB_STORAGE=s3)")
+            raise SourceError(
+                FailureReason.bad_input,
+                f"source {source.shown()}: s3 sources need object storage (SMARTTHUMB_STORAGE=s3)",
+            )
         path = source.path
         candidate = self._inside(path, "source")
         real = self._check_within(candidate, path, "source")
@@ -140,11 +142,15 @@ class ObjectStorage:
         if source.url is not None:
             return source.url
         if source.s3 is None:
-            raise SourceError(FailureReason.bad_input, f"source {source.shown()!r}: path "
-                              "sources need the shared volume (SMARTTHUMB_STORAGE=volume)")
+            raise SourceError(
+                FailureReason.bad_input,
+                f"source {source.shown()!r}: path "
+                "sources need the shared volume (SMARTTHUMB_STORAGE=volume)",
+            )
         if not self.store.exists(source.s3.key, source.s3.bucket):
-            raise SourceError(FailureReason.input_not_found,
-                              f"source {source.shown()} does not exist")
+            raise SourceError(
+                FailureReason.input_not_found, f"source {source.shown()} does not exist"
+            )
         return self.store.url_to_get(source.s3.key, source.s3.bucket)
 
     def output_location(self, namespace: str, name: str, output: str | None, ext: str) -> str:

@@ -96,8 +96,9 @@ class Sweep:
         self.rounds = 0
 
     def _make_elector(self, api: client.ApiClient) -> leaderelection.LeaderElection:
-        lock = LeaseLock(self.settings.lease_name, self.settings.lease_namespace,
-                         self.settings.identity)
+        lock = LeaseLock(
+            self.settings.lease_name, self.settings.lease_namespace, self.settings.identity
+        )
         lock.api_instance = client.CoordinationV1Api(api)
         duration = self.settings.lease_duration_s
         config = electionconfig.Config(
@@ -161,8 +162,9 @@ class Sweep:
     def _loop(self) -> None:
         while not self._stopping.is_set():
             interval = self.settings.sweep_interval_s
-            self._wake.wait(min(interval, POSITIONS_EVERY_S) if self._positions_behind
-                            else interval)
+            self._wake.wait(
+                min(interval, POSITIONS_EVERY_S) if self._positions_behind else interval
+            )
             self._wake.clear()
             if self._stopping.is_set():
                 return
@@ -181,8 +183,10 @@ class Sweep:
         moment = now()
         # A job queued by this round competes for the free slots as what it now is: admitting
         # only the ones queued before would let younger jobs overtake it.
-        items = [(self.reconciler.accept(obj) or obj) if _phase(obj) is None else obj
-                 for obj in self.reconciler.list_jobs()]
+        items = [
+            (self.reconciler.accept(obj) or obj) if _phase(obj) is None else obj
+            for obj in self.reconciler.list_jobs()
+        ]
         queued = sorted((o for o in items if _phase(o) == Phase.queued.value), key=_created)
         unaccepted = sorted((o for o in items if _phase(o) is None), key=_created)
         running = [o for o in items if _phase(o) == Phase.running.value]
@@ -223,8 +227,10 @@ class Sweep:
         cutoff = time.time() - HANDLER_HEADSTART_S
         for child in children:
             meta = child["metadata"]
-            owner = next((r["name"] for r in meta.get("ownerReferences") or []
-                          if r.get("kind") == KIND), None)
+            owner = next(
+                (r["name"] for r in meta.get("ownerReferences") or [] if r.get("kind") == KIND),
+                None,
+            )
             obj = owners.get((meta["namespace"], owner or ""))
             if obj is None or not job_finished(child) or _finished_at(child) > cutoff:
                 continue
@@ -238,12 +244,19 @@ class Sweep:
         """Hand the places in the queue that changed to the positions thread: a pass is up to
         POSITIONS_SHOWN status writes, which must not hold admission up; at most one pass
         every POSITIONS_EVERY_S."""
-        due = [(position, obj) for position, obj in enumerate(waiting[:POSITIONS_SHOWN], 1)
-               if (obj.get("status") or {}).get("queuePosition") != position]
+        due = [
+            (position, obj)
+            for position, obj in enumerate(waiting[:POSITIONS_SHOWN], 1)
+            if (obj.get("status") or {}).get("queuePosition") != position
+        ]
         self._positions_behind = bool(due)
         with self._lock:
-            if (not due or self._positions_busy or self._stopping.is_set()
-                    or time.monotonic() - self._positions_at < POSITIONS_EVERY_S):
+            if (
+                not due
+                or self._positions_busy
+                or self._stopping.is_set()
+                or time.monotonic() - self._positions_at < POSITIONS_EVERY_S
+            ):
                 return
             self._positions_busy = True
         self._positions.submit(self._write_positions, due)
@@ -267,8 +280,11 @@ class Sweep:
     def _finish(self, obj: Obj, moment: datetime) -> None:
         """TTLs and webhooks of finished jobs."""
         status = obj.get("status") or {}
-        if status.get("phase") not in (Phase.succeeded.value, Phase.failed.value,
-                                       Phase.expired.value):
+        if status.get("phase") not in (
+            Phase.succeeded.value,
+            Phase.failed.value,
+            Phase.expired.value,
+        ):
             return
         if status.get("phase") == Phase.expired.value or _due(status.get("expiresAt"), moment):
             self.reconciler.apply(*_key(obj), Tick())
@@ -294,8 +310,9 @@ class Sweep:
             secret: str | None = None
             error: str | None = None
             if spec.webhook is not None and spec.webhook.secret_ref is not None:
-                secret, error = self._secret(key[0], spec.webhook.secret_ref.name,
-                                             spec.webhook.secret_ref.key)
+                secret, error = self._secret(
+                    key[0], spec.webhook.secret_ref.name, spec.webhook.secret_ref.key
+                )
             if error is not None:
                 response = WebhookResponse(attempt=job.webhook.attempts + 1, error=error)
             else:
@@ -331,4 +348,3 @@ def _finished_at(child: Obj) -> float:
             except ValueError:
                 return 0.0
     return 0.0
-

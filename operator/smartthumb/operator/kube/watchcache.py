@@ -135,9 +135,7 @@ class ThumbnailJobCache:
         self.synced.clear()
 
     def _list(self) -> str:
-        listed = self._custom.list_namespaced_custom_object(
-            GROUP, VERSION, self._namespace, PLURAL
-        )
+        listed = self._custom.list_namespaced_custom_object(GROUP, VERSION, self._namespace, PLURAL)
         fresh = {obj["metadata"]["name"]: obj for obj in listed["items"]}
         with self._lock:
             for name in set(self._objects) - set(fresh):
@@ -152,7 +150,10 @@ class ThumbnailJobCache:
         """Apply watch events until the watch ends; the version to resume from."""
         stream = self._watch.stream(
             self._custom.list_namespaced_custom_object,
-            GROUP, VERSION, self._namespace, PLURAL,
+            GROUP,
+            VERSION,
+            self._namespace,
+            PLURAL,
             resource_version=version,
             allow_watch_bookmarks=True,
             timeout_seconds=WATCH_TIMEOUT_S,
@@ -175,8 +176,11 @@ class ThumbnailJobCache:
                 return
             held = self._objects.get(name)
             # Same name, another uid: deleted and created again, keep the new one.
-            if held is not None and held["metadata"].get("uid") == obj["metadata"].get("uid") \
-                    and _version(held) >= _version(obj):
+            if (
+                held is not None
+                and held["metadata"].get("uid") == obj["metadata"].get("uid")
+                and _version(held) >= _version(obj)
+            ):
                 return  # a late event of a version already held
             self._objects[name] = obj
             self._changed(name)

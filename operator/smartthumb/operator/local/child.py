@@ -43,8 +43,9 @@ def _run_one(request: dict[str, Any]) -> int:
     limit = request["memory_limit_mb"] * MIB
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     # Only the soft limit: the next run may need a higher one.
-    resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY
-                                            else min(limit, hard), hard))
+    resource.setrlimit(
+        resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard)
+    )
     try:
         code = main(request["argv"])
     except SystemExit as exit_:  # argparse's usage errors

@@ -35,10 +35,25 @@ SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM
 # The workers parse untrusted images: they get what the runner reads (its limits and models)
 # and what any process needs, never the API's tokens, webhook keys or storage credentials.
 PASSED_ENV = {
-    "PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "PYTHONPATH",
-    "SSL_CERT_FILE", "SSL_CERT_DIR",  # URL sources
-    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
-    MODEL_DIR_ENV, YOLO_ENV, *(env_name(field) for field in Limits.model_fields),
+    "PATH",
+    "HOME",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "LD_LIBRARY_PATH",
+    "PYTHONPATH",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",  # URL sources
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    MODEL_DIR_ENV,
+    YOLO_ENV,
+    *(env_name(field) for field in Limits.model_fields),
 }
 
 
@@ -46,6 +61,8 @@ def worker_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The fork server's (and so every worker's) environment: `environ` allow-listed."""
     passed = {k: v for k, v in environ.items() if k in PASSED_ENV or k.startswith("LC_")}
     return {**passed, **SINGLE_THREADED}
+
+
 KILL_WAIT_S = 10.0
 """How long kill() waits for the exit report: a wedged fork server must not hang the engine."""
 

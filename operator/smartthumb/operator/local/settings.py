@@ -53,7 +53,8 @@ class EngineSettings(WebhookSettings, BaseSettings):
         ),
     )
     worker_max_runs: int = Field(
-        500, ge=1,
+        500,
+        ge=1,
         description="A warm runner worker process is replaced after this many runs (bounds leaks "
         "in native libraries); any run that fails other than on bad input replaces it at once.",
     )

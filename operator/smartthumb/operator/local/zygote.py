@@ -106,8 +106,12 @@ class _Server:
             try:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                for fd in (self.wakeup_r, self.wakeup_w, ours.fileno(),
-                           *(w.connection.fileno() for w in self.workers.values())):
+                for fd in (
+                    self.wakeup_r,
+                    self.wakeup_w,
+                    ours.fileno(),
+                    *(w.connection.fileno() for w in self.workers.values()),
+                ):
                     if fd != -1:  # -1: a worker hung up on, not reaped yet
                         os.close(fd)
                 # Not the server's pipes: the engine must see EOF once the server is gone.
