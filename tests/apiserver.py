@@ -22,6 +22,7 @@ import pytest
 import uvicorn
 from PIL import Image
 from smartthumb.api.app import create_app
+from smartthumb.api.server import server_config
 from smartthumb.api.settings import ApiSettings
 from smartthumb.operator.backend import Backend
 from smartthumb.operator.kube.backend import KubernetesBackend
@@ -42,8 +43,9 @@ class LiveServer:
     def __init__(
         self, settings: ApiSettings, backend: Backend, data_dir: Path, kind: str = "local"
     ) -> None:
-        config = uvicorn.Config(
+        config = server_config(
             create_app(settings, backend),
+            settings,
             host="127.0.0.1",
             port=0,
             log_level="warning",

@@ -314,25 +314,26 @@ def test_max_pixels_is_read_once_at_startup(
         assert_error(client.post("/thumbnail", json=inline(big)), 413, "image_too_large")
 
 
-def test_uploads_in_flight_share_a_memory_budget(tmp_path: Path) -> None:
-    """A slow client holding a big body open uses up the budget: the next big upload gets
-    503 + Retry-After until the first one is done, then goes through."""
+def test_uploads_in_flight_share_a_budget(tmp_path: Path) -> None:
+    """A slow client's body counts against the budget as it arrives: the next big upload
+    gets 503 + Retry-After until the first one is done, then goes through."""
     import socket
     from urllib.parse import urlsplit
 
     with live_server(tmp_path, max_upload_bytes=100_000, max_in_flight_bytes=150_000) as server:
         address = urlsplit(server.url)
         body = b'{"image_files": []}'.ljust(90_000)
+        sent = 70_000
         slow = socket.create_connection((address.hostname, address.port), timeout=10)
         try:
             slow.sendall(
                 b"POST /thumbnail HTTP/1.1\r\nHost: test\r\ncontent-type: application/json\r\n"
                 + f"content-length: {len(body)}\r\n\r\n".encode()
-                + body[:1000]
+                + body[:sent]
             )
             with httpx.Client(base_url=server.url, timeout=10) as client:
                 deadline = time.monotonic() + 10
-                while True:  # the server reserves the slow body's bytes once it sees its headers
+                while True:  # until the server has read the slow body's first 70 kB
                     busy = client.post(
                         "/thumbnail", content=body, headers={"content-type": "application/json"}
                     )
@@ -343,7 +344,7 @@ def test_uploads_in_flight_share_a_memory_budget(tmp_path: Path) -> None:
                 assert busy.headers["retry-after"] == "2"
                 small = client.post("/thumbnail", json={"image_files": []})
                 assert small.status_code == 400, "small bodies still fit in the budget"
-                slow.sendall(body[1000:])
+                slow.sendall(body[sent:])
                 answer = slow.recv(65536).decode(errors="replace")
                 assert answer.startswith("HTTP/1.1 400"), answer[:200]
                 after = client.post(

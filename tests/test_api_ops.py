@@ -135,7 +135,10 @@ def test_webhook_is_delivered_and_reported(
     try:
         with (
             serve(backend_kind, request, tmp_path, allow_private_webhooks=True) as server,
-            httpx.Client(base_url=server.url, timeout=60) as client,
+            # By name, not 127.0.0.1: the webhook's links must follow the address used.
+            httpx.Client(
+                base_url=server.url.replace("127.0.0.1", "localhost"), timeout=60
+            ) as client,
         ):
             accepted = client.post("/thumbnail", json={**FIT, "webhook_url": hook}).json()
             assert accepted["webhook_enabled"] is True
@@ -155,6 +158,8 @@ def test_webhook_is_delivered_and_reported(
             }
             headers, event = _Receiver.received[-1]
             assert event["job_id"] == job_id and event["status"] == "done"
+            assert event["job_url"] == f"{str(client.base_url).rstrip('/')}/job/{job_id}"
+            assert event["image_url"] == event["job_url"] + "/image"
             assert "webhook-id" in {key.lower() for key in headers}
             assert headers["path"] == "/hook?token=t0ken"  # delivered to the full URL
             assert "s3cret" not in json.dumps(job) and "t0ken" not in json.dumps(job)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,12 +47,39 @@ def test_an_unknown_backend_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_public_url_defaults_to_this_server_for_webhooks() -> None:
-    settings = ApiSettings(host="0.0.0.0", port=9000)
+    settings = ApiSettings(host="0.0.0.0", port=9000, allow_anonymous=True)
     assert not settings.public_url_configured
     assert settings.webhook_public_url() == "http://127.0.0.1:9000"
     behind_proxy = ApiSettings(public_url="https://thumbs.example.com/")
     assert behind_proxy.public_url_configured
     assert behind_proxy.webhook_public_url() == "https://thumbs.example.com"
+
+
+def test_a_network_listener_needs_tokens_or_an_explicit_opt_in() -> None:
+    for exposed in ("0.0.0.0", "::", "192.0.2.7", "thumbs.internal"):
+        with pytest.raises(ValueError, match="SMARTTHUMB_ALLOW_ANONYMOUS=true"):
+            ApiSettings(host=exposed)
+        assert ApiSettings(host=exposed, api_tokens="secret").api_tokens == ["secret"]
+        assert ApiSettings(host=exposed, allow_anonymous=True).allow_anonymous
+    for loopback in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert ApiSettings(host=loopback).loopback_only
+
+
+def test_smartthumb_api_refuses_an_open_network_listener(tmp_path: Path) -> None:
+    """One line on stderr and exit code 2, before anything listens or is written."""
+    env = {
+        **os.environ,
+        "SMARTTHUMB_HOST": "0.0.0.0",
+        "SMARTTHUMB_DATA_DIR": str(tmp_path / "data"),
+    }
+    env.pop("SMARTTHUMB_API_TOKENS", None)
+    env.pop("SMARTTHUMB_ALLOW_ANONYMOUS", None)
+    api = Path(sys.executable).with_name("smartthumb-api")
+    done = subprocess.run([api], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("smartthumb-api: SMARTTHUMB_HOST=0.0.0.0")
+    assert not (tmp_path / "data").exists()
 
 
 def test_every_field_is_documented() -> None:

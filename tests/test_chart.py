@@ -7,6 +7,7 @@ real node is tested elsewhere.
 
 from __future__ import annotations
 
+import base64
 import functools
 import importlib.util
 import json
@@ -42,6 +43,7 @@ VALUES: dict[str, dict[str, str]] = {
                     "api.autoscaling.enabled": "true", "api.podDisruptionBudget.enabled": "true",
                     "networkPolicy.enabled": "true", "webhooks.existingSecret": "hooks",
                     "api.tokens.existingSecret": "api-tokens"},
+    "anonymous": {"api.allowAnonymous": "true"},
 }  # fmt: skip
 
 pytestmark = pytest.mark.skipif(not HELM.exists(), reason=f"no helm at {HELM} (make testbin)")
@@ -209,7 +211,7 @@ def settings_from(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch, model: A
     for key, value in env.items():
         if isinstance(value, str):
             monkeypatch.setenv(key, value)
-        elif key.startswith("SMARTTHUMB_S3_"):  # secretKeyRef
+        elif key.startswith("SMARTTHUMB_S3_") or key == "SMARTTHUMB_API_TOKENS":  # secretKeyRef
             monkeypatch.setenv(key, "from-a-secret")
     monkeypatch.setenv("POD_NAMESPACE", NAMESPACE)
     return model()
@@ -255,6 +257,40 @@ def test_api_env_is_api_settings(name: str, monkeypatch: pytest.MonkeyPatch) -> 
     assert (api.backend.value, api.host, api.port) == ("kubernetes", "0.0.0.0", 8080)
     assert backend.namespace == NAMESPACE
     assert backend.storage == ("s3" if "storage.type" in VALUES[name] else "volume")
+
+
+def test_the_api_needs_a_token_unless_anonymous_is_asked_for() -> None:
+    """Secure by default: a random token in a Secret of the release (or the user's Secret);
+    only api.allowAnonymous serves everyone, and says so to the API."""
+    secret = one(render("defaults"), "Secret", f"{RELEASE}-smartthumb-api-tokens")
+    token = base64.b64decode(secret["data"]["tokens"]).decode()
+    assert len(token) == 40 and token.isalnum()
+    assert (
+        base64.b64decode(
+            one(render("defaults", "other"), "Secret", f"{RELEASE}-smartthumb-api-tokens")["data"][
+                "tokens"
+            ]
+        ).decode()
+        != token
+    ), "a fresh install gets its own token"
+
+    def token_ref(name: str) -> Any:
+        return env_of(one(render(name), "Deployment", f"{RELEASE}-smartthumb-api")).get(
+            "SMARTTHUMB_API_TOKENS"
+        )
+
+    assert token_ref("defaults") == {
+        "secretKeyRef": {"name": f"{RELEASE}-smartthumb-api-tokens", "key": "tokens"}
+    }
+    assert token_ref("optional-on") == {"secretKeyRef": {"name": "api-tokens", "key": "tokens"}}
+    assert not find(render("optional-on"), "Secret", f"{RELEASE}-smartthumb-api-tokens")
+    anonymous = env_of(one(render("anonymous"), "Deployment", f"{RELEASE}-smartthumb-api"))
+    assert anonymous["SMARTTHUMB_ALLOW_ANONYMOUS"] == "true"
+    assert "SMARTTHUMB_API_TOKENS" not in anonymous
+    assert not find(render("anonymous"), "Secret")
+    (test_pod,) = [o for o in render("defaults") if o["kind"] == "Pod"]
+    (container,) = test_pod["spec"]["containers"]
+    assert container["env"][0]["valueFrom"] == token_ref("defaults"), "helm test sends the token"
 
 
 def test_peering_with_two_replicas() -> None:

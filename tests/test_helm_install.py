@@ -20,6 +20,7 @@ The tests of this module share one release and run in order; the last one uninst
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
@@ -167,6 +168,14 @@ class Release:
         service = self.jobs.core.read_namespaced_service(f"{FULLNAME}-api", self.namespace)
         return f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}"
 
+    def api(self) -> httpx.Client:
+        """A client of the API's Service with the token the chart generated (read back from
+        its Secret, as the chart's NOTES tell users to)."""
+        secret = self.jobs.core.read_namespaced_secret(f"{FULLNAME}-api-tokens", self.namespace)
+        token = base64.b64decode(secret.data["tokens"]).decode()
+        headers = {"authorization": f"Bearer {token}"}
+        return httpx.Client(base_url=self.api_url(), timeout=30, headers=headers)
+
     def pods(self, component: str) -> list[Any]:
         return self.jobs.core.list_namespaced_pod(
             self.namespace, label_selector=f"{INSTANCE},app.kubernetes.io/component={component}"
@@ -313,7 +322,9 @@ def test_the_examples_run_through_kubectl_apply(release: Release) -> None:
 
 
 def test_the_api_makes_a_thumbnail_through_its_service(release: Release) -> None:
-    with httpx.Client(base_url=release.api_url(), timeout=30) as api:
+    anonymous = httpx.post(f"{release.api_url()}/thumbnail", json={}, timeout=30)
+    assert anonymous.status_code == 401, "the chart's API needs its generated token"
+    with release.api() as api:
         submitted = api.post(
             "/thumbnail",
             json={
@@ -333,7 +344,7 @@ def test_the_api_makes_a_thumbnail_through_its_service(release: Release) -> None
         assert image.headers["content-type"] == "image/jpeg"
     assert release.jobs.status(job_id)["phase"] == "Succeeded"  # a ThumbnailJob of the release
     # A ThumbnailJob applied with kubectl is a job of the API too (the README's walkthrough).
-    with httpx.Client(base_url=release.api_url(), timeout=30) as api:
+    with release.api() as api:
         applied = api.get("/job/astronaut/image")
         assert applied.status_code == 200, applied.text
     with Image.open(io.BytesIO(applied.content)) as thumbnail:
@@ -374,7 +385,7 @@ def test_helm_upgrade_changes_a_setting_and_keeps_the_jobs(release: Release) -> 
     assert release.jobs.status("astronaut")["phase"] == "Succeeded"  # nothing lost
     image = b64(encode(photo("coffee")))
     files = [{"filename": f"{n}.jpg", "content_base64": image} for n in ("a", "b")]
-    with httpx.Client(base_url=release.api_url(), timeout=30) as api:
+    with release.api() as api:
         refused = poll(
             "the new API pod behind the Service",
             lambda: (

@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 
 import anyio
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from smartthumb.api.deps import require_token
+from smartthumb.api.auth import TokenAuth
+from smartthumb.api.deps import BEARER
 from smartthumb.api.errors import install_error_handlers
-from smartthumb.api.limits import BodySizeLimit
+from smartthumb.api.limits import BodyGuard
 from smartthumb.api.routers import batches, health, jobs, metrics, thumbnail, uploads, web
 from smartthumb.api.settings import ApiSettings
 from smartthumb.operator.backend import Backend, create_backend
@@ -59,16 +60,18 @@ def create_app(settings: ApiSettings | None = None, backend: Backend | None = No
     app.state.public_url = settings.public_url if settings.public_url_configured else None
     app.state.accepting = False
     app.add_middleware(
-        BodySizeLimit,
+        BodyGuard,
         limit=settings.max_upload_bytes,
         in_flight_limit=settings.max_in_flight_bytes,
+        body_timeout_s=settings.body_timeout_s,
     )
+    app.add_middleware(TokenAuth, tokens=settings.api_tokens)  # outermost: before any body
     install_error_handlers(app)
 
     app.include_router(health.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
-    protected = [Depends(require_token)]
+    protected = [BEARER]
     for router in (thumbnail.router, uploads.router, batches.router, jobs.router, metrics.router):
         app.include_router(router, dependencies=protected)
     return app

@@ -3,30 +3,45 @@
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import uvicorn
+from pydantic import ValidationError
 from smartthumb.api.app import create_app
+from smartthumb.api.server import return_freed_memory, server_config
 from smartthumb.api.settings import ApiSettings
 from smartthumb.operator.backend import BackendStartError
 
 
+def _refuse_to_start(problem: object) -> NoReturn:
+    """The user's settings or state: one line, not a trace."""
+    print(f"smartthumb-api: {problem}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
-    settings = ApiSettings()
+    try:
+        settings = ApiSettings()
+    except ValidationError as error:
+        first = error.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        field = "_".join(str(part) for part in first["loc"]).upper()
+        _refuse_to_start(f"SMARTTHUMB_{field}: {message}" if field else message)
     try:
         app = create_app(settings)
-    except BackendStartError as error:  # the user's settings or state: one line, not a trace
-        print(f"smartthumb-api: {error}", file=sys.stderr)
-        sys.exit(2)
+    except BackendStartError as error:
+        _refuse_to_start(error)
     shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(f"smartthumb API on http://{shown_host}:{settings.port}/ (docs at /docs)", flush=True)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        proxy_headers=True,
-        timeout_graceful_shutdown=60,
-        access_log=settings.access_log,
-    )
+    if not settings.api_tokens and not settings.loopback_only:
+        print(
+            "smartthumb-api: no SMARTTHUMB_API_TOKENS and SMARTTHUMB_ALLOW_ANONYMOUS=true: "
+            "anyone who can reach this address may submit jobs",
+            file=sys.stderr,
+            flush=True,
+        )
+    return_freed_memory()
+    uvicorn.Server(server_config(app, settings)).run()
 
 
 if __name__ == "__main__":

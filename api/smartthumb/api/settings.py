@@ -6,6 +6,7 @@ or KubernetesBackendSettings, so one mode's knobs are not the other's.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated
 
@@ -56,6 +57,13 @@ class ApiSettings(BaseSettings):
             "/readyz, the web page shell and the API docs needs `Authorization: Bearer <token>`."
         ),
     )
+    allow_anonymous: bool = Field(
+        False,
+        description=(
+            "Serve without SMARTTHUMB_API_TOKENS on an address other than loopback (anyone who "
+            "can reach it may submit jobs). Off: smartthumb-api refuses to start that way."
+        ),
+    )
     max_inline_bytes: int = Field(
         20 * MiB, gt=0, description="Largest single uploaded image (base64 or multipart), bytes."
     )
@@ -74,9 +82,16 @@ class ApiSettings(BaseSettings):
         512 * MiB,
         gt=0,
         description=(
-            "Request bodies all requests in flight may hold together, in bytes; past it new "
-            "uploads get 503 with Retry-After (bodies are held in memory while parsed)."
+            "Request bodies all requests in flight may hold together, in bytes (counted as "
+            "they arrive, spooled to disk past 1 MiB); past it new uploads get 503 with "
+            "Retry-After."
         ),
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds a client has to send a request's line and headers (408)."
+    )
+    body_timeout_s: float = Field(
+        120.0, gt=0, description="Seconds a client has to send a whole request body (408)."
     )
     max_wait_s: float = Field(
         30.0,
@@ -103,6 +118,16 @@ class ApiSettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _no_anonymous_network_listener(self) -> ApiSettings:
+        if not self.api_tokens and not self.allow_anonymous and not self.loopback_only:
+            raise ValueError(
+                f"SMARTTHUMB_HOST={self.host} is reachable from the network and "
+                "SMARTTHUMB_API_TOKENS is empty: set tokens, or SMARTTHUMB_ALLOW_ANONYMOUS=true "
+                "to serve anyone who can reach it"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _read_runner_limits(self) -> ApiSettings:
         # The runner reads its limits itself (it is a CLI); reading them here once makes a bad
         # value a start-up error instead of a 500 on every upload.
@@ -118,6 +143,16 @@ class ApiSettings(BaseSettings):
     def max_pixels(self) -> int:
         """The runner's source limit, as read at start-up."""
         return self._limits.max_pixels
+
+    @property
+    def loopback_only(self) -> bool:
+        """True when only this machine can reach the listener."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:  # a host name: it may resolve to anything
+            return False
 
     @property
     def public_url_configured(self) -> bool:

@@ -36,9 +36,12 @@ def submit(
     *,
     webhook_url: str | None = None,
     batch_id: str | None = None,
+    api_url: str | None = None,
 ) -> Job:
     with _refusals():
-        return backend.submit(spec, inputs, webhook_url=webhook_url, batch_id=batch_id)
+        return backend.submit(
+            spec, inputs, webhook_url=webhook_url, batch_id=batch_id, api_url=api_url
+        )
 
 
 def submit_all(

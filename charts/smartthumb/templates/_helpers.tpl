@@ -189,3 +189,10 @@ seccompProfile:
     fieldRef:
       fieldPath: metadata.name
 {{- end }}
+
+{{/* The Secret holding the API's bearer tokens; empty when the API serves anyone. */}}
+{{- define "smartthumb.apiTokensSecret" -}}
+{{- if not .Values.api.allowAnonymous -}}
+{{- default (printf "%s-api-tokens" (include "smartthumb.fullname" .)) .Values.api.tokens.existingSecret -}}
+{{- end -}}
+{{- end -}}

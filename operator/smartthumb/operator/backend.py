@@ -97,8 +97,10 @@ class Backend(Protocol):
         *,
         webhook_url: str | None = None,
         batch_id: str | None = None,
+        api_url: str | None = None,
     ) -> Job:
-        """Queue one job. Raises InputError, WebhookRefusedError or QueueFullError."""
+        """Queue one job. Raises InputError, WebhookRefusedError or QueueFullError.
+        `api_url`: where the client reached the API, the base of the webhook's links."""
 
     def submit_batch(
         self, spec: ThumbnailSpec, inputs: Sequence[InputFile], batch_id: str

@@ -113,6 +113,13 @@ class Job(BaseModel):
         0, description="Runs stopped by eviction, preemption, node loss or a restart."
     )
     webhook: WebhookDelivery = Field(default_factory=WebhookDelivery)
+    api_url: str | None = Field(
+        None,
+        description=(
+            "The API address the job was submitted to: the base of the links in its webhook "
+            "(None: the sender's public URL setting)."
+        ),
+    )
     queue_position: int | None = Field(
         None, description="1 = next to run; only while queued (computed, not stored)."
     )

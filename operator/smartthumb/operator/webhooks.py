@@ -31,8 +31,10 @@ def job_urls(public_url: str, job_id: str) -> tuple[str, str]:
 
 def payload(job: Job, public_url: str | None) -> dict[str, Any]:
     """The body: the same bytes on every attempt, so the receiver can dedupe on webhook-id.
-    Without a public URL (an operator with no API in front) the links are null."""
-    job_url, image_url = job_urls(public_url, job.id) if public_url else (None, None)
+    The links start with the address the job was submitted to, else `public_url`; with
+    neither (a ThumbnailJob applied to an operator with no API in front) they are null."""
+    base = job.api_url or public_url
+    job_url, image_url = job_urls(base, job.id) if base else (None, None)
     return {
         "event": EVENT,
         "job_id": job.id,

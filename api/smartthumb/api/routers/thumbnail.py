@@ -50,7 +50,8 @@ def create_thumbnail(
         inputs.append(inline_input(upload.filename, data, settings))
     inputs += [url_input(url, settings) for url in body.image_urls]
     webhook = str(body.webhook_url) if body.webhook_url else None
-    job = submit(backend, body.spec(), inputs, webhook_url=webhook)
+    # The webhook's links start where this client reached the API (or at PUBLIC_URL).
+    job = submit(backend, body.spec(), inputs, webhook_url=webhook, api_url=links.base_url)
     return job_accepted(job, backend.stats().queued, links, backend.ttl_s)
 
 

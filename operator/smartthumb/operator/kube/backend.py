@@ -26,7 +26,13 @@ from smartthumb.operator.backend import (
     UnknownJobError,
     check_webhook,
 )
-from smartthumb.operator.kube.convert import BATCH_LABEL, job_from_resource, output_of, parse
+from smartthumb.operator.kube.convert import (
+    API_URL,
+    BATCH_LABEL,
+    job_from_resource,
+    output_of,
+    parse,
+)
 from smartthumb.operator.kube.objectstore import ObjectStore
 from smartthumb.operator.kube.resource import (
     GROUP,
@@ -162,9 +168,10 @@ class KubernetesBackend:
         *,
         webhook_url: str | None = None,
         batch_id: str | None = None,
+        api_url: str | None = None,
     ) -> Job:
         check_webhook(webhook_url, self.settings.allow_private_webhooks)
-        return self._create_all(spec, [list(inputs)], webhook_url, batch_id)[0]
+        return self._create_all(spec, [list(inputs)], webhook_url, batch_id, api_url)[0]
 
     def submit_batch(
         self, spec: ThumbnailSpec, inputs: Sequence[InputFile], batch_id: str
@@ -177,6 +184,7 @@ class KubernetesBackend:
         groups: list[list[InputFile]],
         webhook_url: str | None,
         batch_id: str | None,
+        api_url: str | None = None,
     ) -> list[Job]:
         """One ThumbnailJob per group of inputs: all created, or none (those made before a
         failure are deleted with their files)."""
@@ -186,7 +194,7 @@ class KubernetesBackend:
             for inputs in groups:
                 name = _ordered_id()
                 created.append(name)
-                self._create(name, spec, inputs, webhook_url, batch_id)
+                self._create(name, spec, inputs, webhook_url, batch_id, api_url)
         except BaseException:
             for name in created:
                 try:
@@ -212,6 +220,7 @@ class KubernetesBackend:
         inputs: list[InputFile],
         webhook_url: str | None,
         batch_id: str | None,
+        api_url: str | None,
     ) -> None:
         if not inputs:
             raise InputError("at least one input image is needed")
@@ -226,13 +235,16 @@ class KubernetesBackend:
         except ValidationError as error:
             raise InputError(str(error.errors()[0]["msg"])) from None
         labels = {**CREATED_BY, **({BATCH_LABEL: batch_id} if batch_id else {})}
+        annotations = {INPUT_NAMES: json.dumps([item.name for item in inputs])}
+        if api_url:
+            annotations[API_URL] = api_url
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": KIND,
             "metadata": {
                 "name": name,
                 "labels": labels,
-                "annotations": {INPUT_NAMES: json.dumps([item.name for item in inputs])},
+                "annotations": annotations,
             },
             "spec": job_spec.model_dump(mode="json", by_alias=True, exclude_none=True),
         }

@@ -35,6 +35,8 @@ from smartthumb.runner.spec import OutputReport, RunResult
 
 Obj = dict[str, Any]
 BATCH_LABEL = "smartthumb.dev/batch"
+API_URL = "smartthumb.dev/api-url"
+"""Annotation: the API address a ThumbnailJob was submitted to (the webhook's links)."""
 
 PHASES = {
     JobState.queued: Phase.queued,
@@ -104,6 +106,7 @@ def job_from_resource(obj: Obj) -> Job:
             max_mb=resources.max_memory_mib(),
         ),
         interruptions=status.interruptions,
+        api_url=(meta.get("annotations") or {}).get(API_URL),
         queue_position=status.queue_position,
     )
 

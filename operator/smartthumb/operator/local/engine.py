@@ -232,10 +232,12 @@ class LocalEngine:
         *,
         webhook_url: str | None = None,
         batch_id: str | None = None,
+        api_url: str | None = None,
     ) -> Job:
         """Queue a job. Raises InputError, WebhookRefusedError or QueueFullError."""
         check_webhook(webhook_url, self.settings.allow_private_webhooks)
-        return self._enqueue([self._prepare(spec, inputs, webhook_url, batch_id)])[0]
+        job, inputs = self._prepare(spec, inputs, webhook_url, batch_id)
+        return self._enqueue([(job.model_copy(update={"api_url": api_url}), inputs)])[0]
 
     def submit_batch(
         self, spec: ThumbnailSpec, inputs: Sequence[InputFile], batch_id: str
