@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from smartthumb.operator.kube.convert import events, job_from_resource, status_from_job
+from smartthumb.operator.kube.convert import API_URL, events, job_from_resource, status_from_job
 from smartthumb.operator.lifecycle import (
     Interrupted,
     LifecyclePolicy,
@@ -21,6 +21,7 @@ from smartthumb.operator.lifecycle import (
     decide,
 )
 from smartthumb.operator.models import JobState, RunOutcome
+from smartthumb.operator.webhooks import payload
 from smartthumb.runner.spec import Mode, OutputFormat, OutputReport, RunResult
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -97,6 +98,24 @@ def test_every_step_round_trips_through_the_status() -> None:
         "WebhookDelivered",
         "Expired",
     ]
+
+
+def test_the_webhook_links_start_where_the_job_was_submitted() -> None:
+    """The API records its address in an annotation; a ThumbnailJob applied with kubectl has
+    none, and its webhook links fall back to the operator's SMARTTHUMB_PUBLIC_URL."""
+    applied = job_from_resource(resource())
+    assert applied.api_url is None
+    assert payload(applied, "https://thumbs.example.com")["job_url"] == (
+        "https://thumbs.example.com/job/cover"
+    )
+    obj = resource()
+    obj["metadata"]["annotations"] = {API_URL: "http://10.1.2.3:8080"}
+    submitted = job_from_resource(obj)
+    assert submitted.api_url == "http://10.1.2.3:8080"
+    assert payload(submitted, "https://thumbs.example.com")["job_url"] == (
+        "http://10.1.2.3:8080/job/cover"
+    )
+    assert payload(applied, None)["job_url"] is None
 
 
 def test_a_condition_keeps_its_transition_time_while_its_status_holds() -> None:

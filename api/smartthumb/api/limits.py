@@ -4,8 +4,8 @@ A body is spooled (to a temporary file past SPOOL_IN_MEMORY) as it arrives: 413 
 request's limit, 503 with Retry-After while the bodies in flight would pass theirs (bytes
 are counted as they arrive, not as declared), 408 when the whole body takes longer than the
 body deadline. Only a complete body is handed on, so the app never parses a partial one,
-and JSON bodies are parsed a few at a time (JSON_PARSES): parsing holds the text, its
-Python string and the decoded image at once, several times the body's size.
+and large bodies are handled a few at a time (LARGE_BODIES): parsing one holds several
+copies of it at once (JSON text, its string, the decoded image; a multipart file read back).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 BUSY_RETRY_AFTER_S = "2"
 SPOOL_IN_MEMORY = 1024 * 1024
 REPLAY_CHUNK = 256 * 1024
-JSON_PARSES = 2
-"""JSON bodies parsed at once; the others wait, their bodies on disk, not in memory."""
+LARGE_BODIES = 2
+"""Requests with a body past SPOOL_IN_MEMORY handled at once; the others wait, their bodies
+on disk, not in memory."""
 DRAIN_S = 10.0
 """Longest a refused client's remaining body is read and dropped: closing a connection
 with unread data resets it, and the client may then never read the answer."""
@@ -82,7 +83,7 @@ class BodyGuard:
         self.in_flight_limit = in_flight_limit
         self.body_timeout_s = body_timeout_s
         self.in_flight = 0
-        self._json_parses: anyio.Semaphore | None = None  # made on the event loop
+        self._large_bodies: anyio.Semaphore | None = None  # made on the event loop
 
     def _too_large(self) -> _Refused:
         message = f"request body is larger than the limit of {self.limit} bytes"
@@ -163,9 +164,8 @@ class BodyGuard:
             return {"type": "http.request", "body": chunk, "more_body": not replayed}
 
         async with AsyncExitStack() as stack:
-            content_type = _header(scope, b"content-type") or b""
-            if content_type.split(b";")[0].strip().lower().endswith(b"json"):
-                if self._json_parses is None:
-                    self._json_parses = anyio.Semaphore(JSON_PARSES)
-                await stack.enter_async_context(self._json_parses)
+            if size > SPOOL_IN_MEMORY:
+                if self._large_bodies is None:
+                    self._large_bodies = anyio.Semaphore(LARGE_BODIES)
+                await stack.enter_async_context(self._large_bodies)
             await self.app(scope, replay, send)
