@@ -18,15 +18,16 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from images import save_photo  # noqa: E402
-from kubecluster import start_kube_cluster, testbin_dir  # noqa: E402
-from kubernetes import client  # noqa: E402
-from operatorharness import Cluster, run_operator, thumbnail_job  # noqa: E402
-from realnode import REAL_NODE_POD, image_tars, start_real_node  # noqa: E402
+from images import save_photo
+from kubecluster import start_kube_cluster, testbin_dir
+from kubernetes import client
+from operatorharness import Cluster, run_operator, thumbnail_job
+from realnode import REAL_NODE_POD, image_tars, start_real_node
 
 MEMORY = "512Mi"
 
@@ -41,7 +42,7 @@ class PeakMemory:
         self._interval = interval
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"
 sys.path.insert(0, str(TESTS))
 
-from kubecluster import (  # noqa: E402
+from kubecluster import (
     SETPRIV,
     KubeCluster,
     free_port,
@@ -52,11 +52,11 @@ from kubecluster import (  # noqa: E402
     start_kube_cluster,
     testbin_dir,
 )
-from kubernetes import client, watch  # noqa: E402
-from kubernetes.client.rest import ApiException  # noqa: E402
-from operatorharness import result_json, simulated, thumbnail_job  # noqa: E402
-from smartthumb.operator.kube import crd as crd_module  # noqa: E402
-from smartthumb.operator.kube.resource import GROUP, PLURAL, VERSION  # noqa: E402
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+from operatorharness import result_json, simulated, thumbnail_job
+from smartthumb.operator.kube import crd as crd_module
+from smartthumb.operator.kube.resource import GROUP, PLURAL, VERSION
 
 OPERATOR = REPO / ".venv" / "bin" / "smartthumb-operator"
 CREATORS = 8
@@ -135,18 +135,17 @@ def fresh_namespace(core: client.CoreV1Api, wait_gone: bool) -> Iterator[str]:
     finally:
         with contextlib.suppress(ApiException):
             core.delete_namespace(name)
-        if not wait_gone:
-            return
+        if wait_gone:
 
-        def gone() -> bool:
-            try:
-                core.read_namespace(name)
-            except ApiException as error:
-                return error.status == 404
-            return False
+            def gone() -> bool:
+                try:
+                    core.read_namespace(name)
+                except ApiException as error:
+                    return error.status == 404
+                return False
 
-        with contextlib.suppress(TimeoutError):
-            wait_until(f"namespace {name} to go", gone, 60, interval=0.5)
+            with contextlib.suppress(TimeoutError):
+                wait_until(f"namespace {name} to go", gone, 60, interval=0.5)
 
 
 @dataclass

@@ -134,10 +134,14 @@ def test_the_console_script_refuses_bad_settings_in_one_line() -> None:
         "SMARTTHUMB_VOLUME_CLAIM": "thumbs",
         "SMARTTHUMB_MAX_RUNNING": "0",
     }
-    out = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(  # check=False: the exit code is the point
+        [str(script)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "max_running" in out.stderr and "greater than or equal to 1" in out.stderr
     env = {"PATH": "/usr/bin:/bin"}
-    out = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(  # check=False: the exit code is the point
+        [str(script)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert out.returncode == 2 and "SMARTTHUMB_VOLUME_CLAIM" in out.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "hack"))
 
-from config_table import tables  # noqa: E402
+from config_table import tables
 
 
 def test_configuration_table_matches_the_settings_models() -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from images import photo, save_photo, write_pages
 from PIL import Image
-
 from smartthumb.runner.termination import TERMINATION_MESSAGE_LIMIT
 
 
@@ -24,6 +23,7 @@ def run_cli(
         text=True,
         timeout=120,
         env=env,
+        check=False,  # the tests assert on the exit code
     )
 
 
@@ -99,8 +99,8 @@ def test_fallback_never_imports_opencv(tmp_path: Path) -> None:
         f"'100', '-o', {str(tmp_path / 'f.jpg')!r}, {str(source)!r}]); "
         "assert rc == 0; assert 'cv2' not in sys.modules, 'fallback imported OpenCV'"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    result = subprocess.run(  # check=False: the exit code is asserted on
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
 
@@ -254,8 +254,8 @@ def test_a_native_allocation_failure_counts_as_out_of_memory(
         "sys.exit(main(['crop', '--mode', 'crop', '--width', '100', '--height', '100', "
         f"'-o', {str(tmp_path / 'o.jpg')!r}, {str(good_jpeg)!r}]))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    result = subprocess.run(  # check=False: the exit code is asserted on
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert_one_line_error(result, 3, "out of memory")
 
@@ -269,8 +269,8 @@ def test_without_opencv_the_smart_modes_still_work_on_edges(tmp_path: Path) -> N
         f"raise SystemExit(main(['crop', '--mode', 'crop', '--width', '100', '--height', '200', "
         f"'-o', {str(tmp_path / 'o.jpg')!r}, {str(source)!r}]))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    result = subprocess.run(  # check=False: the exit code is asserted on
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["method"] == "crop:edges-no-opencv"

@@ -17,7 +17,6 @@ from images import (
     write_pages,
 )
 from PIL import Image
-
 from smartthumb.runner.geometry import panel_widths
 from smartthumb.runner.pipeline import make_thumbnail
 from smartthumb.runner.spec import Mode, OutputFormat, ThumbnailSpec

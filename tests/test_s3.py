@@ -152,16 +152,19 @@ def s3_operator(
     installed_crd: str,
     tmp_path: Path,
 ) -> Iterator[Cluster]:
-    with kube_cluster.api_client() as api, volume_namespace(api, tmp_path) as namespace:
-        with real_node_operator(
+    with (
+        kube_cluster.api_client() as api,
+        volume_namespace(api, tmp_path) as namespace,
+        real_node_operator(
             kube_cluster,
             real_node,
             tmp_path,
             namespace,
             allow_private_sources=f"{real_node.gateway}/32",
             **s3_server.settings(real_node.gateway),
-        ):
-            yield Cluster(api, namespace)
+        ),
+    ):
+        yield Cluster(api, namespace)
 
 
 @pytest.mark.cluster

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from smartthumb.operator.local.store import JobStore
 from smartthumb.operator.models import Job, JobState, WebhookDelivery
 from smartthumb.runner.spec import ThumbnailSpec

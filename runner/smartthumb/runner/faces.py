@@ -65,7 +65,7 @@ def _squares(width: int, height: int) -> list[tuple[int, int, int]]:
     if long_side > side * 1.2:
         count = int(np.ceil(long_side / side))
         for step in np.linspace(0, long_side - side, count):
-            offset = int(round(step))
+            offset = round(step)
             tiles.append((offset, 0, side) if width > height else (0, offset, side))
     return tiles
 

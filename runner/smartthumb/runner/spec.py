@@ -85,7 +85,7 @@ class ThumbnailSpec(BaseModel):
         if self.aspect is not None and self.mode is not Mode.crop:
             raise ValueError("aspect applies to mode 'crop' only")
         if self.mode is Mode.pair:
-            width, height = self.pair_canvas()
+            width, _ = self.pair_canvas()
             if width < self.gap + 2:
                 raise ValueError("pair canvas is too narrow for two panels and the gap")
         return self

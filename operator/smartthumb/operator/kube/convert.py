@@ -58,7 +58,7 @@ RUN_OUTCOMES = {word: outcome for outcome, word in OUTCOMES.items()}
 
 
 def _time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+    return datetime.fromisoformat(text) if text else None
 
 
 def parse(obj: Obj) -> tuple[ThumbnailJobSpec, ThumbnailJobStatus]:
@@ -323,8 +323,10 @@ def events(before: Job, after: Job) -> list[Story]:
                 (
                     "Normal",
                     "Succeeded",
-                    f"thumbnail {output.width}x{output.height} "
-                    f"{output.format.value} written ({after.result.method})",
+                    (
+                        f"thumbnail {output.width}x{output.height} "
+                        f"{output.format.value} written ({after.result.method})"
+                    ),
                 )
             )
         elif after.state is JobState.failed:

@@ -62,7 +62,7 @@ def _phase(obj: Obj) -> str | None:
 
 
 def _due(text: str | None, moment: datetime) -> bool:
-    return text is not None and datetime.fromisoformat(text.replace("Z", "+00:00")) <= moment
+    return text is not None and datetime.fromisoformat(text) <= moment
 
 
 class Sweep:
@@ -344,7 +344,7 @@ def _finished_at(child: Obj) -> float:
         if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
             text = condition.get("lastTransitionTime") or ""
             try:
-                return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+                return datetime.fromisoformat(text).timestamp()
             except ValueError:
                 return 0.0
     return 0.0
