@@ -44,7 +44,7 @@ COMPUTED_DEFAULTS = {
     "namespace": "`$POD_NAMESPACE`, else `default`",
     "priority": "random",
 }
-SHOWN_ELSEWHERE = {EngineSettings: {"public_url"}}
+SHOWN_ELSEWHERE: dict[type[BaseModel], set[str]] = {EngineSettings: {"public_url"}}
 """Fields another table already lists under the same variable (the API hands it over)."""
 
 
@@ -63,7 +63,7 @@ def _default(name: str, field: FieldInfo) -> str:
 
 def table(settings: type[BaseModel], extra: list[tuple[str, str, str]]) -> str:
     # Limits is a plain model (the runner is a CLI): its variables carry the same prefix.
-    prefix = settings.model_config.get("env_prefix", "SMARTTHUMB_")
+    prefix = str(settings.model_config.get("env_prefix", "SMARTTHUMB_"))
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in settings.model_fields.items():
         if name in SHOWN_ELSEWHERE.get(settings, set()):

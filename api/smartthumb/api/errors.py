@@ -7,6 +7,7 @@ rewritten into the same shape so clients parse one format.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
@@ -54,7 +55,7 @@ def error_response(
     code: str,
     message: str,
     details: list[ErrorDetail] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body = ErrorResponse(error=ErrorInfo(code=code, message=message, details=details or []))
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)

@@ -6,7 +6,7 @@ import io
 import os
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from PIL import Image
 from smartthumb.runner.spec import OutputFormat, OutputReport
@@ -20,7 +20,7 @@ class Upload(Protocol):
     def put(self, data: bytes, media_type: str) -> None: ...
 
 
-def _save_options(fmt: OutputFormat, quality: int) -> dict[str, object]:
+def _save_options(fmt: OutputFormat, quality: int) -> dict[str, Any]:
     if fmt is OutputFormat.jpeg:
         return {"format": "JPEG", "quality": quality, "optimize": False}
     if fmt is OutputFormat.png:
@@ -69,7 +69,7 @@ def save(
     return OutputReport(format=fmt, width=ready.width, height=ready.height, bytes=size)
 
 
-def _write_file(image: Image.Image, path: Path, options: dict[str, object]) -> int:
+def _write_file(image: Image.Image, path: Path, options: dict[str, Any]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=".partial-", dir=path.parent)
     try:

@@ -37,7 +37,8 @@ def smart_focus(rgb: np.ndarray) -> Focus:
     from smartthumb.runner import subjects
 
     rgb8 = np.ascontiguousarray((rgb * 255).astype(np.uint8))
-    saliency = cv2.saliency.StaticSaliencySpectralResidual_create()
+    # A contrib module: cv2's own stubs leave it out.
+    saliency = cv2.saliency.StaticSaliencySpectralResidual_create()  # type: ignore[attr-defined]
     ok, saliency_map = saliency.computeSaliency(cv2.cvtColor(rgb8, cv2.COLOR_RGB2BGR))
     interest = edge_interest(rgb)
     if ok:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from PIL import Image
@@ -29,7 +30,7 @@ def edge_map(gray: np.ndarray) -> np.ndarray:
     gy = np.zeros_like(gray)
     gx[:, 1:-1] = gray[:, 2:] - gray[:, :-2]
     gy[1:-1, :] = gray[2:, :] - gray[:-2, :]
-    return np.hypot(gx, gy)
+    return cast(np.ndarray, np.hypot(gx, gy))
 
 
 def saturation(rgb: np.ndarray) -> np.ndarray:
@@ -54,7 +55,7 @@ def box_blur(values: np.ndarray, radius: int) -> np.ndarray:
         + integral[:-size, :-size]
     )
     height, width = values.shape
-    return (total[:height, :width] / (size * size)).astype(np.float32)
+    return cast(np.ndarray, (total[:height, :width] / (size * size)).astype(np.float32))
 
 
 def normalise(values: np.ndarray) -> np.ndarray:

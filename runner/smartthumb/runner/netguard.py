@@ -11,6 +11,7 @@ import ipaddress
 import re
 import socket
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 
@@ -100,7 +101,9 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     except (socket.gaierror, UnicodeError) as error:
         raise RefusedURL(f"cannot resolve {host!r}: {error}") from error
     # Drop an IPv6 zone ("fe80::1%eth0"): the address itself decides.
-    return list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+    return list(
+        dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos)
+    )
 
 
 def checked_address(url: httpx.URL, allow: AllowPrivate) -> IPAddress:
@@ -127,7 +130,7 @@ class GuardedTransport(httpx.HTTPTransport):
     """Connects to the checked IP while keeping the Host header and the TLS name (SNI and
     certificate check) of the original host."""
 
-    def __init__(self, allow: AllowPrivate, **kwargs: object) -> None:
+    def __init__(self, allow: AllowPrivate, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._allow = allow
 

@@ -26,7 +26,8 @@ Obj = dict[str, Any]
 
 
 def _condition(obj: Obj, kind: str) -> Obj | None:
-    for condition in obj.get("status", {}).get("conditions") or []:
+    conditions: list[Obj] = obj.get("status", {}).get("conditions") or []
+    for condition in conditions:
         if condition.get("type") == kind and condition.get("status") == "True":
             return condition
     return None

@@ -53,7 +53,8 @@ def runner_job_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: 
 
 @kopf.on.probe(id="sweep")
 def sweep_health(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
-    return memo.operator.health()
+    operator: Operator = memo.operator
+    return operator.health()
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

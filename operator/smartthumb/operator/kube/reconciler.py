@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -104,10 +104,13 @@ class Reconciler:
 
     def get(self, namespace: str, name: str) -> Obj | None:
         try:
-            return _json(
-                self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, name, _preload_content=False
-                )
+            return cast(
+                Obj,
+                _json(
+                    self.custom.get_namespaced_custom_object(
+                        GROUP, VERSION, namespace, PLURAL, name, _preload_content=False
+                    )
+                ),
             )
         except ApiException as error:
             if error.status == 404:
@@ -120,7 +123,7 @@ class Reconciler:
             answer = self.custom.list_cluster_custom_object(
                 GROUP, VERSION, PLURAL, resource_version="0", _preload_content=False
             )
-            return _json(answer)["items"]
+            return cast(list[Obj], _json(answer)["items"])
         items: list[Obj] = []
         for namespace in self.settings.namespaces:
             answer = self.custom.list_namespaced_custom_object(
@@ -157,7 +160,7 @@ class Reconciler:
             label_selector=f"batch.kubernetes.io/controller-uid={meta['uid']}",
             _preload_content=False,
         )
-        return _json(answer)["items"]
+        return cast(list[Obj], _json(answer)["items"])
 
     # --- deciding -----------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -110,8 +110,12 @@ def _volume_path(what: str) -> Any:
     ]
 
 
-SourcePath = _volume_path("a source")
-OutputPath = _volume_path("the output")
+if TYPE_CHECKING:  # to a type checker a str; the rules are pydantic metadata, built at run time
+    SourcePath = str
+    OutputPath = str
+else:
+    SourcePath = _volume_path("a source")
+    OutputPath = _volume_path("the output")
 
 
 def mib_quantity(mib: int) -> str:

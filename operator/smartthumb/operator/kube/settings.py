@@ -8,7 +8,7 @@ import os
 import secrets
 import socket
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic.networks import IPvAnyNetwork
@@ -138,14 +138,17 @@ class OperatorSettings(StorageSettings, WebhookSettings, BaseSettings):
         3, ge=0, description="Evictions/preemptions of a run that are re-run; one more fails it."
     )
     # The runner pods' source limits: their CLI reads these same variables, which the
-    # operator hands on to every pod.
-    max_pixels: int = Limits.model_fields["max_pixels"]
-    max_source_bytes: int = Limits.model_fields["max_source_bytes"]
-    source_timeout_s: float = Limits.model_fields["source_timeout_s"]
-    allowed_sources: Annotated[list[str], NoDecode] = Limits.model_fields["allowed_sources"]
-    allow_private_sources: Annotated[bool | list[IPvAnyNetwork], NoDecode] = Limits.model_fields[
-        "allow_private_sources"
-    ]
+    # operator hands on to every pod. (Their FieldInfo as the default, which pydantic takes and
+    # its types do not: cast to Any.)
+    max_pixels: int = cast(Any, Limits.model_fields["max_pixels"])
+    max_source_bytes: int = cast(Any, Limits.model_fields["max_source_bytes"])
+    source_timeout_s: float = cast(Any, Limits.model_fields["source_timeout_s"])
+    allowed_sources: Annotated[list[str], NoDecode] = cast(
+        Any, Limits.model_fields["allowed_sources"]
+    )
+    allow_private_sources: Annotated[bool | list[IPvAnyNetwork], NoDecode] = cast(
+        Any, Limits.model_fields["allow_private_sources"]
+    )
     sweep_interval_s: float = Field(
         5, gt=0, description="How often due TTLs, webhook retries and missing Jobs are looked for."
     )
@@ -180,9 +183,10 @@ class OperatorSettings(StorageSettings, WebhookSettings, BaseSettings):
         None,
         description="Base URL of the smartthumb API: webhooks then carry job_url and image_url.",
     )
-    # Read raw (NoDecode): the validator takes true/false, CIDRs or JSON.
-    allow_private_webhooks: Annotated[bool | list[IPvAnyNetwork], NoDecode] = (
-        WebhookSettings.model_fields["allow_private_webhooks"]
+    # Read raw (NoDecode): the validator takes true/false, CIDRs or JSON. (Its FieldInfo as the
+    # default, which pydantic takes and its types do not: cast to Any.)
+    allow_private_webhooks: Annotated[bool | list[IPvAnyNetwork], NoDecode] = cast(
+        Any, WebhookSettings.model_fields["allow_private_webhooks"]
     )
 
     _split = field_validator("namespaces", mode="before")(split_commas)
@@ -253,9 +257,10 @@ class KubernetesBackendSettings(StorageSettings, BaseSettings):
         description="With storage `s3`: the API's copies of thumbnails it serves, and their "
         "format/width variants (each job's folder goes when the job does).",
     )
-    # Read raw (NoDecode): the validator takes true/false, CIDRs or JSON.
-    allow_private_webhooks: Annotated[bool | list[IPvAnyNetwork], NoDecode] = (
-        WebhookSettings.model_fields["allow_private_webhooks"]
+    # Read raw (NoDecode): the validator takes true/false, CIDRs or JSON. (Its FieldInfo as the
+    # default, which pydantic takes and its types do not: cast to Any.)
+    allow_private_webhooks: Annotated[bool | list[IPvAnyNetwork], NoDecode] = cast(
+        Any, WebhookSettings.model_fields["allow_private_webhooks"]
     )
 
     _parse_allowed = field_validator("allow_private_webhooks", mode="before")(parse_allow_private)

@@ -221,8 +221,8 @@ class Sweep:
         """Level-triggered: create the Job of a run that has none, report a finished Job the
         handlers missed (an operator restart, a dropped watch)."""
         existing = {_key(child) for child in children}
-        for obj in running:
-            self.reconciler.ensure_child(obj, existing)
+        for item in running:
+            self.reconciler.ensure_child(item, existing)
         owners = {_key(obj): obj for obj in running}
         cutoff = time.time() - HANDLER_HEADSTART_S
         for child in children:

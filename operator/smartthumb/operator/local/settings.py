@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 from pydantic import Field, field_validator, model_validator
 from pydantic.networks import IPvAnyNetwork
@@ -68,9 +68,10 @@ class EngineSettings(WebhookSettings, BaseSettings):
         "http://127.0.0.1:8080",
         description="Base of the job_url and image_url sent in webhooks (the API passes its own).",
     )
-    # Read raw (NoDecode): the validator takes true/false, CIDRs or JSON.
-    allow_private_webhooks: Annotated[bool | list[IPvAnyNetwork], NoDecode] = (
-        WebhookSettings.model_fields["allow_private_webhooks"]
+    # Read raw (NoDecode): the validator takes true/false, CIDRs or JSON. (Its FieldInfo as the
+    # default, which pydantic takes and its types do not: cast to Any.)
+    allow_private_webhooks: Annotated[bool | list[IPvAnyNetwork], NoDecode] = cast(
+        Any, WebhookSettings.model_fields["allow_private_webhooks"]
     )
     sweep_interval_s: float = Field(
         30, gt=0, description="How often expired jobs are looked for (webhooks wake it earlier)."

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from smartthumb.operator.models import Job, JobState
 
@@ -54,7 +55,7 @@ class JobStore:
         with self._lock:
             self._db.close()
 
-    def _columns(self, job: Job) -> tuple:
+    def _columns(self, job: Job) -> tuple[Any, ...]:
         return (
             job.batch_id,
             job.state.value,
@@ -96,7 +97,7 @@ class JobStore:
         with self._lock:
             self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
-    def _rows(self, sql: str, params: Iterable = ()) -> list[tuple]:
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._db.execute(sql, tuple(params)).fetchall()
 
@@ -121,7 +122,7 @@ class JobStore:
         return [job_id for (job_id,) in rows]
 
     def count(self, state: JobState) -> int:
-        return self._rows("SELECT COUNT(*) FROM jobs WHERE state = ?", (state.value,))[0][0]
+        return int(self._rows("SELECT COUNT(*) FROM jobs WHERE state = ?", (state.value,))[0][0])
 
     def queue_position(self, job_id: str) -> int | None:
         """1 for the next queued job to run; None when the job is not queued."""

@@ -158,7 +158,7 @@ class _Server:
     def _report(self, worker: _Worker, line: bytes) -> dict[str, Any] | None:
         """Pass on a worker's report of its run; None when `line` is no report."""
         try:
-            report = json.loads(line)
+            report: dict[str, Any] = json.loads(line)
         except ValueError:  # cut short: the worker died while writing it
             return None
         self.busy.pop(report["id"], None)
