@@ -21,6 +21,7 @@ import httpx
 import pytest
 import uvicorn
 from PIL import Image
+from pydantic import BaseModel
 from smartthumb.api.app import create_app
 from smartthumb.api.server import server_config
 from smartthumb.api.settings import ApiSettings
@@ -74,7 +75,7 @@ class LiveServer:
         self.thread.join(timeout=60)
 
 
-def _split(overrides: dict[str, Any], *models: type) -> list[dict[str, Any]]:
+def _split(overrides: dict[str, Any], *models: type[BaseModel]) -> list[dict[str, Any]]:
     """The overrides each settings model takes, by field name; a name none takes is a typo."""
     parts: list[dict[str, Any]] = [{} for _ in models]
     for key, value in overrides.items():

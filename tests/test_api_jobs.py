@@ -205,18 +205,21 @@ def _fit_job(client: httpx.Client, content: str, filename: str, **spec: object) 
 
 def test_jpeg_variant_of_a_transparent_png_is_flattened_on_white(client: httpx.Client) -> None:
     job_id = _fit_job(client, _transparent_png(), "t.png", format="png")
-    for params in ({"format": "jpg"}, {"format": "jpg", "width": 100}):
+    variants: list[dict[str, str | int]] = [{"format": "jpg"}, {"format": "jpg", "width": 100}]
+    for params in variants:
         response = client.get(f"/job/{job_id}/image", params=params)
         assert response.status_code == 200, response.text
         with Image.open(io.BytesIO(response.content)) as variant:
             assert variant.format == "JPEG"
             corner = variant.convert("RGB").getpixel((0, 0))
-            assert min(corner) >= 250, corner  # white, as the runner does: not black
+            # White, as the runner does: not black.
+            assert isinstance(corner, tuple) and min(corner) >= 250, corner
             middle = variant.convert("RGB").getpixel((variant.width // 2, variant.height // 2))
-            assert middle[0] > 200 and middle[1] < 60, middle
+            assert isinstance(middle, tuple) and middle[0] > 200 and middle[1] < 60, middle
     webp = client.get(f"/job/{job_id}/image", params={"format": "webp"})
     with Image.open(io.BytesIO(webp.content)) as variant:
-        assert variant.mode == "RGBA" and variant.getpixel((0, 0))[3] == 0  # alpha kept
+        pixel = variant.getpixel((0, 0))
+        assert variant.mode == "RGBA" and isinstance(pixel, tuple) and pixel[3] == 0  # alpha kept
 
 
 def test_png_variants_ignore_quality(client: httpx.Client, server: LiveServer) -> None:

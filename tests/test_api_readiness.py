@@ -26,10 +26,12 @@ def test_readyz_is_503_while_the_fork_server_is_down_and_recovers(tmp_path: Path
         assert first is not None
         os.kill(first, signal.SIGKILL)
         answers: list[httpx.Response] = []
-        wait_until(
-            lambda: answers.append(client.get("/readyz")) or answers[-1].status_code == 503,
-            timeout=10,
-        )
+
+        def unready() -> bool:
+            answers.append(client.get("/readyz"))
+            return answers[-1].status_code == 503
+
+        wait_until(unready, timeout=10)
         assert answers[-1].json() == {
             "ready": False,
             "reason": "the runner fork server or an engine thread is down",

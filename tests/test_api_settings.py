@@ -26,8 +26,10 @@ def test_environment_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert settings.backend is BackendKind.kubernetes
     engine = EngineSettings()
     assert engine.data_dir == tmp_path and engine.workers == 3
+    assert isinstance(engine.allow_private_webhooks, list)
     assert [str(network) for network in engine.allow_private_webhooks] == ["10.0.0.0/8"]
     kube = KubernetesBackendSettings()
+    assert isinstance(kube.allow_private_webhooks, list)
     assert [str(network) for network in kube.allow_private_webhooks] == ["10.0.0.0/8"]
 
 
@@ -107,6 +109,7 @@ def test_allow_private_webhooks_takes_a_bool_cidrs_or_json(
     if isinstance(expected, bool):
         assert allowed is expected
     else:
+        assert isinstance(allowed, list)
         assert [str(network) for network in allowed] == expected
 
 

@@ -88,7 +88,7 @@ def test_crd_server_side_validation_rejects_bad_objects(
     ext = client.ApiextensionsV1Api(api)
     custom = client.CustomObjectsApi(api)
     group, plural = f"g{uuid.uuid4().hex[:6]}.test.smartthumb.io", "widgets"
-    crd = {
+    crd: dict[str, Any] = {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": f"{plural}.{group}"},

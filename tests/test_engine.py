@@ -351,7 +351,12 @@ def test_an_expired_row_left_by_a_crash_is_removed_and_the_scheduler_rests(tmp_p
     engine = LocalEngine(settings(tmp_path, sweep_interval_s=30))
     sweeps = []
     due = engine._store.due
-    engine._store.due = lambda *args, **kwargs: sweeps.append(1) or due(*args, **kwargs)
+
+    def counting_due(*args, **kwargs):
+        sweeps.append(1)
+        return due(*args, **kwargs)
+
+    engine._store.due = counting_due  # type: ignore[method-assign]  # a spy
     engine.start()
     try:
         wait_until(lambda: not (tmp_path / "jobs" / job.id).exists())
@@ -403,7 +408,7 @@ def test_a_worker_thread_survives_an_engine_error_and_fails_only_that_job(tmp_pa
                 raise ForkServerError("injected")
             return real_run(*args, **kwargs)
 
-        engine._forkserver.run = failing_once
+        engine._forkserver.run = failing_once  # type: ignore[method-assign]  # a fault injector
         failed = engine.wait(engine.submit(RESIZE, [jpeg_input()]).id, timeout=30)
         assert failed.state is JobState.failed
         assert failed.error == (
@@ -416,7 +421,7 @@ def test_a_worker_thread_survives_an_engine_error_and_fails_only_that_job(tmp_pa
 def test_the_scheduler_survives_a_failed_sweep(tmp_path: Path):
     with running_engine(tmp_path, ttl_s=0.5, sweep_interval_s=0.1) as engine:
         due = engine._store.due
-        failures = []
+        failures: list[int] = []
 
         def failing_once(*args, **kwargs):
             if not failures:
@@ -424,7 +429,7 @@ def test_the_scheduler_survives_a_failed_sweep(tmp_path: Path):
                 raise sqlite3.OperationalError("injected: database is locked")
             return due(*args, **kwargs)
 
-        engine._store.due = failing_once
+        engine._store.due = failing_once  # type: ignore[method-assign]  # a fault injector
         job = engine.wait(engine.submit(RESIZE, [jpeg_input()]).id, timeout=30)
         wait_until(lambda: not (tmp_path / "jobs" / job.id).exists())
         assert failures and engine.healthy()

@@ -203,6 +203,7 @@ def test_a_dead_fork_server_fails_its_runs_and_is_restarted(tmp_path: Path) -> N
     source = _source(tmp_path)
     with running_fork_server() as server:
         old = fork_server_pid()
+        assert old is not None
         os.kill(old, signal.SIGKILL)
         wait_until(lambda: not server.alive)
         lost = server.run(_fit_argv(tmp_path, source, "a.jpg"), tmp_path / "a", 1024)
@@ -258,6 +259,7 @@ def test_workers_get_no_secret_of_the_api(tmp_path: Path, monkeypatch: pytest.Mo
             _one_run(server, _fit_argv(tmp_path, source, "o.jpg"), tmp_path / "r").outcome
             is RunOutcome.ok
         )
+        assert server._process is not None
         zygote = server._process.pid
         workers = [
             int(pid) for pid in Path(f"/proc/{zygote}/task/{zygote}/children").read_text().split()

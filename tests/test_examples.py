@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from kubestack import EXAMPLES, example
-from smartthumb.operator.kube import crd
+from smartthumb.operator.kube import resource
 from smartthumb.operator.kube.resource import ThumbnailJobSpec
 
 TESTS = Path(__file__).resolve().parent
@@ -26,7 +26,7 @@ def test_each_example_is_a_valid_thumbnailjob(name: str) -> None:
     jobs = [doc for doc in documents if doc["kind"] == "ThumbnailJob"]
     assert jobs, f"{name}.yaml has no ThumbnailJob"
     for job in jobs:
-        assert job["apiVersion"] == f"{crd.GROUP}/{crd.VERSION}"
+        assert job["apiVersion"] == f"{resource.GROUP}/{resource.VERSION}"
         ThumbnailJobSpec.model_validate(job["spec"])
         secret = (job["spec"].get("webhook") or {}).get("secretRef")
         if secret:  # the Secret it names comes with it

@@ -57,7 +57,7 @@ def test_reads_never_ask_the_api_server(backend: KubernetesBackend) -> None:
         calls.append(str(args[0]))
         return call_api(*args, **kwargs)
 
-    backend._api.call_api = counting  # type: ignore[method-assign]
+    backend._api.call_api = counting
     for _ in range(200):
         assert backend.get(job.id) is not None
         assert [one.id for one in backend.list_batch("b")] == [job.id]

@@ -12,6 +12,7 @@ from typing import Any
 
 from smartthumb.operator.kube.convert import API_URL, events, job_from_resource, status_from_job
 from smartthumb.operator.lifecycle import (
+    Event,
     Interrupted,
     LifecyclePolicy,
     RunnerExited,
@@ -58,7 +59,7 @@ def resource() -> dict[str, Any]:
 def test_every_step_round_trips_through_the_status() -> None:
     obj = resource()
     job = job_from_resource(obj)
-    steps = [
+    steps: list[Event] = [
         Started(attempt=1),
         RunnerExited(attempt=1, outcome=RunOutcome.oom, message="OOMKilled"),
         Interrupted(attempt=2, reason="preempted", replaced_by_backend="cover-2-x"),
@@ -79,7 +80,7 @@ def test_every_step_round_trips_through_the_status() -> None:
         job = job_from_resource(obj)
         assert job == transition.job, event
     assert [run.memory_mb for run in job.runs] == [256, 512, 1024, 256]
-    assert job.runs[-1].fallback and job.result.fallback_used
+    assert job.runs[-1].fallback and job.result is not None and job.result.fallback_used
     assert job.state is JobState.expired
     status = obj["status"]
     assert status["result"]["output"] == "smartthumb/shop/cover/thumbnail.webp"

@@ -94,7 +94,7 @@ def assert_no_op(job: Job, event: Event, now: float = 50) -> None:
     assert transition.changed is False
 
 
-def ladder(memory: MemoryPlan | None, ooms: int) -> tuple[Job, list[RunRunner]]:
+def ladder(memory: MemoryPlan | None, ooms: int) -> tuple[Job, list[Action]]:
     """A job whose first `ooms` runs ran out of memory, and every run it asked for."""
     transition = decide(make_job(memory=memory), Started(), at(1), POLICY)
     job, launched = transition.job, list(transition.actions)
@@ -252,7 +252,8 @@ def resumed_after_interruption() -> Job:
 @pytest.mark.parametrize("second_run", [retried_after_oom, resumed_after_interruption])
 def test_an_exit_of_an_earlier_run_is_a_no_op(second_run: Callable[[], Job]):
     job = second_run()
-    assert current_run(job).attempt == 2
+    run = current_run(job)
+    assert run is not None and run.attempt == 2
     for outcome in RunOutcome:
         assert_no_op(job, ended(1, outcome))
 

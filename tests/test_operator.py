@@ -176,7 +176,10 @@ def test_the_runner_job_is_memory_limited_restricted_and_owned(
 
 
 def test_oom_is_retried_with_double_the_memory(cluster: Cluster, operator: OperatorHandle):
-    runner_pod = simulated(result_json(), **{SIMULATE_MEMORY_NEED_ANNOTATION: "600Mi"})
+    runner_pod = simulated(
+        result_json(),
+        **{SIMULATE_MEMORY_NEED_ANNOTATION: "600Mi"},  # type: ignore[arg-type]  # not `labels`
+    )
     cluster.create(tj("bigger", resources={"maxMemory": "2Gi"}, runnerPod=runner_pod))
     status = cluster.finished("bigger")
     assert status["phase"] == "Succeeded"
@@ -195,7 +198,8 @@ def test_oom_at_the_maximum_falls_back_to_the_light_runner(
     kube_cluster: KubeCluster, cluster: Cluster, operator: OperatorHandle
 ) -> None:
     runner_pod = simulated(
-        result_json(method="pair:edges"), **{SIMULATE_MEMORY_NEED_ANNOTATION: "10Gi"}
+        result_json(method="pair:edges"),
+        **{SIMULATE_MEMORY_NEED_ANNOTATION: "10Gi"},  # type: ignore[arg-type]  # not `labels`
     )
     cluster.create(tj("light", resources={"maxMemory": "1Gi"}, runnerPod=runner_pod))
     status = cluster.finished("light")
@@ -475,6 +479,7 @@ def test_a_run_whose_job_was_never_created_gets_it_after_a_restart(
     """An operator that wrote 'Running, attempt 1' and died before creating the Job."""
     cluster.create(tj("orphan", runnerPod=simulated(result_json())))
     obj = cluster.get("orphan")
+    assert obj is not None
     now = "2026-01-01T00:00:00Z"
     obj["status"] = {
         "phase": "Running",
@@ -505,7 +510,8 @@ def test_deleting_a_job_while_the_operator_is_down_completes(
         cluster.create(tj("doomed", runnerPod=simulated(result_json(), duration="30s")))
         cluster.wait_phase("doomed", "Running")
         poll("its runner Job", cluster.jobs)
-    assert not cluster.get("doomed")["metadata"].get("finalizers")
+    doomed = cluster.get("doomed")
+    assert doomed is not None and not doomed["metadata"].get("finalizers")
     out = kube_cluster.kubectl(
         "delete", "tj", "doomed", "-n", cluster.namespace, "--timeout=20s", check=False
     )
@@ -596,7 +602,7 @@ def test_two_replicas_run_each_job_once_and_one_takes_over(
 def test_metrics_and_liveness(cluster: Cluster, operator: OperatorHandle) -> None:
     runner_pod = simulated(
         result_json(),
-        **{
+        **{  # type: ignore[arg-type]  # not `labels`
             SIMULATE_MEMORY_NEED_ANNOTATION: "10Gi",
             SIMULATE_FALLBACK_MEMORY_NEED_ANNOTATION: "1Mi",
         },

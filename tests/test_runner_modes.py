@@ -217,10 +217,12 @@ def test_transparency_is_kept_in_png_and_flattened_on_white_in_jpeg(tmp_path: Pa
         tmp_path / "logo-small.png",
     )
     with Image.open(tmp_path / "logo-small.png") as png:
-        assert png.mode == "RGBA" and png.getpixel((0, 0))[3] == 0
+        pixel = png.getpixel((0, 0))
+        assert png.mode == "RGBA" and isinstance(pixel, tuple) and pixel[3] == 0
     make_thumbnail([path], ThumbnailSpec(mode=Mode.fit, width=200), tmp_path / "logo.jpg")
     with Image.open(tmp_path / "logo.jpg") as jpeg:
-        assert min(jpeg.convert("RGB").getpixel((2, 2))) > 240, "transparent becomes white"
+        pixel = jpeg.convert("RGB").getpixel((2, 2))
+        assert isinstance(pixel, tuple) and min(pixel) > 240, "transparent becomes white"
 
 
 def test_large_jpeg_is_decoded_at_reduced_scale(tmp_path: Path) -> None:

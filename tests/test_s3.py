@@ -22,6 +22,7 @@ from operatorharness import thumbnail_job as tj
 from PIL import Image
 from realnode import RealNode
 from s3server import BUCKET, S3Server
+from smartthumb.operator.kube.backend import KubernetesBackend
 from smartthumb.operator.kube.objectstore import ObjectStore
 from smartthumb.operator.kube.settings import StorageSettings
 from smartthumb.operator.kube.storage import ObjectStorage
@@ -113,6 +114,7 @@ def test_the_api_on_kubernetes_with_object_storage(
         )
         assert accepted.status_code == 202, accepted.text
         job_id = accepted.json()["job_id"]
+        assert isinstance(server.backend, KubernetesBackend)
         prefix = f"smartthumb/{server.backend.settings.namespace}/{job_id}/"
         assert f"{prefix}inputs/000.jpg" in s3_server.objects()
         job = wait_done(client, job_id, timeout=120)

@@ -40,7 +40,8 @@ def test_save_updates_state_and_document(tmp_path: Path):
     store = JobStore(tmp_path / "jobs.sqlite3")
     store.insert(job("a"), [])
     store.save(job("a", state=JobState.failed, error="bad"))
-    assert store.get("a").error == "bad"
+    saved = store.get("a")
+    assert saved is not None and saved.error == "bad"
     assert store.ids_in_state(JobState.failed) == ["a"]
     assert store.count(JobState.queued) == 0
 

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from kubecluster import free_port
 from smartthumb.operator.backend import WebhookRefusedError
+from smartthumb.operator.lifecycle import WebhookResponse
 from smartthumb.operator.local import LocalEngine
 from smartthumb.operator.models import Job
 from smartthumb.operator.webhooks import WebhookSender, parse_retry_after
@@ -258,7 +259,9 @@ def test_dns_rebinding_is_caught_at_connect_time(
     answers = iter([[ipaddress.ip_address("93.184.216.34")]])
     lookups: list[str] = []
 
-    def rebinding_resolve(host: str, port: int) -> list[ipaddress.IPv4Address]:
+    def rebinding_resolve(
+        host: str, port: int
+    ) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
         lookups.append(host)
         return next(answers, [ipaddress.ip_address("127.0.0.1")])
 
@@ -313,7 +316,7 @@ def _trickle(text: bytes, interval: float = 0.1) -> Callable[[socket.socket], No
     return answer
 
 
-def _deliver(tmp_path: Path, url: str, timeout_s: float) -> tuple[object, float]:
+def _deliver(tmp_path: Path, url: str, timeout_s: float) -> tuple[WebhookResponse, float]:
     with running_engine(tmp_path) as engine:
         job = engine.submit(RESIZE, [jpeg_input()])
         wait_until(lambda: engine.get(job.id).state.finished)
