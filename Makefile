@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 MODELS := $(VENV)/.models
 
-.PHONY: install run cluster test testbin crds browser node bench yolo clean
+.PHONY: install run cluster lint test testbin crds browser node bench yolo clean
 
 $(INSTALLED): runner/pyproject.toml operator/pyproject.toml api/pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -59,9 +59,17 @@ images:
 node:
 	bash hack/ensure-node.sh
 
-# As root, the images are built for the real-node tests (skipped when they cannot be built,
-# failed in CI: the fixture reports what is missing).
-test: install browser yolo node
+# ruff (lint rules and formatting) and mypy (strict on the runner and the operator), configured
+# in pyproject.toml; seconds with the caches (.ruff_cache, .mypy_cache) warm.
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# Lint first: a finding fails `make test` before anything slow is set up. As root, the images
+# are built for the real-node tests (skipped when they cannot be built, failed in CI: the
+# fixture reports what is missing).
+test: lint install browser yolo node
 	$(MAKE) --no-print-directory testbin TESTBIN_KEEP_GOING=1
 	if [ "$$(id -u)" = 0 ]; then bash hack/images.sh || echo "make test: the images did not build (above); the real-node tests report it" >&2; fi
 	$(BIN)/python -m pytest
@@ -82,4 +90,4 @@ bench: install
 	$(BIN)/python bench/bench_runner.py
 
 clean:
-	rm -rf $(VENV) $(YOLO_VENV) .pytest_cache
+	rm -rf $(VENV) $(YOLO_VENV) .pytest_cache .ruff_cache .mypy_cache
