@@ -113,7 +113,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, code: str, message: str) -> None:
         self._end_head()
         response = error_response(status, code, message)
-        content = [STATUS_LINE[status]]
+        content: list[bytes | memoryview] = [STATUS_LINE[status]]  # starlette: body may be a view
         for name, value in [*self.server_state.default_headers, *response.raw_headers]:
             content.extend([name, b": ", value, b"\r\n"])
         content.extend([b"connection: close\r\n\r\n", response.body])
