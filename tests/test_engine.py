@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +27,11 @@ from smartthumb.operator.models import Job, JobState, RunOutcome, RunRecord
 from test_engine_support import (
     RESIZE,
     fork_server_pid,
+    fork_server_starts_hang,
     jpeg_input,
+    kill_fork_servers,
+    process_running,
+    returns_within,
     runner_workers,
     running_engine,
     settings,
@@ -443,3 +448,62 @@ def test_a_killed_fork_server_is_restarted_and_jobs_go_on(tmp_path: Path):
         wait_until(lambda: fork_server_pid() not in (None, old) and engine.healthy())
         done = engine.wait(engine.submit(RESIZE, [jpeg_input()]).id, timeout=30)
         assert done.state is JobState.done
+
+
+START_TIMEOUT_S = 10.0
+"""Long enough for a real start on a busy machine, short enough to wait for in a test."""
+
+
+def test_a_fork_server_restart_that_hangs_blocks_no_caller_and_is_retried(tmp_path: Path):
+    engine = LocalEngine(
+        settings(tmp_path / "data", workers=1, runner_start_timeout_s=START_TIMEOUT_S),
+        metrics=Metrics(CollectorRegistry()),
+    )
+    engine.start()
+    try:
+        with fork_server_starts_hang(tmp_path / "hang"):
+            old = fork_server_pid()
+            os.kill(old, signal.SIGKILL)
+            wait_until(lambda: not engine.healthy())
+            first = returns_within(2, engine.submit, RESIZE, [jpeg_input()])
+            wait_until(lambda: fork_server_pid() not in (None, old))
+            hung = fork_server_pid()
+            second = returns_within(2, engine.submit, RESIZE, [jpeg_input()])
+            assert returns_within(2, engine.get, first.id).state is JobState.queued
+            returns_within(2, engine.cancel, second.id)
+            assert returns_within(2, engine.get, second.id) is None
+            assert "fork server" in returns_within(2, engine.unready_reason)
+            wait_until(lambda: not process_running(hung), timeout=START_TIMEOUT_S + 10)
+        # The next try, a few seconds later, starts a working server: the job never ran before.
+        done = engine.wait(first.id, timeout=60)
+        assert done.state is JobState.done and done.interruptions == 0
+        assert [run.outcome for run in done.runs] == [RunOutcome.ok]
+        assert engine.healthy()
+    finally:
+        kill_fork_servers()  # unblocks an engine stuck on the hung one
+        engine.stop(graceful=False)
+    assert fork_server_pid() is None
+
+
+def test_stop_returns_in_time_while_a_fork_server_restart_hangs(tmp_path: Path):
+    engine = LocalEngine(settings(tmp_path / "data", workers=1))
+    engine.start()
+    stopper = threading.Thread(target=engine.stop, kwargs={"timeout": 1}, daemon=True)
+    try:
+        with fork_server_starts_hang(tmp_path / "hang"):
+            old = fork_server_pid()
+            os.kill(old, signal.SIGKILL)
+            job = engine.submit(RESIZE, [jpeg_input()])
+            wait_until(lambda: fork_server_pid() not in (None, old))
+            hung = fork_server_pid()
+            stopper.start()
+            stopper.join(10)
+        assert not stopper.is_alive(), "stop() blocks while the fork server restarts"
+    finally:
+        kill_fork_servers()  # unblocks an engine stuck on the hung one
+        if stopper.is_alive():
+            stopper.join(30)
+    assert not process_running(hung)
+    store = JobStore(tmp_path / "data" / "smartthumb.sqlite3")
+    assert store.get(job.id).state is JobState.queued  # for the next start()
+    store.close()

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from smartthumb.operator.lifecycle import RunRunner
-from smartthumb.operator.local.process import ForkServer, classify, runner_argv
+from smartthumb.operator.local.process import ForkServer, ForkServerError, classify, runner_argv
 from smartthumb.operator.models import RunOutcome
 from smartthumb.runner.cli import _build_parser
 from smartthumb.runner.spec import ThumbnailSpec
-from test_engine_support import fork_server_pid, runner_workers, vm_size_kb, wait_until
+from test_engine_support import (
+    fork_server_pid,
+    fork_server_starts_hang,
+    kill_fork_servers,
+    runner_workers,
+    vm_size_kb,
+    wait_until,
+)
 
 RESULT = '{"mode":"fit","method":"fit","output":{"format":"jpeg","width":10,"height":5,"bytes":9}}'
 
@@ -199,16 +208,58 @@ def test_reports_of_a_worker_that_retires_at_once_are_never_lost(tmp_path: Path)
         assert server.alive
 
 
-def test_a_dead_fork_server_fails_its_runs_and_is_restarted(tmp_path: Path) -> None:
+def test_a_dead_fork_server_is_restarted_without_waiting_for_a_run(tmp_path: Path) -> None:
     source = _source(tmp_path)
     with running_fork_server() as server:
         old = fork_server_pid()
         assert old is not None
         os.kill(old, signal.SIGKILL)
         wait_until(lambda: not server.alive)
-        lost = server.run(_fit_argv(tmp_path, source, "a.jpg"), tmp_path / "a", 1024)
-        assert lost.wait(60) and lost.outcome(1).outcome is RunOutcome.ok  # restarted first
+        assert server.wait_running(60)
         assert fork_server_pid() not in (None, old)
+        again = _one_run(server, _fit_argv(tmp_path, source, "a.jpg"), tmp_path / "a")
+        assert again.outcome is RunOutcome.ok
+
+
+def test_a_fork_server_that_is_never_ready_is_killed_at_the_start_timeout(
+    tmp_path: Path,
+) -> None:
+    server = ForkServer(start_timeout_s=1)
+    with fork_server_starts_hang(tmp_path / "hang"):
+        began = time.monotonic()
+        try:
+            with pytest.raises(ForkServerError, match="not ready within 1 s"):
+                server.start()
+        finally:
+            server.close()
+            kill_fork_servers()
+    assert time.monotonic() - began < 5
+    assert fork_server_pid() is None
+
+
+def test_close_ends_a_start_in_progress(tmp_path: Path) -> None:
+    server = ForkServer(start_timeout_s=60)
+    refused: list[ForkServerError] = []
+
+    def start() -> None:
+        try:
+            server.start()
+        except ForkServerError as error:
+            refused.append(error)
+
+    with fork_server_starts_hang(tmp_path / "hang"):
+        starter = threading.Thread(target=start, daemon=True)
+        starter.start()
+        try:
+            wait_until(lambda: fork_server_pid() is not None)
+            began = time.monotonic()
+            server.close()
+            starter.join(10)
+            assert not starter.is_alive() and time.monotonic() - began < 5
+        finally:
+            kill_fork_servers()
+    assert [str(error) for error in refused] == ["the runner fork server was closed (exit -9)"]
+    assert fork_server_pid() is None and not server.wait_running(0)
 
 
 def test_the_reader_survives_stray_lines_and_duplicate_reports(tmp_path: Path) -> None:

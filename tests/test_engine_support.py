@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+import pytest
 from PIL import Image
 from prometheus_client import CollectorRegistry
 from smartthumb.operator.backend import InputFile
@@ -22,6 +26,7 @@ from smartthumb.operator.metrics import Metrics
 from smartthumb.runner.spec import ThumbnailSpec
 
 RESIZE = ThumbnailSpec(mode="resize", width=200, height=200)
+T = TypeVar("T")
 
 
 def jpeg_bytes(width: int = 640, height: int = 360) -> bytes:
@@ -124,9 +129,10 @@ def wait_until(predicate: Any, timeout: float = 20, interval: float = 0.02) -> N
         time.sleep(interval)
 
 
-def fork_server_pid() -> int | None:
-    """PID of this test process's runner fork server (the zygote), if one runs."""
+def fork_server_pids() -> list[int]:
+    """PIDs of this test process's runner fork servers (zygotes): one, or a second starting."""
     me = str(os.getpid())
+    found = []
     for entry in Path("/proc").iterdir():
         try:
             cmdline = (entry / "cmdline").read_bytes()
@@ -135,8 +141,61 @@ def fork_server_pid() -> int | None:
             continue
         parent = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid"))
         if b"smartthumb.operator.local.zygote" in cmdline and parent == me:
-            return int(entry.name)
-    return None
+            found.append(int(entry.name))
+    return found
+
+
+def fork_server_pid() -> int | None:
+    """PID of this test process's runner fork server (the zygote), if one runs."""
+    return next(iter(fork_server_pids()), None)
+
+
+def kill_fork_servers() -> None:
+    """SIGKILL this test process's fork servers: a test that failed midway leaves none behind,
+    nor an engine blocked on one."""
+    for pid in fork_server_pids():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def process_running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie, dead but not reaped, is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@contextmanager
+def fork_server_starts_hang(directory: Path) -> Iterator[None]:
+    """Fork servers started meanwhile never get ready, as with a warm-up stuck on a slow disk:
+    a sitecustomize that sleeps, on the PYTHONPATH that reaches the fork server."""
+    directory.mkdir(exist_ok=True)
+    (directory / "sitecustomize.py").write_text("import time\n\ntime.sleep(3600)\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", str(directory), prepend=os.pathsep)
+        yield
+
+
+def returns_within(seconds: float, call: Callable[..., T], *args: Any) -> T:
+    """call(*args), failing the test if it blocks past `seconds` (in a daemon thread, which goes
+    on: the test's clean-up must unblock it)."""
+    future: Future[T] = Future()
+
+    def target() -> None:
+        try:
+            future.set_result(call(*args))
+        except BaseException as error:  # noqa: BLE001 - re-raised by result() below
+            future.set_exception(error)
+
+    threading.Thread(target=target, daemon=True).start()
+    try:
+        return future.result(timeout=seconds)
+    except TimeoutError:
+        if future.done():
+            raise  # the call's own TimeoutError
+        pytest.fail(f"{getattr(call, '__name__', call)} blocked for more than {seconds} s")
 
 
 def runner_workers() -> list[int]:

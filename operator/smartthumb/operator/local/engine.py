@@ -69,6 +69,11 @@ YOLO_MIN_MEMORY_MB = 4096
 """The optional YOLO detector (torch) maps about 3.5 GB of address space by itself."""
 SCHEDULER_ERROR_PAUSE_S = 1.0
 """After a failed sweep: the next one may fail the same way, and must not spin."""
+RUNNER_WAIT_POLL_S = 0.5
+"""A worker waiting for the fork server's restart looks this often whether the engine stops."""
+STOP_JOIN_S = 10.0
+"""How long stop() waits for its threads once every run is killed: a stuck one must not hang
+the shutdown (they are daemon threads)."""
 
 
 class EngineConfigError(ValueError):
@@ -152,7 +157,7 @@ class LocalEngine:
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._forkserver = ForkServer(settings.worker_max_runs)
+        self._forkserver = ForkServer(settings.worker_max_runs, settings.runner_start_timeout_s)
         self._senders = ThreadPoolExecutor(WEBHOOK_SENDERS, thread_name_prefix="smartthumb-webhook")
         metrics.watch(self.stats)
 
@@ -190,7 +195,7 @@ class LocalEngine:
 
     def healthy(self) -> bool:
         """True while the engine can run jobs: started, not stopping, its threads alive and
-        the runner fork server up (a dead one is restarted by the next run or sweep)."""
+        the runner fork server up (a dead one restarts by itself)."""
         return (
             self._started
             and not self._stopping.is_set()
@@ -213,13 +218,13 @@ class LocalEngine:
         with self._lock:
             self._aborting = True
             self._interrupted.update(self._processes)
-            processes = list(self._processes.values())
-        for process in processes:
-            process.kill()
+        self._forkserver.close()  # kills what still runs, and a restart in progress
         self._wake.set()
+        joined_by = time.monotonic() + STOP_JOIN_S
         for thread in self._threads:
-            thread.join()
-        self._forkserver.close()
+            thread.join(max(0.0, joined_by - time.monotonic()))
+            if thread.is_alive():
+                log.warning("%s still runs %g s after stop()", thread.name, STOP_JOIN_S)
         self._senders.shutdown(wait=True, cancel_futures=True)
         self._webhooks.close()
         self._store.close()
@@ -412,13 +417,20 @@ class LocalEngine:
     def _work(self) -> None:
         while True:
             job_id = self._queue.get()
-            if job_id is None or self._stopping.is_set():
-                return
+            if job_id is None or self._stopping.is_set() or not self._runner_up():
+                return  # a job taken stays queued in the store, for the next start()
             try:
                 self._run_job(job_id)
             except Exception as error:  # one job must not end the worker
                 log.exception("job %s: the engine failed while running it", job_id)
                 self._fail(job_id, error)
+
+    def _runner_up(self) -> bool:
+        """Wait, holding no lock, while the fork server restarts; False once the engine stops."""
+        while not self._forkserver.wait_running(RUNNER_WAIT_POLL_S):
+            if self._stopping.is_set():
+                return False
+        return True
 
     def _run_job(self, job_id: str) -> None:
         transition = self._apply(job_id, Started())
@@ -483,7 +495,6 @@ class LocalEngine:
 
     def _sweep(self) -> float:
         """One round of the scheduler; the seconds until the next one."""
-        self._forkserver.ensure_running()  # an idle engine heals too, not only the next run
         with self._lock:
             delivering = set(self._delivering)
         failed = False

@@ -3,10 +3,12 @@ a memory limit."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -65,6 +67,8 @@ def worker_env(environ: Mapping[str, str]) -> dict[str, str]:
 
 KILL_WAIT_S = 10.0
 """How long kill() waits for the exit report: a wedged fork server must not hang the engine."""
+RESTART_PAUSE_S = 5.0
+"""Between failed restarts of the fork server: one that cannot start must not spin."""
 
 
 class ForkServerError(RuntimeError):
@@ -150,12 +154,16 @@ class RunnerProcess:
 
 class ForkServer:
     """The engine's side of zygote.py: sends run/kill requests, routes exit reports. A server
-    that died is started again by the next run() (or ensure_running())."""
+    that dies is started again in the background, with no lock held: runs given meanwhile end
+    at once (lost, exit code None), and wait_running() waits for the new server."""
 
-    def __init__(self, max_runs_per_worker: int = 500) -> None:
+    def __init__(self, max_runs_per_worker: int = 500, start_timeout_s: float = 120) -> None:
         self._max_runs = max_runs_per_worker
+        self._start_timeout_s = start_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
+        self._starting: subprocess.Popen[bytes] | None = None  # not ready yet: close() kills it
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified when it comes up or closes
         self._runs: dict[int, RunnerProcess] = {}
         self._alive = False
         self._closed = False
@@ -166,30 +174,31 @@ class ForkServer:
         return self._alive
 
     def start(self) -> None:
-        """Raises ForkServerError when the server does not come up."""
-        with self._lock:
-            self._launch()
+        """Raises ForkServerError when the server is not ready within the start timeout."""
+        self._launch()
 
-    def ensure_running(self) -> bool:
-        """Start the server again if it died; True when it runs."""
-        with self._lock:
-            return self._revive()
+    def wait_running(self, timeout: float) -> bool:
+        """True once the server runs; False after `timeout`, or once closed."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._alive or self._closed, timeout)
+            return self._alive
 
     def close(self) -> None:
-        """Closing its stdin ends the server (and kills any child left)."""
-        with self._lock:
+        """Kill the server and its workers, or its start in progress; what still runs ends."""
+        with self._changed:
             self._closed = True
-            process = self._process
+            self._changed.notify_all()
+            process, starting = self._process, self._starting
+        if starting is not None:
+            starting.kill()  # its launcher reads EOF instead of "ready" and gives up
         if process is not None:
-            assert process.stdin is not None
-            process.stdin.close()
-            process.wait()
+            _kill(process)
 
     def run(self, argv: list[str], log_stem: Path, memory_limit_mb: int) -> RunnerProcess:
         with self._lock:
             run = RunnerProcess(self, next(self._ids), log_stem, memory_limit_mb)
-            if not self._revive():
-                run.ended.set()  # exit code None: reported as "the fork server died"
+            if not self._alive:
+                run.ended.set()  # exit code None: lost, as if the server had died under it
                 return run
             self._runs[run.run_id] = run
             self._send(
@@ -217,49 +226,54 @@ class ForkServer:
             run.ended.set()
 
     def _launch(self) -> None:
-        """Start a server process (the lock held)."""
-        old = self._process
-        if old is not None:  # dead, or alive with its reader gone: either way, done with
-            old.kill()
-            old.wait()
-            if old.stdin is not None:
-                old.stdin.close()
-        env = worker_env(os.environ)
+        """Start a server and wait for its ready line with no lock held (a warm-up takes
+        seconds); one not ready within the start timeout is killed. Raises ForkServerError."""
         process = subprocess.Popen(
             [sys.executable, "-m", "smartthumb.operator.local.zygote", str(self._max_runs)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=env,
+            env=worker_env(os.environ),
         )
-        assert process.stdout is not None
-        ready = process.stdout.readline()
-        try:
-            started = json.loads(ready or b"{}").get("event") == "ready"
-        except ValueError:
-            started = False
-        if not started:
-            process.kill()
-            process.wait()
-            raise ForkServerError(f"the runner fork server did not start (exit {process.poll()})")
-        self._process = process
-        self._alive = True
+        with self._lock:
+            closed, self._starting = self._closed, process
+        failure = "was closed" if closed else _not_ready(process, self._start_timeout_s)
+        with self._changed:
+            self._starting = None
+            if self._closed:
+                failure = "was closed"  # close() killed it, or it came up too late
+            if failure is None:
+                self._process, self._alive = process, True
+                self._changed.notify_all()
+        if failure is not None:
+            _kill(process)
+            assert process.stdout is not None
+            process.stdout.close()  # no reader thread owns it
+            raise ForkServerError(f"the runner fork server {failure} (exit {process.returncode})")
         threading.Thread(
-            target=self._read, args=(process,), name="smartthumb-forkserver", daemon=True
+            target=self._serve, args=(process,), name="smartthumb-forkserver", daemon=True
         ).start()
 
-    def _revive(self) -> bool:
-        """The lock held: start the server again if it died and was not closed."""
-        if self._alive:
-            return True
-        if self._closed:
-            return False
-        try:
-            self._launch()
-        except (ForkServerError, OSError):
-            log.exception("could not restart the runner fork server")
-            return False
-        log.warning("the runner fork server had died: restarted it")
-        return True
+    def _serve(self, process: subprocess.Popen[bytes]) -> None:
+        """Route the reports of `process`; once it is gone, start its successor."""
+        self._read(process)
+        _kill(process)  # EOF: it died, or it hung up; either way it is done with
+        if not self._closed:
+            log.warning("the runner fork server died (exit %s): restarting it", process.returncode)
+            self._restart()
+
+    def _restart(self) -> None:
+        """Start a server again until one runs or close() is called."""
+        while not self._closed:
+            try:
+                self._launch()
+            except (ForkServerError, OSError) as error:
+                if not self._closed:
+                    log.error("%s; trying again in %g s", error, RESTART_PAUSE_S)
+                with self._changed:
+                    self._changed.wait_for(lambda: self._closed, RESTART_PAUSE_S)
+            else:
+                log.warning("restarted the runner fork server")
+                return
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self._process is not None and self._process.stdin is not None
@@ -296,3 +310,27 @@ class ForkServer:
             for run in orphans:
                 run.ended.set()
             process.stdout.close()  # EOF reached: the pipe is this thread's to close
+
+
+def _not_ready(process: subprocess.Popen[bytes], timeout: float) -> str | None:
+    """Why the server did not say it is ready within `timeout` seconds; None when it did."""
+    assert process.stdout is not None
+    readable, _, _ = select.select([process.stdout], [], [], timeout)
+    if not readable:
+        return f"was not ready within {timeout:g} s (SMARTTHUMB_RUNNER_START_TIMEOUT_S): killed it"
+    line = process.stdout.readline()  # one short write (the ready line) or EOF: no blocking
+    if not line:
+        return "exited before it was ready"
+    with contextlib.suppress(ValueError):
+        if json.loads(line) == {"event": "ready"}:
+            return None
+    return f"wrote {line[:200]!r} instead of its ready line"
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a server (its workers die with it: zygote.py) and close its stdin."""
+    process.kill()
+    process.wait()
+    if process.stdin is not None:
+        with contextlib.suppress(OSError):  # a request still buffered meets the dead pipe
+            process.stdin.close()

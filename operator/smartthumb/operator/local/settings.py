@@ -58,6 +58,15 @@ class EngineSettings(WebhookSettings, BaseSettings):
         description="A warm runner worker process is replaced after this many runs (bounds leaks "
         "in native libraries); any run that fails other than on bad input replaces it at once.",
     )
+    runner_start_timeout_s: float = Field(
+        120,
+        gt=0,
+        description=(
+            "How long the runner fork server may take to start (import and warm up the runner, "
+            "torch too with THUMBNAIL_YOLO_MODEL); one that takes longer is killed and started "
+            "again, while jobs wait in the queue."
+        ),
+    )
     job_timeout_s: float = Field(
         1800, gt=0, description="A runner still running after this is killed."
     )

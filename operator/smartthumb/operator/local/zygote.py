@@ -15,6 +15,7 @@ by another thread.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import io
 import json
@@ -37,6 +38,8 @@ from smartthumb.runner.spec import ThumbnailSpec
 REUSE_FRACTION = 0.75
 """An idle worker takes a run only while its address space is below this share of the run's
 limit: RLIMIT_AS counts what earlier runs left mapped, and the fallback's limit is lower."""
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def _send(message: dict[str, Any]) -> None:
@@ -70,6 +73,15 @@ def _warm_up() -> None:
     gc.freeze()
 
 
+def _die_with(server_pid: int) -> None:
+    """SIGKILL this worker when the fork server dies: the engine re-queues the run, and an
+    orphan would go on writing that job's files beside its next run."""
+    if _LIBC.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL)) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() != server_pid:  # it died before the prctl
+        os._exit(EXIT_INTERNAL)
+
+
 class _Worker:
     """A forked runner worker and the run it is busy with (None: idle)."""
 
@@ -101,9 +113,11 @@ class _Server:
 
     def _spawn(self) -> _Worker:
         ours, theirs = socket.socketpair()
+        server_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
             try:
+                _die_with(server_pid)
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 for fd in (
