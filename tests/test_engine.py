@@ -18,12 +18,13 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from smartthumb.operator.backend import InputError, InputFile, QueueFullError
+from smartthumb.operator.lifecycle import current_run
 from smartthumb.operator.local import LocalEngine
 from smartthumb.operator.local.engine import DataDirInUse, EngineConfigError
 from smartthumb.operator.local.process import ForkServerError
 from smartthumb.operator.local.store import JobStore
 from smartthumb.operator.metrics import Metrics
-from smartthumb.operator.models import Job, JobState, RunOutcome, RunRecord
+from smartthumb.operator.models import FailureReason, Job, JobState, RunOutcome, RunRecord
 from test_engine_support import (
     RESIZE,
     fork_server_pid,
@@ -448,6 +449,43 @@ def test_a_killed_fork_server_is_restarted_and_jobs_go_on(tmp_path: Path):
         wait_until(lambda: fork_server_pid() not in (None, old) and engine.healthy())
         done = engine.wait(engine.submit(RESIZE, [jpeg_input()]).id, timeout=30)
         assert done.state is JobState.done
+
+
+def big_input(big_png: Path) -> InputFile:
+    return InputFile(name="big.png", data=big_png.read_bytes())
+
+
+def running_attempt(engine: LocalEngine, job_id: str) -> int | None:
+    run = current_run(engine.get(job_id))
+    return None if run is None else run.attempt
+
+
+def test_a_job_running_when_the_fork_server_dies_is_requeued_and_done(
+    tmp_path: Path, big_png: Path
+):
+    with running_engine(tmp_path, workers=1) as engine:
+        job = engine.submit(RESIZE, [big_input(big_png)])
+        wait_until(lambda: engine.get(job.id).state is JobState.running and runner_workers())
+        os.kill(fork_server_pid(), signal.SIGKILL)  # not the job's doing, unlike its worker's
+        done = engine.wait(job.id, timeout=60)
+    assert done.state is JobState.done, done.error
+    assert done.result.fallback_used is False and done.interruptions == 1
+    assert [(run.outcome, run.message) for run in done.runs] == [
+        (RunOutcome.interrupted, "the runner's fork server died"),
+        (RunOutcome.ok, None),
+    ]
+
+
+def test_a_job_whose_fork_server_dies_every_time_fails_after_the_cap(tmp_path: Path, big_png: Path):
+    with running_engine(tmp_path, workers=1) as engine:
+        job = engine.submit(RESIZE, [big_input(big_png)])
+        for attempt in range(1, 5):
+            wait_until(lambda n=attempt: running_attempt(engine, job.id) == n and runner_workers())
+            os.kill(fork_server_pid(), signal.SIGKILL)
+        failed = engine.wait(job.id, timeout=60)
+    assert failed.state is JobState.failed and failed.failure is FailureReason.interrupted
+    assert failed.error == "interrupted 4 times, the last time: the runner's fork server died"
+    assert [run.outcome for run in failed.runs] == [RunOutcome.interrupted] * 4
 
 
 START_TIMEOUT_S = 10.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -20,7 +21,9 @@ from test_engine_support import (
     fork_server_pid,
     fork_server_starts_hang,
     kill_fork_servers,
+    process_running,
     runner_workers,
+    slow_png,
     vm_size_kb,
     wait_until,
 )
@@ -56,7 +59,7 @@ RESULT = '{"mode":"fit","method":"fit","output":{"format":"jpeg","width":10,"hei
         (-6, "", RunOutcome.oom, "killed by SIGABRT at the 512 MiB memory limit"),
         (-15, "", RunOutcome.internal, "killed by SIGTERM"),
         (5, "", RunOutcome.internal, "exit code 5"),
-        (None, "", RunOutcome.internal, "the runner's fork server died"),
+        (None, "", RunOutcome.interrupted, "the runner's fork server died"),
         (0, "", RunOutcome.internal, "unreadable result on stdout"),
     ],
 )
@@ -208,16 +211,29 @@ def test_reports_of_a_worker_that_retires_at_once_are_never_lost(tmp_path: Path)
         assert server.alive
 
 
-def test_a_dead_fork_server_is_restarted_without_waiting_for_a_run(tmp_path: Path) -> None:
-    source = _source(tmp_path)
+def test_a_dead_fork_server_takes_its_workers_along_and_restarts_by_itself(
+    tmp_path: Path,
+) -> None:
+    big = slow_png(tmp_path / "big.png")
     with running_fork_server() as server:
         old = fork_server_pid()
         assert old is not None
-        os.kill(old, signal.SIGKILL)
-        wait_until(lambda: not server.alive)
-        assert server.wait_running(60)
+        running = server.run(_fit_argv(tmp_path, big, "a.jpg"), tmp_path / "a", 1024)
+        wait_until(lambda: runner_workers())
+        [worker] = runner_workers()
+        os.kill(worker, signal.SIGSTOP)  # mid-run, as if stuck in native code
+        try:
+            os.kill(old, signal.SIGKILL)
+            assert running.wait(10)
+            assert running.outcome(1).outcome is RunOutcome.interrupted  # lost, not failed
+            # An orphan would write a.jpg beside the run the engine re-queued.
+            wait_until(lambda: not process_running(worker), timeout=5)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGKILL)
+        assert server.wait_running(60)  # no run needed to bring it back
         assert fork_server_pid() not in (None, old)
-        again = _one_run(server, _fit_argv(tmp_path, source, "a.jpg"), tmp_path / "a")
+        again = _one_run(server, _fit_argv(tmp_path, big, "b.jpg"), tmp_path / "b")
         assert again.outcome is RunOutcome.ok
 
 

@@ -337,6 +337,30 @@ def test_runner_exit_reported_as_interrupted_requeues():
     assert job.runs[-1].outcome is RunOutcome.interrupted
 
 
+def test_a_run_lost_with_its_fork_server_reruns_where_it_was_a_few_times_at_most():
+    # What the local engine reports when its fork server dies under a run: not the job's doing.
+    lost = "the runner's fork server died"
+    job, _ = ladder(LADDER, 3)  # the light fallback runs
+    for count in range(1, POLICY.max_interruptions + 2):
+        report = ended(current_run(job).attempt, RunOutcome.interrupted, message=lost)
+        job = decide(job, report, at(10 * count), POLICY).job
+        assert_no_op(job, report)  # reported twice: counted once
+        if job.state is JobState.queued:
+            assert job.interruptions == count
+            rerun = decide(job, Started(), at(10 * count + 1), POLICY)
+            assert rerun.actions == [
+                RunRunner(
+                    attempt=len(job.runs) + 1,
+                    fallback=True,
+                    reason=job.fallback_reason,
+                    memory_mb=LADDER.fallback_mb,
+                )
+            ]
+            job = rerun.job
+    assert job.state is JobState.failed and job.failure is FailureReason.interrupted
+    assert job.error == f"interrupted {POLICY.max_interruptions + 1} times, the last time: {lost}"
+
+
 @pytest.mark.parametrize("state", [JobState.done, JobState.failed, JobState.expired])
 def test_a_finished_job_cannot_be_interrupted(state):
     assert_no_op(make_job().model_copy(update={"state": state}), Interrupted(reason="x"))

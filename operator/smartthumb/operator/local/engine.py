@@ -439,6 +439,9 @@ class LocalEngine:
             if run is None:
                 break
             transition = self._apply(job_id, self._run(transition.job, run))
+        requeued = transition is not None and transition.state is JobState.queued
+        if requeued and not self._stopping.is_set():  # stopping: the next start() finds it
+            self._queue.put(job_id)  # its run was lost with the fork server: it runs again
 
     def _fail(self, job_id: str, error: Exception) -> None:
         """Fail a job the engine broke down on while it ran (a queued one stays queued)."""

@@ -87,9 +87,13 @@ def runner_argv(spec: ThumbnailSpec, inputs: list[str], output: Path, run: RunRu
 def classify(
     exit_code: int | None, stdout: str, stderr: str, memory_limit_mb: int, attempt: int
 ) -> RunnerExited:
-    """How run `attempt` ended, from its exit status (None: unknown, the fork server died) and
+    """How run `attempt` ended, from its exit status (None: lost with the fork server) and
     output."""
     exited = RunnerExited(attempt=attempt, outcome=RunOutcome.internal)
+    if exit_code is None:  # not the job's doing: the lifecycle re-queues it (a few times at most)
+        return exited.model_copy(
+            update={"outcome": RunOutcome.interrupted, "message": "the runner's fork server died"}
+        )
 
     lines = [line for line in stderr.splitlines() if line.strip()]
     message = lines[-1].removeprefix("smartthumb: error: ") if lines else None
@@ -112,9 +116,7 @@ def classify(
                 "message": f"{how} at the {memory_limit_mb} MiB memory limit",
             }
         )
-    if exit_code is None:
-        message = "the runner's fork server died"
-    elif exit_code < 0:
+    if exit_code < 0:
         message = f"killed by {signal.Signals(-exit_code).name}"
     return exited.model_copy(update={"message": message or f"exit code {exit_code}"})
 
@@ -184,7 +186,8 @@ class ForkServer:
             return self._alive
 
     def close(self) -> None:
-        """Kill the server and its workers, or its start in progress; what still runs ends."""
+        """Kill the server (its workers die with it) or its start in progress; what still runs
+        ends lost."""
         with self._changed:
             self._closed = True
             self._changed.notify_all()
