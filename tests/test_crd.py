@@ -127,6 +127,18 @@ BAD = [
     # Height only: the width is round(225 * 16 / 9) = 400 < 400 + 2.
     Bad("pair-too-short", {"height": 225, "gap": 400},
         "pair canvas is too narrow for two panels and the gap", "pair canvas is too narrow"),
+    # round(8192 * 1 / 9999) = 1: the crop would be a strip 1 px high.
+    Bad("crop-aspect-degenerates", {"mode": "crop", "width": 8192, "aspect": "9999:1"},
+        "crop: the side completed from aspect must come out 16 to 8192 px; give both width "
+        "and height, or a less extreme aspect", "(aspect 9999:1 makes 8192x1)"),
+    # 16 * 9999 = 159984: was quietly clamped to 8192, which is another aspect.
+    Bad("crop-aspect-overflows", {"mode": "crop", "height": 16, "aspect": "9999:1"},
+        "crop: the side completed from aspect must come out 16 to 8192 px",
+        "(aspect 9999:1 makes 159984x16)"),
+    Bad("pair-too-low", {"width": 27}, "pair: the side completed from 16:9 must come out at "
+        "least 16 px; give a larger width or height, or both", "(the canvas is 27x15)"),
+    Bad("pair-too-thin", {"height": 8}, "pair: the side completed from 16:9 must come out at "
+        "least 16 px", "(the canvas is 14x8)"),
     # kubectl asks for strict field validation: refused. Without it the server prunes the
     # field (test_unknown_fields_are_pruned_without_strict_validation).
     Bad("unknown-field", {"colour": "red"}, 'unknown field "spec.colour"',
@@ -142,6 +154,10 @@ GOOD_CASES = {
     "pair-width-and-height": {"width": 800, "height": 800},
     "crop-width-and-aspect": {"mode": "crop", "width": 1200, "aspect": "16:9"},
     "crop-both-sizes": {"mode": "crop", "width": 300, "height": 400},
+    "crop-aspect-just-tall-enough": {"mode": "crop", "width": 8192, "aspect": "512:1"},  # 16
+    "crop-aspect-just-narrow-enough": {"mode": "crop", "height": 16, "aspect": "512:1"},
+    "pair-just-high-enough": {"width": 28},  # round(28 * 9 / 16) = 16
+    "pair-just-wide-enough-from-height": {"height": 9},  # round(9 * 16 / 9) = 16
     "fit-height-only": {"mode": "fit", "height": 400},
     "resize-both": {"mode": "resize", "width": 8192, "height": 1},
     "dots-in-names": {"sources": [{"path": "..hidden/a..b.jpg"}], "output": "out/x..jpg"},

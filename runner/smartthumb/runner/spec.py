@@ -12,7 +12,14 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_SIDE = 8192
-"""Largest output width or height; anything bigger is refused as absurd."""
+"""Largest output width or height; anything bigger is refused as absurd. The output's pixels
+have a limit of their own too (encode.max_output_pixels: SMARTTHUMB_MAX_PIXELS, less for
+WebP and AVIF), so 8192 is reached by banners, not squares."""
+MIN_SIDE = 16
+"""Smallest side the service completes from an aspect ratio (crop's `aspect`, pair's 16:9):
+the smallest icon size in use. Below it a subject-aware crop has nothing left to show, and
+`width=8192, aspect=9999:1` would quietly become a strip 1 px high. A side given explicitly
+may be smaller (a 1x1 resize is a dominant-colour placeholder)."""
 
 
 class Mode(str, Enum):
@@ -41,6 +48,16 @@ Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
 
 PAIR_DEFAULT_WIDTH = 1200
 
+COMPLETED_SIDE_OUT_OF_RANGE = (
+    f"crop: the side completed from aspect must come out {MIN_SIDE} to {MAX_SIDE} px; "
+    "give both width and height, or a less extreme aspect"
+)
+PAIR_SIDE_TOO_SHORT = (
+    f"pair: the side completed from 16:9 must come out at least {MIN_SIDE} px; "
+    "give a larger width or height, or both"
+)
+ASPECT_PATTERN = r"^[1-9][0-9]{0,3}:[1-9][0-9]{0,3}$"
+
 
 class ThumbnailSpec(BaseModel):
     """How to turn the input images into one thumbnail."""
@@ -59,8 +76,12 @@ class ThumbnailSpec(BaseModel):
     height: Side | None = Field(None, description="Output height in pixels (pair: width*9/16).")
     aspect: str | None = Field(
         None,
-        pattern=r"^[1-9][0-9]{0,3}:[1-9][0-9]{0,3}$",
-        description="crop only: aspect ratio W:H used when width or height is missing.",
+        max_length=9,
+        pattern=ASPECT_PATTERN,
+        description=(
+            "crop only: aspect ratio W:H used when width or height is missing; the side it "
+            f"completes must come out {MIN_SIDE} to {MAX_SIDE} px."
+        ),
     )
     format: OutputFormat = Field(OutputFormat.jpeg, description="Output image format.")
     quality: int = Field(82, ge=1, le=100, description="Encoder quality (jpeg, webp, avif).")
@@ -82,12 +103,24 @@ class ThumbnailSpec(BaseModel):
                 raise ValueError("mode 'crop' needs width and height, or one of them and aspect")
             if (self.width is None or self.height is None) and self.aspect is None:
                 raise ValueError("mode 'crop' needs both width and height, or aspect with one")
+            if self.width is None or self.height is None:
+                width, height = self.crop_size()
+                completed = height if self.height is None else width
+                if not MIN_SIDE <= completed <= MAX_SIDE:
+                    raise ValueError(
+                        f"{COMPLETED_SIDE_OUT_OF_RANGE} (aspect {self.aspect} makes "
+                        f"{width}x{height})"
+                    )
         if self.aspect is not None and self.mode is not Mode.crop:
             raise ValueError("aspect applies to mode 'crop' only")
         if self.mode is Mode.pair:
-            width, _ = self.pair_canvas()
+            width, height = self.pair_canvas()
             if width < self.gap + 2:
                 raise ValueError("pair canvas is too narrow for two panels and the gap")
+            if (self.width is None) != (self.height is None):
+                completed = height if self.height is None else width
+                if completed < MIN_SIDE:
+                    raise ValueError(f"{PAIR_SIDE_TOO_SHORT} (the canvas is {width}x{height})")
         return self
 
     def pair_canvas(self) -> tuple[int, int]:
@@ -102,14 +135,33 @@ class ThumbnailSpec(BaseModel):
         return width, max(1, round(width * 9 / 16))
 
     def crop_size(self) -> tuple[int, int]:
-        """Target size of mode crop, completing a missing side from the aspect ratio."""
+        """Target size of mode crop, completing a missing side from the aspect ratio (the
+        validator keeps that side within MIN_SIDE..MAX_SIDE)."""
         if self.width and self.height:
             return self.width, self.height
         aw, ah = (int(part) for part in (self.aspect or "1:1").split(":"))
         if self.width:
-            return self.width, max(1, min(MAX_SIDE, round(self.width * ah / aw)))
+            return self.width, scaled(self.width, ah, aw)
         assert self.height is not None
-        return max(1, min(MAX_SIDE, round(self.height * aw / ah))), self.height
+        return scaled(self.height, aw, ah), self.height
+
+    def output_size(self) -> tuple[int, int] | None:
+        """The output's size where the spec alone decides it (resize, pair, crop with
+        upscale); None where the source's size takes part (fit, crop without upscale)."""
+        if self.mode is Mode.resize:
+            assert self.width and self.height  # guaranteed by the validator
+            return self.width, self.height
+        if self.mode is Mode.pair:
+            return self.pair_canvas()
+        if self.mode is Mode.crop and self.upscale:
+            return self.crop_size()
+        return None
+
+
+def scaled(side: int, numerator: int, denominator: int) -> int:
+    """side * numerator / denominator rounded half up, in integers: the CRD's CEL rule
+    computes the same expression, so the API server and the model agree to the pixel."""
+    return (2 * side * numerator + denominator) // (2 * denominator)
 
 
 class Box(BaseModel):

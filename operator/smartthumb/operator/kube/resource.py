@@ -22,7 +22,17 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 from smartthumb.runner.limits import MAX_INPUTS
-from smartthumb.runner.spec import InputReport, Mode, OutputFormat, ThumbnailSpec
+from smartthumb.runner.spec import (
+    ASPECT_PATTERN,
+    COMPLETED_SIDE_OUT_OF_RANGE,
+    MAX_SIDE,
+    MIN_SIDE,
+    PAIR_SIDE_TOO_SHORT,
+    InputReport,
+    Mode,
+    OutputFormat,
+    ThumbnailSpec,
+)
 
 GROUP = "smartthumb.dev"
 VERSION = "v1alpha1"
@@ -334,6 +344,20 @@ class RunnerPod(BaseModel):
     )
 
 
+def _scaled(side: str, numerator: str, denominator: str) -> str:
+    """CEL of spec.scaled(): side * numerator / denominator rounded half up (CEL's int
+    division truncates, as Python's // does for positive numbers)."""
+    return f"(2 * self.{side} * {numerator} + {denominator}) / (2 * {denominator})"
+
+
+def _side_in_range(side: str) -> str:
+    return f"({MIN_SIDE} <= {side} && {side} <= {MAX_SIDE})"
+
+
+_ASPECT_W = "int(self.aspect.split(':')[0])"
+_ASPECT_H = "int(self.aspect.split(':')[1])"
+
+
 class ThumbnailJobSpec(ThumbnailSpec):
     """What to make: the ThumbnailSpec fields (mode, width, height, ...) plus where the
     images are and how the runner pods run. Immutable once created."""
@@ -368,6 +392,22 @@ class ThumbnailJobSpec(ThumbnailSpec):
                 "self.mode != 'pair' || (has(self.width) ? self.width >= self.gap + 2 : "
                 "!has(self.height) || (self.height * 16 + 4) / 9 >= self.gap + 2)",
                 "pair canvas is too narrow for two panels and the gap",
+            ),
+            # A malformed aspect is reported by its own pattern; int() would fail first.
+            _rule(
+                "self.mode != 'crop' || (has(self.width) && has(self.height)) || "
+                f"!has(self.aspect) || !self.aspect.matches('{ASPECT_PATTERN}') || "
+                "(has(self.width) ? "
+                f"{_side_in_range(_scaled('width', _ASPECT_H, _ASPECT_W))} : "
+                f"{_side_in_range(_scaled('height', _ASPECT_W, _ASPECT_H))})",
+                COMPLETED_SIDE_OUT_OF_RANGE,
+            ),
+            # round(width * 9 / 16) and round(height * 16 / 9), as in pair_canvas().
+            _rule(
+                "self.mode != 'pair' || has(self.width) == has(self.height) || "
+                f"(has(self.width) ? (self.width * 9 + 8) / 16 >= {MIN_SIDE} : "
+                f"(self.height * 16 + 4) / 9 >= {MIN_SIDE})",
+                PAIR_SIDE_TOO_SHORT,
             ),
         ),
     )
