@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zlib
@@ -11,6 +12,11 @@ from pathlib import Path
 import pytest
 from images import photo, save_photo, write_pages
 from PIL import Image
+from smartthumb.operator.kube.resource import Resources, quantity_bytes
+from smartthumb.operator.local.settings import EngineSettings
+from smartthumb.runner.encode import max_output_pixels
+from smartthumb.runner.limits import DEFAULT_MAX_PIXELS, MiB
+from smartthumb.runner.spec import OutputFormat
 from smartthumb.runner.termination import TERMINATION_MESSAGE_LIMIT
 
 
@@ -275,3 +281,46 @@ def test_without_opencv_the_smart_modes_still_work_on_edges(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["method"] == "crop:edges-no-opencv"
     assert Image.open(tmp_path / "o.jpg").size == (100, 200)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "width", "height"),
+    [
+        (OutputFormat.avif, 3162, 3162),
+        (OutputFormat.webp, 5000, 5000),
+        (OutputFormat.jpeg, 8192, 6103),
+    ],
+    ids=["avif", "webp", "jpeg"],
+)
+def test_the_largest_output_of_each_format_fits_the_default_memory_limits(
+    tmp_path: Path, fmt: OutputFormat, width: int, height: int
+) -> None:
+    """Under the local engine's address-space limit, and within the runner pod's memory
+    limit: measured as the peak RSS of this very run."""
+    limit = max_output_pixels(fmt, DEFAULT_MAX_PIXELS)
+    assert width * height <= limit < width * (height + 1)  # the largest allowed
+    address_space = EngineSettings().memory_limit_mb * MiB
+    code = (
+        "import resource, sys\n"
+        "from smartthumb.runner.cli import main\n"
+        f"resource.setrlimit(resource.RLIMIT_AS, ({address_space}, {address_space}))\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    out = tmp_path / f"o.{fmt.extension}"
+    args = ["--mode", "crop", "--upscale", "--format", fmt.value, "-o", str(out)]
+    source = str(save_photo(tmp_path, "astronaut"))
+    with (tmp_path / "stderr").open("w+") as stderr:
+        runner = subprocess.Popen(
+            [sys.executable, "-c", code, "crop", *args, "--width", str(width),
+             "--height", str(height), source],
+            stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+        _, status, usage = os.wait4(runner.pid, 0)  # the rusage of this child alone
+        stderr.seek(0)
+        assert os.waitstatus_to_exitcode(status) == 0, stderr.read()
+    with Image.open(out) as made:
+        assert made.size == (width, height)
+    assert usage.ru_maxrss * 1024 <= quantity_bytes(Resources().memory)
+    # One row more is refused before a pixel is decoded.
+    result = run_cli("crop", *args, "--width", width, "--height", height + 1, source)
+    assert_one_line_error(result, 2, f"above the limit of {limit / 1e6:.1f} MP for {fmt.value}")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from smartthumb.runner.encode import ALPHA_FORMATS, Upload, save
+from smartthumb.runner.encode import ALPHA_FORMATS, Upload, output_refusal, save
 from smartthumb.runner.errors import BadInputError
 from smartthumb.runner.focus import Focus, light_focus, smart_focus
 from smartthumb.runner.geometry import (
@@ -94,6 +94,12 @@ class _Run:
     def focus(self, rgb: np.ndarray) -> Focus:
         return light_focus(rgb) if self.fallback else smart_focus(rgb)
 
+    def check_output(self, size: tuple[int, int]) -> None:
+        """Before any pixel is decoded: an enlarged output is held like a source."""
+        refusal = output_refusal(*size, self.spec.format, self.limits.max_pixels)
+        if refusal is not None:
+            raise BadInputError(refusal)
+
 
 def _scale_for(source: Source, need_w: float, need_h: float) -> float:
     return max(need_w / source.width, need_h / source.height)
@@ -109,12 +115,14 @@ def _single(path: ImageInput, run: _Run) -> RunResult:
             size = fit_size(
                 source.width, source.height, spec.width, spec.height, upscale=spec.upscale
             )
+            run.check_output(size)
             image = decode(source, _scale_for(source, *size), keep_alpha=keep_alpha)
             clock.lap("decode")
             window = FULL
         elif spec.mode is Mode.resize:
             assert spec.width and spec.height  # guaranteed by the spec's validator
             size = (spec.width, spec.height)
+            run.check_output(size)
             image = decode(source, _scale_for(source, *size), keep_alpha=keep_alpha)
             clock.lap("decode")
             window = FULL
@@ -126,6 +134,7 @@ def _single(path: ImageInput, run: _Run) -> RunResult:
             size = shrink_to_source(
                 target_w, target_h, round(span_w), round(span_w / aspect), upscale=spec.upscale
             )
+            run.check_output(size)
             image = decode(source, size[0] / span_w, keep_alpha=keep_alpha)
             clock.lap("decode")
             focus = run.focus(analysis_copy(image))
@@ -225,6 +234,7 @@ def _panel(page: _Page, window: Window, size: tuple[int, int], limits: Limits) -
 def _pair(paths: list[ImageInput], run: _Run) -> RunResult:
     spec, clock = run.spec, run.clock
     canvas_w, canvas_h = spec.pair_canvas()
+    run.check_output((canvas_w, canvas_h))
     left_w, right_w = panel_widths(canvas_w, spec.gap)
     panel_aspect = left_w / canvas_h
     pages: list[_Page] = []
