@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Iterator
@@ -9,7 +10,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from apiserver import BACKENDS, LiveServer, assert_error, b64, encode, live_server, serve
+from apiserver import (
+    BACKENDS,
+    LiveServer,
+    assert_error,
+    b64,
+    encode,
+    live_server,
+    serve,
+    wait_done,
+)
 from images import photo
 from PIL import Image
 from smartthumb.api.settings import ApiSettings
@@ -289,6 +299,64 @@ def test_queue_full_is_429(
         assert_error(client.post("/process-images", files=batch), 429, "queue_full")
 
 
+ONE_PIXEL_JPEG = b64(encode(photo("astronaut").resize((1, 1)), quality=90))
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        # 67 MP decoded from a 1x1 source: refused like a 67 MP source would be.
+        ({"mode": "resize", "width": 8192, "height": 8192}, "a 8192x8192 jpeg output is 67.1 MP"),
+        ({"mode": "crop", "width": 8000, "height": 7000, "upscale": True}, "56.0 MP"),
+        ({"mode": "pair", "width": 8192, "height": 8192, "format": "png"}, "8192x8192 png"),
+        # AVIF's encoder holds ~30 bytes a pixel: a fifth of the pixels.
+        ({"mode": "resize", "width": 4000, "height": 4000, "format": "avif"},
+         "above the limit of 10.0 MP for avif (1/5 of SMARTTHUMB_MAX_PIXELS)"),
+    ],
+)  # fmt: skip
+def test_outputs_over_the_pixel_limit_are_refused_at_submit(
+    client: httpx.Client, spec: dict, needle: str
+) -> None:
+    body = {**inline(ONE_PIXEL_JPEG), "width": None, **spec}
+    error = assert_error(client.post("/thumbnail", json=body), 422, "output_too_large")
+    assert needle in error["message"]
+    assert error["details"] == []
+
+
+def test_seed_002_resize_over_the_pixel_limit_is_refused(client: httpx.Client) -> None:
+    body = {"image_data": ONE_PIXEL_JPEG, "operation": "resize", "width": 8192, "height": 8192}
+    error = assert_error(client.post("/jobs", json=body), 422, "output_too_large")
+    assert "above the limit of 50.0 MP for jpeg (SMARTTHUMB_MAX_PIXELS)" in error["message"]
+
+
+def test_an_enlargement_over_the_pixel_limit_fails_the_job_saying_why(
+    client: httpx.Client,
+) -> None:
+    # fit: the height follows the source's aspect, so only the runner knows the size.
+    body = {**inline(ONE_PIXEL_JPEG), "width": 8192, "upscale": True}
+    response = client.post("/thumbnail", json=body)
+    assert response.status_code == 202, response.text
+    job = wait_done(client, response.json()["job_id"])
+    assert job["status"] == "failed", job
+    assert "a 8192x8192 jpeg output is 67.1 MP, above the limit of 50.0 MP" in job["error"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ({"width": 8192, "aspect": "9999:1"}, "(aspect 9999:1 makes 8192x1)"),
+        ({"height": 16, "aspect": "9999:1"}, "(aspect 9999:1 makes 159984x16)"),
+    ],
+)
+def test_crop_aspect_that_degenerates_is_refused(
+    client: httpx.Client, spec: dict, needle: str
+) -> None:
+    body = {**inline(b64(encode(photo("astronaut")))), "mode": "crop", "width": None, **spec}
+    error = assert_error(client.post("/thumbnail", json=body), 422, "validation_error")
+    assert "the side completed from aspect must come out 16 to 8192 px" in error["message"]
+    assert needle in error["message"]
+
+
 @pytest.mark.parametrize("value", ["lots", "1e6", "0", "-5"])
 def test_malformed_max_pixels_is_a_startup_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
@@ -312,6 +380,57 @@ def test_max_pixels_is_read_once_at_startup(
         assert_error(client.post("/thumbnail", json=inline(big)), 413, "image_too_large")
         monkeypatch.setenv("SMARTTHUMB_MAX_PIXELS", "100000")
         assert_error(client.post("/thumbnail", json=inline(big)), 413, "image_too_large")
+
+
+def test_variants_over_the_output_limit_are_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMARTTHUMB_MAX_PIXELS", "1000000")  # the API's and the runners'
+    with live_server(tmp_path) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        body = {**inline(b64(encode(photo("astronaut")))), "width": 600, "upscale": True}
+        job_id = client.post("/thumbnail", json=body).json()["job_id"]
+        assert wait_done(client, job_id)["status"] == "done"  # a 600x600 JPEG: 0.36 MP
+        # An AVIF may have a fifth of SMARTTHUMB_MAX_PIXELS: 200000 pixels.
+        refused = client.get(f"/job/{job_id}/image", params={"format": "avif"})
+        error = assert_error(refused, 422, "variant_too_large")
+        assert error["message"] == (
+            "a 600x600 avif output is 0.4 MP, above the limit of 0.2 MP for avif (1/5 of "
+            "SMARTTHUMB_MAX_PIXELS); ask for a smaller size or another format (width=447 fits)"
+        )
+        assert not list(server.data_dir.rglob("*.avif"))
+        fits = client.get(f"/job/{job_id}/image", params={"format": "avif", "width": 447})
+        assert fits.status_code == 200, fits.text
+        with Image.open(io.BytesIO(fits.content)) as variant:
+            assert variant.format == "AVIF" and variant.size == (447, 447)
+        # JPEG may have all of it: the job's own format converts at full size.
+        assert client.get(f"/job/{job_id}/image", params={"quality": 50}).status_code == 200
+
+
+def test_conversions_past_the_bound_get_503_with_retry_after(tmp_path: Path) -> None:
+    from smartthumb.api import convert
+
+    with live_server(tmp_path) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        job_id = client.post("/thumbnail", json=inline(b64(encode(photo("astronaut"))))).json()[
+            "job_id"
+        ]
+        assert wait_done(client, job_id)["status"] == "done"
+        image = f"/job/{job_id}/image"
+        assert client.get(image, params={"format": "png"}).status_code == 200  # now cached
+        # As many conversions as the bound allows are in flight (held here, in-process).
+        for _ in range(convert.MAX_CONVERSIONS):
+            assert convert._conversions.acquire(blocking=False)
+        try:
+            busy = client.get(image, params={"format": "webp"})
+            error = assert_error(busy, 503, "server_busy")
+            assert busy.headers["Retry-After"] == "2"
+            assert f"{convert.MAX_CONVERSIONS} image variants are being made" in error["message"]
+            # A cached variant and the image itself need no conversion.
+            assert client.get(image, params={"format": "png"}).status_code == 200
+            assert client.get(image).status_code == 200
+        finally:
+            for _ in range(convert.MAX_CONVERSIONS):
+                convert._conversions.release()
+        assert client.get(image, params={"format": "webp"}).status_code == 200
 
 
 def test_uploads_in_flight_share_a_budget(tmp_path: Path) -> None:

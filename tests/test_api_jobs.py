@@ -180,6 +180,27 @@ def test_image_conversions_are_cached_next_to_the_output(
         assert variant.size == (400, 400)  # never enlarged
 
 
+def test_the_largest_avif_crop_is_made_at_the_default_memory_limits(client: httpx.Client) -> None:
+    # 3162x3162 is the largest AVIF within a fifth of SMARTTHUMB_MAX_PIXELS' 50 MP: libaom
+    # holds ~30 bytes a pixel, 8192x8192 took the runner to 2 GB.
+    response = client.post(
+        "/thumbnail",
+        json={
+            "mode": "crop",
+            "width": 3162,
+            "height": 3162,
+            "upscale": True,
+            "format": "avif",
+            "image_files": [{"filename": "a.jpg", "content_base64": astronaut_jpeg()}],
+        },
+    )
+    assert response.status_code == 202, response.text
+    job = wait_done(client, response.json()["job_id"], timeout=180)
+    assert job["status"] == "done", job
+    assert job["result"]["fallback_used"] is False
+    assert job["result"]["output"]["width"] == job["result"]["output"]["height"] == 3162
+
+
 def _transparent_png() -> str:
     """Opaque red disc on fully transparent black (RGB 0,0,0 under alpha 0)."""
     image = Image.new("RGBA", (200, 200), (0, 0, 0, 0))

@@ -14,6 +14,7 @@ from smartthumb.operator.backend import (
     WebhookRefusedError,
 )
 from smartthumb.operator.models import Job
+from smartthumb.runner.encode import output_refusal
 from smartthumb.runner.spec import ThumbnailSpec
 
 
@@ -34,10 +35,17 @@ def submit(
     spec: ThumbnailSpec,
     inputs: Sequence[InputFile],
     *,
+    max_pixels: int,
     webhook_url: str | None = None,
     batch_id: str | None = None,
     api_url: str | None = None,
 ) -> Job:
+    """422 for an output the runner would refuse, where the spec alone decides its size
+    (otherwise the runner fails the job with the same words)."""
+    size = spec.output_size()
+    refusal = output_refusal(*size, spec.format, max_pixels) if size else None
+    if refusal is not None:
+        raise ApiError(422, "output_too_large", refusal)
     with _refusals():
         return backend.submit(
             spec, inputs, webhook_url=webhook_url, batch_id=batch_id, api_url=api_url

@@ -47,7 +47,7 @@ def create_job(
     image = inline_input("image_data", data, settings)
     # Seed 002: without output_format the output keeps the input's format (png or jpeg).
     source_format = OutputFormat.png if data.startswith(_PNG_SIGNATURE) else OutputFormat.jpeg
-    job = submit(backend, body.spec(source_format), [image])
+    job = submit(backend, body.spec(source_format), [image], max_pixels=settings.max_pixels)
     return SimpleJobAccepted(
         job_id=job.id,
         message="Image processing job submitted",

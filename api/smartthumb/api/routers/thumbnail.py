@@ -51,7 +51,14 @@ def create_thumbnail(
     inputs += [url_input(url, settings) for url in body.image_urls]
     webhook = str(body.webhook_url) if body.webhook_url else None
     # The webhook's links start where this client reached the API (or at PUBLIC_URL).
-    job = submit(backend, body.spec(), inputs, webhook_url=webhook, api_url=links.base_url)
+    job = submit(
+        backend,
+        body.spec(),
+        inputs,
+        max_pixels=settings.max_pixels,
+        webhook_url=webhook,
+        api_url=links.base_url,
+    )
     return job_accepted(job, backend.stats().queued, links, backend.ttl_s)
 
 
@@ -118,12 +125,12 @@ def cancel_job(job_id: str, backend: BackendDep) -> Response:
     response_class=FileResponse,
     responses={
         200: {"content": {"image/*": {}}, "description": "The image."},
-        **documented(401, 404, 409, 422, 429),
+        **documented(401, 404, 409, 422, 429, 503),
     },
     summary="The thumbnail, optionally converted (cached on disk)",
 )
 def get_job_image(
-    job_id: str, query: Annotated[ImageQuery, Query()], backend: BackendDep
+    job_id: str, query: Annotated[ImageQuery, Query()], backend: BackendDep, settings: SettingsDep
 ) -> Response:
     job = find_job(backend, job_id)
     plain = query.format is None and query.width is None and query.quality is None
@@ -136,7 +143,9 @@ def get_job_image(
         path = source
     else:
         quality = query.quality or job.spec.quality
-        path = variant(source, fmt, query.width, quality, grayscale=job.spec.grayscale)
+        path = variant(
+            source, fmt, query.width, quality, grayscale=job.spec.grayscale, limits=settings.limits
+        )
     return FileResponse(
         path,
         media_type=fmt.media_type,
