@@ -58,8 +58,9 @@ class Limits(BaseModel):
     max_pixels: int = Field(
         DEFAULT_MAX_PIXELS,
         gt=0,
-        description="Largest source image in pixels (decompression-bomb limit); the API checks "
-        "it too.",
+        description="Largest source image in pixels (decompression-bomb limit), and largest "
+        "output (AVIF: a fifth of it, WebP: half; their encoders hold more per pixel); the API "
+        "checks both.",
     )
     max_source_bytes: int = Field(
         50 * MiB, gt=0, description="Largest URL source, in bytes (the download stops there)."
