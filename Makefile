@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 MODELS := $(VENV)/.models
 
-.PHONY: install run cluster lint test testbin crds browser node bench yolo clean
+.PHONY: install run cluster lint test testbin crds browser node bench eval yolo clean
 
 $(INSTALLED): runner/pyproject.toml operator/pyproject.toml api/pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +88,10 @@ yolo: $(YOLO_VENV)/.installed
 
 bench: install
 	$(BIN)/python bench/bench_runner.py
+
+# Smart crops against labelled subject boxes: kept % per method and category (a few minutes).
+eval: install
+	$(BIN)/python bench/eval_crops.py
 
 clean:
 	rm -rf $(VENV) $(YOLO_VENV) .pytest_cache .ruff_cache .mypy_cache
