@@ -1,4 +1,4 @@
-"""Runner speed and memory against smartcrop.py and a naive Pillow pipeline, in one run.
+"""Runner speed and memory against smartcrop.py, libvips and a naive Pillow pipeline, in one run.
 
 Each case runs in its own process pinned to one core, so its peak RSS is its own:
     .venv/bin/python bench/bench_runner.py [--repeat 7]
@@ -59,6 +59,14 @@ def run(inputs, out):
     box = cropper.crop(image, 1200, 675)["top_crop"]
     region = image.crop((box["x"], box["y"], box["x"] + box["width"], box["y"] + box["height"]))
     region.resize((1200, 675), Image.Resampling.LANCZOS).save(out, quality=82)
+""",
+        "libvips attention": """
+import pyvips
+pyvips.cache_set_max(0)  # each repeat does the work again, as a fresh request would
+def run(inputs, out):
+    # thumbnail() shrinks on load (JPEG shrink-on-load), then crops by attention.
+    thumb = pyvips.Image.thumbnail(inputs[0], 1200, height=675, crop="attention")
+    thumb.write_to_file(out, Q=82)
 """,
         "naive Pillow": """
 from PIL import Image, ImageOps
@@ -124,7 +132,7 @@ print(json.dumps({{"median_ms": statistics.median(times), "peak_rss_mb": peak}})
 def measure(body: str, inputs: list[Path], out: Path, repeat: int) -> dict[str, float]:
     script = HARNESS.format(body=body, inputs=[str(p) for p in inputs], out=str(out), repeat=repeat)
     # One thread each for the native libraries: the target is "one core".
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", VIPS_CONCURRENCY="1")
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
     )
