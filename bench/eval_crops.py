@@ -95,6 +95,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--verbose", action="store_true", help="list every miss")
     parser.add_argument("--only", help="only the samples whose name contains this")
+    parser.add_argument("--methods", help="comma-separated: only these methods (default: all)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "out" / "eval_crops.json")
     args = parser.parse_args()
 
@@ -106,6 +107,9 @@ def main() -> int:
             "libvips attention": vips_attention(),
             "smartthumb": smartthumb(work / "thumb.jpg"),
         }
+        if args.methods:
+            wanted = {name.strip() for name in args.methods.split(",")}
+            methods = {name: method for name, method in methods.items() if name in wanted}
         records = []
         seconds = dict.fromkeys(methods, 0.0)
         trivial = 0
@@ -165,7 +169,7 @@ def main() -> int:
             kept = sum(r["methods"][name]["kept"] for r in rows)
             cells.append(f"{100 * kept / len(rows):.0f}")
         print(f"| {name} | {' | '.join(cells)} |")
-    decided = Counter(r["methods"]["smartthumb"]["decided_by"] for r in records)
+    decided = Counter(r["methods"].get("smartthumb", {}).get("decided_by") for r in records)
     print(
         "\nsmartthumb decided by: "
         + ", ".join(f"{by} {count}" for by, count in sorted(decided.items()))

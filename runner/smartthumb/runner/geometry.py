@@ -10,7 +10,19 @@ FACE_WEIGHT = 0.6
 """A whole face in frame is worth this share of the image's total interest."""
 CUT_FACE_PENALTY = 0.3
 """Cutting a face in half costs this share: a crop through someone's head looks broken."""
-CENTRE_BIAS = 0.12
+SUBJECT_THRESHOLD = 0.4
+"""Interest above this share of the peak is the subject: what a crop must keep whole."""
+INTEREST_SHARE = 0.4
+"""The rest of a window's score is the share of the subject it holds."""
+HEAD_SIDES = 0.2
+"""A head is wider than the face a detector boxes: ears and hair, on each side."""
+WHOLE_SUBJECT = 0.2
+"""Bonus, per share of the subject's mass, for a subject held whole."""
+CUT_SUBJECT = 0.2
+"""Cost, per share of the subject's mass, of cutting a subject."""
+RUN_FLOOR = 0.05
+"""Subject-profile values below this share of its peak separate two subjects."""
+CENTRE_BIAS = 0.02
 """Between equally interesting windows, prefer the central one."""
 
 
@@ -54,11 +66,11 @@ class Face:
 
     def with_hair_and_chin(self) -> Face:
         """Detectors box the inner face; a good crop keeps the hair and chin too."""
-        height = self.y1 - self.y0
+        width, height = self.x1 - self.x0, self.y1 - self.y0
         return Face(
-            self.x0,
+            max(0.0, self.x0 - HEAD_SIDES * width),
             max(0.0, self.y0 - 0.6 * height),
-            self.x1,
+            min(1.0, self.x1 + HEAD_SIDES * width),
             min(1.0, self.y1 + 0.2 * height),
             self.confidence,
         )
@@ -99,10 +111,13 @@ def best_window(
     *,
     avoid: Window | None = None,
 ) -> Window:
-    """The largest window of `aspect` (w/h) over the image that holds the most interest.
+    """The largest window of `aspect` (w/h) over the image that holds the subjects best.
 
-    The window spans the image fully along one axis and slides along the other, so the
-    search is one-dimensional and exact. `avoid` steers away from a window already used
+    The subject is the interest above SUBJECT_THRESHOLD of its peak: a window scores the
+    share of it it holds (and, less, of all interest), a bonus for each subject held whole
+    and a cost for each one cut, and the same for faces (grown to whole heads). The window
+    spans the image fully along one axis and slides along the other, so the search is
+    one-dimensional and exact. `avoid` steers away from a window already used
     (a single page used for both panels gets two different views).
     """
     map_h, map_w = interest.shape
@@ -116,17 +131,25 @@ def best_window(
         profile = interest.sum(axis=1)
     samples = profile.size
     span = max(1, min(samples, round(length * samples)))
-    cumulative = np.concatenate([[0.0], np.cumsum(profile, dtype=np.float64)])
-    sums = cumulative[span:] - cumulative[:-span]
-    total = float(cumulative[-1]) or 1.0
+    peak = float(interest.max()) or 1.0
+    threshold = SUBJECT_THRESHOLD * peak
+    mask = np.clip((interest - threshold) / (peak - threshold), 0, None)
+    mask_profile = mask.sum(axis=0 if slide_horizontally else 1)
+    sums = _window_sums(profile, span)
     starts = np.arange(sums.size) / samples
-    scores = sums / total
+    scores = INTEREST_SHARE * sums / (float(profile.sum()) or 1.0)
+    scores = scores + (1 - INTEREST_SHARE) * _window_sums(mask_profile, span) / (
+        float(mask_profile.sum()) or 1.0
+    )
+    # Whole subjects first: a window that holds a subject (a run of the subject profile)
+    # whole beats one that holds as much interest in pieces of two.
+    for lo, hi, weight in _runs(mask_profile):
+        share, cut = _held(starts, length, lo, hi)
+        scores = scores + weight * (WHOLE_SUBJECT * (share >= 0.98) - CUT_SUBJECT * cut)
     for face in faces:
         grown = face.with_hair_and_chin()
         lo, hi = (grown.x0, grown.x1) if slide_horizontally else (grown.y0, grown.y1)
-        inside = np.clip(np.minimum(starts + length, hi) - np.maximum(starts, lo), 0, None)
-        share = inside / max(hi - lo, 1e-6)
-        cut = (share > 0.02) & (share < 0.98)
+        share, cut = _held(starts, length, lo, hi)
         scores = scores + face.confidence * (FACE_WEIGHT * share - CUT_FACE_PENALTY * cut)
     if sums.size > 1:
         centre = (starts + length / 2 - 0.5) / 0.5
@@ -137,6 +160,35 @@ def best_window(
         scores = scores - 2.0 * np.clip(overlaps - 0.5, 0, None) * max(float(scores.max()), 0.0)
     start = float(starts[int(np.argmax(scores))])
     return _window(start, length, slide_horizontally)
+
+
+def _held(starts: np.ndarray, length: float, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """For each window start: the share of [lo, hi] inside the window, and whether the
+    window cuts it (holds some of it but not all)."""
+    inside = np.clip(np.minimum(starts + length, hi) - np.maximum(starts, lo), 0, None)
+    share = inside / max(hi - lo, 1e-6)
+    return share, (share > 0.02) & (share < 0.98)
+
+
+def _runs(profile: np.ndarray) -> list[tuple[float, float, float]]:
+    """The subject profile's runs of non-zero mass: (start, end) in 0..1, share of the mass."""
+    total = float(profile.sum())
+    if total <= 0:
+        return []
+    present = np.concatenate([[False], profile > RUN_FLOOR * float(profile.max()), [False]])
+    edges = np.flatnonzero(present[1:] != present[:-1])
+    runs = []
+    for begin, end in zip(edges[::2], edges[1::2], strict=True):
+        mass = float(profile[begin:end].sum()) / total
+        runs.append((begin / profile.size, end / profile.size, mass))
+    return runs
+
+
+def _window_sums(profile: np.ndarray, span: int) -> np.ndarray:
+    """The profile's sum over every window of `span` samples."""
+    cumulative: np.ndarray = np.concatenate([[0.0], np.cumsum(profile, dtype=np.float64)])
+    sums: np.ndarray = cumulative[span:] - cumulative[:-span]
+    return sums
 
 
 def _window(start: float, length: float, slide_horizontally: bool) -> Window:
