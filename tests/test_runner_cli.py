@@ -8,6 +8,7 @@ import sys
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from images import photo, save_photo, write_pages
 from PIL import Image
@@ -69,6 +70,28 @@ def test_success_prints_the_result_json_and_writes_the_termination_message(tmp_p
     assert set(document["timings_ms"]) >= {"decode", "analyse", "encode", "total"}
     assert Image.open(out).size == (300, 300)
     assert json.loads(log.read_text())["output"] == document["output"]
+
+
+def test_reading_order_flag_reaches_the_pair(tmp_path: Path) -> None:
+    pages = [save_photo(tmp_path, name) for name in ("chelsea", "coffee")]
+    flags = ("--mode", "pair", "--skip-edges", "0", "--format", "png")
+    outputs = {}
+    for order in ("ltr", "rtl"):
+        out = tmp_path / f"{order}.png"
+        result = run_cli("crop", *flags, "--reading-order", order, "-o", out, *pages)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["selected"] == [0, 1]
+        outputs[order] = np.asarray(Image.open(out).convert("RGB"))
+    # The same two panels, swapped (panel widths differ by at most a pixel).
+    width = outputs["ltr"].shape[1]
+    assert (
+        abs(
+            float(outputs["ltr"][:, : width // 3].mean())
+            - float(outputs["rtl"][:, -width // 3 :].mean())
+        )
+        < 2.0
+    )
+    assert not np.array_equal(outputs["ltr"], outputs["rtl"])
 
 
 def test_spec_json_is_accepted_whole(tmp_path: Path) -> None:
@@ -218,6 +241,7 @@ def test_pixel_limit_is_configurable(tmp_path: Path, good_jpeg: Path) -> None:
         (["--spec", '{"mode": "fit", "width": 10, "colour": "red"}'], "colour"),
         (["--spec", "{not json"], "invalid"),
         (["--max-pixels", "0"], "max-pixels"),
+        (["--reading-order", "up"], "invalid choice"),
     ],
 )
 def test_bad_requests_exit_2_with_one_line(

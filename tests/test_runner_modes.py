@@ -85,6 +85,26 @@ def test_pair_panels_meet_the_gap_without_a_stray_column(tmp_path: Path) -> None
         assert canvas[:, column].mean() > 20, f"column {column} must be picture, not black"
 
 
+@pytest.mark.parametrize("order", ["ltr", "rtl"])
+def test_pair_reading_order_puts_the_earlier_page_first(tmp_path: Path, order: str) -> None:
+    """Manga reads right to left: there the earlier page is the right-hand panel."""
+    pages = write_pages(tmp_path, [art_page("chelsea"), art_page("coffee")])
+    out = tmp_path / f"{order}.png"
+    spec = ThumbnailSpec(mode=Mode.pair, skip_edges=0, format="png", reading_order=order)
+    result = make_thumbnail(pages, spec, out)
+    assert result.selected == [0, 1], "the two pages, in reading order"
+    left_w, _ = panel_widths(1200, spec.gap)
+    with Image.open(out) as pair:
+        left = np.asarray(pair.crop((0, 0, left_w, 675)).convert("RGB"), dtype=np.float32)
+        right = np.asarray(
+            pair.crop((left_w + spec.gap, 0, 1200, 675)).convert("RGB"), dtype=np.float32
+        )
+    # The cat's page is grey-brown, the coffee page's cup sits on a vivid red-orange table.
+    redness = [float((panel[..., 0] - panel[..., 2]).mean()) for panel in (left, right)]
+    cat_panel = 0 if redness[0] < redness[1] else 1
+    assert cat_panel == (0 if order == "ltr" else 1), redness
+
+
 def test_pair_with_one_page_uses_it_twice(tmp_path: Path) -> None:
     pages = write_pages(tmp_path, [art_page("astronaut")])
     result = make_thumbnail(pages, ThumbnailSpec(mode=Mode.pair), tmp_path / "one.jpg")

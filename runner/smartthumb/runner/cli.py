@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 from smartthumb.runner.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OUT_OF_MEMORY, RunnerError
 from smartthumb.runner.limits import Limits, is_url
-from smartthumb.runner.spec import Mode, OutputFormat, ThumbnailSpec
+from smartthumb.runner.spec import Mode, OutputFormat, ReadingOrder, ThumbnailSpec
 from smartthumb.runner.termination import write_termination_message
 
 
@@ -59,6 +59,12 @@ def _build_parser() -> argparse.ArgumentParser:
     crop.add_argument("--upscale", action="store_true", help="allow enlarging small sources")
     crop.add_argument("--skip-edges", type=int, default=2)
     crop.add_argument("--gap", type=int, default=5)
+    crop.add_argument(
+        "--reading-order",
+        choices=[order.value for order in ReadingOrder],
+        default=ReadingOrder.ltr.value,
+        help="pair: rtl puts the earlier page on the right (manga)",
+    )
     crop.add_argument(
         "--fallback", action="store_true", help="light composer: no detectors, tiny memory"
     )
@@ -102,6 +108,7 @@ def _spec_from_args(args: argparse.Namespace) -> ThumbnailSpec:
         upscale=args.upscale,
         skip_edges=args.skip_edges,
         gap=args.gap,
+        reading_order=args.reading_order,
     )
 
 

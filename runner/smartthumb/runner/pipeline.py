@@ -23,7 +23,7 @@ from smartthumb.runner.geometry import (
 from smartthumb.runner.interest import ANALYSIS_SIDE, analysis_copy, score_page
 from smartthumb.runner.limits import MAX_INPUTS, Limits
 from smartthumb.runner.load import ImageInput, Source, decode, open_source
-from smartthumb.runner.spec import Box, InputReport, Mode, RunResult, ThumbnailSpec
+from smartthumb.runner.spec import Box, InputReport, Mode, ReadingOrder, RunResult, ThumbnailSpec
 
 RESAMPLE = Image.Resampling.BICUBIC
 REDUCING_GAP = 2.0
@@ -255,9 +255,10 @@ def _pair(paths: list[ImageInput], run: _Run) -> RunResult:
         second = best_window(page.focus.interest, panel_aspect, page.focus.faces, avoid=page.window)
         windows = sorted([chosen[0].window, second], key=lambda w: (w.y, w.x))
     canvas = Image.new("RGB", (canvas_w, canvas_h), (0, 0, 0))
-    for page, window, (x, width) in zip(
-        chosen, windows, ((0, left_w), (left_w + spec.gap, right_w)), strict=True
-    ):
+    slots = [(0, left_w), (left_w + spec.gap, right_w)]
+    if spec.reading_order is ReadingOrder.rtl:  # the earlier page is read first, on the right
+        slots.reverse()
+    for page, window, (x, width) in zip(chosen, windows, slots, strict=True):
         canvas.paste(_panel(page, window, (width, canvas_h), run.limits), (x, 0))
     clock.lap("compose")
     report = save(canvas, run.output, spec.format, spec.quality, grayscale=spec.grayscale)

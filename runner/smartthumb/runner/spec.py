@@ -29,6 +29,11 @@ class Mode(str, Enum):
     resize = "resize"
 
 
+class ReadingOrder(str, Enum):
+    ltr = "ltr"
+    rtl = "rtl"
+
+
 class OutputFormat(str, Enum):
     jpeg = "jpeg"
     png = "png"
@@ -91,6 +96,13 @@ class ThumbnailSpec(BaseModel):
         2, ge=0, le=50, description="pair: the first/last N pages are penalised (not excluded)."
     )
     gap: int = Field(5, ge=0, le=400, description="pair: pixels between the two panels.")
+    reading_order: ReadingOrder = Field(
+        ReadingOrder.ltr,
+        description=(
+            "pair: ltr puts the earlier page on the left; rtl on the right (manga, and books "
+            "in Arabic or Hebrew)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _sizes_fit_the_mode(self) -> ThumbnailSpec:
