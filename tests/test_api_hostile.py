@@ -47,6 +47,16 @@ def assert_refusal(conn: socket.socket, status: int, code: str) -> dict:
     return error
 
 
+def trickle(conn: socket.socket, data: bytes, pause_s: float) -> None:
+    """One byte at a time, until the server has answered and closed."""
+    try:
+        for byte in data:
+            conn.sendall(bytes([byte]))
+            time.sleep(pause_s)
+    except OSError:
+        pass
+
+
 def upload_head(length: int, token: str | None = None) -> bytes:
     auth = f"authorization: Bearer {token}\r\n" if token else ""
     return (
@@ -106,12 +116,7 @@ def test_a_trickled_body_is_cut_at_the_deadline(tmp_path: Path) -> None:
     with live_server(tmp_path, body_timeout_s=1.5) as server, raw(server) as conn:
         conn.sendall(upload_head(1000))
         started = time.monotonic()
-        try:
-            for _ in range(40):
-                conn.sendall(b" ")
-                time.sleep(0.1)
-        except OSError:
-            pass  # closed after the answer
+        trickle(conn, b" " * 40, 0.1)
         assert_refusal(conn, 408, "request_timeout")
         assert time.monotonic() - started < 5
 
@@ -132,12 +137,7 @@ def test_a_head_that_does_not_arrive_in_time_gets_408(tmp_path: Path) -> None:
             first = kept.recv(65536)
             assert first.startswith(b"HTTP/1.1 200"), first[:100]
             started = time.monotonic()
-            try:
-                for byte in b"GET /health HTTP/1.1\r\nhost":
-                    kept.sendall(bytes([byte]))
-                    time.sleep(0.1)
-            except OSError:
-                pass  # closed after the answer
+            trickle(kept, b"GET /health HTTP/1.1\r\nhost", 0.1)
             assert_refusal(kept, 408, "request_timeout")
             assert time.monotonic() - started < 5
 
