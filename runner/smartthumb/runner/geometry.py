@@ -63,9 +63,14 @@ class Face:
     x1: float
     y1: float
     confidence: float = 1.0
+    person: bool = False
+    """A whole person (YOLO), not a face: its box already holds the head."""
 
     def with_hair_and_chin(self) -> Face:
-        """Detectors box the inner face; a good crop keeps the hair and chin too."""
+        """Detectors box the inner face; a good crop keeps the hair and chin too. A person
+        box is kept as it is: grown like a face it would reach past the feet."""
+        if self.person:
+            return self
         width, height = self.x1 - self.x0, self.y1 - self.y0
         return Face(
             max(0.0, self.x0 - HEAD_SIDES * width),
@@ -146,11 +151,13 @@ def best_window(
     for lo, hi, weight in _runs(mask_profile):
         share, cut = _held(starts, length, lo, hi)
         scores = scores + weight * (WHOLE_SUBJECT * (share >= 0.98) - CUT_SUBJECT * cut)
+    whole_heads = np.zeros(starts.size)
     for face in faces:
         grown = face.with_hair_and_chin()
         lo, hi = (grown.x0, grown.x1) if slide_horizontally else (grown.y0, grown.y1)
         share, cut = _held(starts, length, lo, hi)
         scores = scores + face.confidence * (FACE_WEIGHT * share - CUT_FACE_PENALTY * cut)
+        whole_heads += share >= 0.98
     if sums.size > 1:
         centre = (starts + length / 2 - 0.5) / 0.5
         scores = scores - CENTRE_BIAS * np.abs(centre) * max(float(scores.max()), 0.0)
@@ -158,6 +165,9 @@ def best_window(
         windows = [_window(s, length, slide_horizontally) for s in starts]
         overlaps = np.array([avoid.overlap(w) for w in windows])
         scores = scores - 2.0 * np.clip(overlaps - 0.5, 0, None) * max(float(scores.max()), 0.0)
+    # Heads first: only the windows that hold the most faces whole compete, so no salient
+    # background outweighs a face.
+    scores = np.where(whole_heads == whole_heads.max(), scores, -np.inf)
     start = float(starts[int(np.argmax(scores))])
     return _window(start, length, slide_horizontally)
 

@@ -43,7 +43,8 @@ def yolo_people(rgb8: np.ndarray, path: str) -> list[Face]:
         ):
             if len(result.names) > 1 and int(cls) != _PERSON_CLASS:
                 continue
-            people.append(Face(x0 / width, y0 / height, x1 / width, y1 / height, float(conf)))
+            box = (x0 / width, y0 / height, x1 / width, y1 / height)
+            people.append(Face(*box, confidence=float(conf), person=True))
     return people
 
 

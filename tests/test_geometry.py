@@ -1,0 +1,46 @@
+"""The crop window over an interest map: whole subjects first, heads before everything."""
+
+from __future__ import annotations
+
+import numpy as np
+from smartthumb.runner.geometry import Face, Window, best_window
+
+
+def blob(interest: np.ndarray, x0: int, x1: int, y0: int, y1: int, value: float) -> None:
+    interest[y0:y1, x0:x1] = value
+
+
+def holds(window: Window, lo: float, hi: float) -> bool:
+    """At least 98 % of [lo, hi] inside the window (what the window search calls whole)."""
+    inside = min(window.x + window.width, hi) - max(window.x, lo)
+    return inside >= 0.98 * (hi - lo)
+
+
+def test_a_face_outweighs_a_salient_background() -> None:
+    """A bright, busy region on the left; a face with little interest of its own on the
+    right. The window (a quarter of the width) holds the whole head."""
+    interest = np.full((100, 400), 0.02, np.float32)
+    blob(interest, 20, 110, 10, 90, 1.0)
+    face = Face(0.78, 0.40, 0.84, 0.55)
+    window = best_window(interest, 1.0, [face])
+    head = face.with_hair_and_chin()
+    assert holds(window, head.x0, head.x1), (window, head)
+
+
+def test_a_subject_is_held_whole_rather_than_halves_of_two() -> None:
+    """Two equal objects either side of the centre, closer than the window is wide: every
+    window over both holds the same interest, and the central one holds two halves; the
+    crop keeps one of them whole."""
+    interest = np.full((100, 400), 0.0, np.float32)
+    blob(interest, 130, 190, 30, 70, 1.0)
+    blob(interest, 210, 270, 30, 70, 1.0)
+    window = best_window(interest, 1.0, [])
+    assert holds(window, 130 / 400, 190 / 400) or holds(window, 210 / 400, 270 / 400), window
+
+
+def test_a_person_box_is_not_grown_like_a_face() -> None:
+    person = Face(0.3, 0.05, 0.5, 0.98, 0.9, person=True)
+    assert person.with_hair_and_chin() == person
+    face = Face(0.3, 0.3, 0.4, 0.45)
+    grown = face.with_hair_and_chin()
+    assert grown.y0 < face.y0 and grown.y1 > face.y1 and grown.x0 < face.x0 < face.x1 < grown.x1
