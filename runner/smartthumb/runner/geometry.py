@@ -17,9 +17,9 @@ INTEREST_SHARE = 0.4
 HEAD_SIDES = 0.2
 """A head is wider than the face a detector boxes: ears and hair, on each side."""
 WHOLE_SUBJECT = 0.2
-"""Bonus, per share of the subject's mass, for a subject held whole."""
+"""Bonus, per share of the subjects' extent, for a subject held whole."""
 CUT_SUBJECT = 0.2
-"""Cost, per share of the subject's mass, of cutting a subject."""
+"""Cost, per share of the subjects' extent, of cutting a subject."""
 RUN_FLOOR = 0.05
 """Subject-profile values below this share of its peak separate two subjects."""
 CENTRE_BIAS = 0.02
@@ -181,17 +181,18 @@ def _held(starts: np.ndarray, length: float, lo: float, hi: float) -> tuple[np.n
 
 
 def _runs(profile: np.ndarray) -> list[tuple[float, float, float]]:
-    """The subject profile's runs of non-zero mass: (start, end) in 0..1, share of the mass."""
-    total = float(profile.sum())
-    if total <= 0:
+    """The subject profile's runs (subjects along the sliding axis): (start, end) in 0..1,
+    and the run's share of the subjects' extent. By extent, not by interest: between two
+    subjects that cannot both fit, the larger one is the one to keep."""
+    if float(profile.max(initial=0.0)) <= 0:
         return []
     present = np.concatenate([[False], profile > RUN_FLOOR * float(profile.max()), [False]])
     edges = np.flatnonzero(present[1:] != present[:-1])
-    runs = []
-    for begin, end in zip(edges[::2], edges[1::2], strict=True):
-        mass = float(profile[begin:end].sum()) / total
-        runs.append((begin / profile.size, end / profile.size, mass))
-    return runs
+    spans = list(zip(edges[::2], edges[1::2], strict=True))
+    extent = float(sum(end - begin for begin, end in spans))
+    return [
+        (begin / profile.size, end / profile.size, (end - begin) / extent) for begin, end in spans
+    ]
 
 
 def _window_sums(profile: np.ndarray, span: int) -> np.ndarray:
