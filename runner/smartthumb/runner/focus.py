@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from smartthumb.runner.geometry import Face
-from smartthumb.runner.interest import box_blur, edge_interest, normalise
+from smartthumb.runner.interest import box_blur, edge_interest, normalise, texture_contrast
+
+TEXTURE_SHARE = 0.1
+"""Share of the interest map given to texture contrast (saliency and edges have the rest)."""
 
 
 @dataclass
@@ -46,6 +49,7 @@ def smart_focus(rgb: np.ndarray) -> Focus:
         interest = normalise(
             0.6 * normalise(box_blur(saliency_map.astype(np.float32), blur)) + 0.4 * interest
         )
+    interest = normalise((1 - TEXTURE_SHARE) * interest + TEXTURE_SHARE * texture_contrast(rgb))
     found, names = subjects.detect(rgb8)
     detector = "+".join(names) if names else ("saliency" if ok else "edges")
     return Focus(interest=interest, faces=found, detector=detector)
