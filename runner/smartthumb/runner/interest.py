@@ -65,8 +65,8 @@ def normalise(values: np.ndarray) -> np.ndarray:
 
 def texture_contrast(rgb: np.ndarray) -> np.ndarray:
     """How far each region's density of detail is from the image's typical density: a
-    plain object on grass or gravel, or a drawing among text, stands out, though the
-    texture around it has as many edges."""
+    plain object on grass or gravel stands out, though the texture around it has as many
+    edges as it has."""
     edges = (edge_map(luminance(rgb)) > 0.08).astype(np.float32)
     density = box_blur(edges, max(2, min(rgb.shape[:2]) // 16))
     return normalise(np.abs(density - float(np.median(density))))
