@@ -7,7 +7,7 @@ from __future__ import annotations
 import hmac
 
 from smartthumb.api.errors import error_response
-from smartthumb.api.limits import refuse
+from smartthumb.api.limits import header, refuse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 OPEN_PATHS = frozenset(
@@ -41,10 +41,10 @@ class TokenAuth:
         self.tokens = [token.encode() for token in tokens]
 
     def _problem(self, scope: Scope) -> str | None:
-        header = next((value for key, value in scope["headers"] if key == b"authorization"), None)
-        if header is None:
+        authorization = header(scope, b"authorization")
+        if authorization is None:
             return "missing bearer token"
-        scheme, _, offered = bytes(header).partition(b" ")
+        scheme, _, offered = authorization.partition(b" ")
         if scheme.lower() != b"bearer" or not offered.strip():
             return "the Authorization header must be `Bearer <token>`"
         # Compare against every token so the time taken does not reveal which one matched.

@@ -31,7 +31,7 @@ DRAIN_IDLE_S = 1.0
 """A refused client that sends nothing for this long is not waited for."""
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
+def header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:
             return bytes(value)
@@ -47,7 +47,7 @@ async def refuse(
     await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": response.body, "more_body": True})
     # A client that asked for 100-continue has sent no body, and now will not.
-    if drain_limit > 0 and _header(scope, b"expect") is None:
+    if drain_limit > 0 and header(scope, b"expect") is None:
         drained = 0
         with anyio.move_on_after(DRAIN_S):
             while drained <= drain_limit:
@@ -99,8 +99,8 @@ class BodyGuard:
         return _Refused(error_response(408, "request_timeout", message), drain=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        declared = _header(scope, b"content-length") if scope["type"] == "http" else None
-        chunked = scope["type"] == "http" and _header(scope, b"transfer-encoding") is not None
+        declared = header(scope, b"content-length") if scope["type"] == "http" else None
+        chunked = scope["type"] == "http" and header(scope, b"transfer-encoding") is not None
         if not chunked and (declared is None or declared in (b"", b"0")):
             await self.app(scope, receive, send)  # no body: nothing to guard
             return
