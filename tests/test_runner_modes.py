@@ -139,6 +139,21 @@ def test_crop_keeps_the_face_in_frame(tmp_path: Path) -> None:
     assert (result.output.width, result.output.height) == (200, 400)
 
 
+def test_a_wide_crop_keeps_the_whole_head_above_the_face(tmp_path: Path) -> None:
+    """The cameraman's face box starts below his eyebrows; his head (hair, the cap's top)
+    reaches 0.8 of the box's height above it. A wide crop of a tall photo holds all of it."""
+    source = tmp_path / "cameraman.png"
+    photo("camera").crop((0, 0, 358, 512)).save(source)
+    result = make_thumbnail(
+        [source], ThumbnailSpec(mode=Mode.crop, width=320, height=180), tmp_path / "wide.jpg"
+    )
+    assert result.inputs[0].detector == "face"
+    crop = result.inputs[0].crop
+    assert crop is not None
+    head_top, chin = 65, 205  # labelled by eye in the 512 px photo
+    assert crop.y <= head_top and crop.y + crop.height >= chin, crop
+
+
 def test_crop_without_faces_follows_the_salient_subject(tmp_path: Path) -> None:
     # The rocket stands in the middle third of a wide photo; a tall crop must hold it.
     source = save_photo(tmp_path, "rocket")

@@ -16,6 +16,10 @@ INTEREST_SHARE = 0.4
 """The rest of a window's score is the share of the subject it holds."""
 HEAD_SIDES = 0.2
 """A head is wider than the face a detector boxes: ears and hair, on each side."""
+HEAD_TOP = 0.8
+"""The crown is this share of the face box's height above it (forehead, hair, a hat)."""
+CHIN = 0.2
+"""The chin is this share of the face box's height below it."""
 WHOLE_SUBJECT = 0.2
 """Bonus, per share of the subjects' extent, for a subject held whole."""
 CUT_SUBJECT = 0.2
@@ -74,9 +78,9 @@ class Face:
         width, height = self.x1 - self.x0, self.y1 - self.y0
         return Face(
             max(0.0, self.x0 - HEAD_SIDES * width),
-            max(0.0, self.y0 - 0.6 * height),
+            max(0.0, self.y0 - HEAD_TOP * height),
             min(1.0, self.x1 + HEAD_SIDES * width),
-            min(1.0, self.y1 + 0.2 * height),
+            min(1.0, self.y1 + CHIN * height),
             self.confidence,
         )
 
