@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-from smartthumb.runner.interest import texture_contrast
+from cropeval import samples
+from images import line_art_page, text_page
+from smartthumb.runner.interest import (
+    analysis_copy,
+    luminance,
+    score_page,
+    stripes,
+    texture_contrast,
+)
 
 
 def test_a_plain_object_on_a_busy_texture_stands_out() -> None:
@@ -18,3 +26,23 @@ def test_a_plain_object_on_a_busy_texture_stands_out() -> None:
     assert contrast.shape == (160, 240)
     assert float(contrast[disc].mean()) > 4 * float(contrast[~disc].mean())
     assert np.unravel_index(np.argmax(contrast), contrast.shape)[1] > 120  # right half
+
+
+def test_every_text_page_of_the_evaluation_is_text_heavy_and_nothing_else_is() -> None:
+    """Pair mode's page scoring on the crop evaluation's pages: prose with a headline, prose
+    around a figure (whatever the page size, also where the letters blur to grey at the
+    analysis scale), and none of its photos, textures, faces, groups or products."""
+    wrong = []
+    for sample in samples():
+        page = score_page(analysis_copy(sample.image), 5, 10, 1)
+        if page.text_heavy != (sample.category == "text"):
+            wrong.append((sample.name, round(page.stripes, 2), round(page.edge_density, 3)))
+    assert wrong == []
+
+
+def test_vertical_text_is_stripes_too_and_a_drawing_is_not() -> None:
+    """Manga set their text in columns: the measure is the same turned through 90 degrees."""
+    page = luminance(analysis_copy(text_page()))
+    assert stripes(page) > 3
+    assert stripes(page.T.copy()) > 3
+    assert stripes(luminance(analysis_copy(line_art_page("astronaut")))) < 1.5

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cropeval import samples
 from images import (
     ASTRONAUT_FACE,
     art_page,
@@ -65,6 +66,32 @@ def test_pair_of_a_black_and_white_chapter_skips_its_text_pages(tmp_path: Path) 
     )
     result = make_thumbnail(
         pages, ThumbnailSpec(mode=Mode.pair, skip_edges=0), tmp_path / "manga.jpg"
+    )
+    assert result.selected == [1, 3], [(e.index, e.score) for e in result.inputs]
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["smart", "fallback"])
+def test_pair_prefers_manga_pages_to_the_evaluations_text_pages(
+    tmp_path: Path, fallback: bool
+) -> None:
+    """The crop evaluation's text pages (small prose that blurs to grey at the analysis
+    scale, prose around a figure) lose to the faintest manga pages, in both runners."""
+    text = {s.name: s.image for s in samples() if s.category == "text"}
+    pages = write_pages(
+        tmp_path,
+        [
+            text["text-poster-02"],
+            line_art_page("chelsea"),
+            text["text-lineart-00"],
+            line_art_page("rocket"),
+            text["text-poster-04"],
+        ],
+    )
+    result = make_thumbnail(
+        pages,
+        ThumbnailSpec(mode=Mode.pair, skip_edges=0),
+        tmp_path / "chapter.jpg",
+        fallback=fallback,
     )
     assert result.selected == [1, 3], [(e.index, e.score) for e in result.inputs]
 

@@ -87,6 +87,7 @@ class PageScore:
     contrast: float
     edge_density: float
     colourfulness: float
+    stripes: float
     blank: bool
     text_heavy: bool
     edge_page: bool
@@ -97,13 +98,30 @@ EDGE_PAGE_PENALTY = 0.6
 TEXT_PENALTY = 0.1
 TEXT_EDGE_DENSITY = 0.2
 """Photos and drawings stay below ~0.12 edge pixels per pixel at 256 px; text pages do not."""
+TEXT_STRIPES = 2.0
+"""Lines of text make the ink's profile across them at least 3x as jagged as along them at
+256 px, even where the letters blur to grey; drawings and photos stay near 1."""
+
+
+def stripes(gray: np.ndarray) -> float:
+    """How much more the ink's row profile zigzags than its column profile, or the reverse
+    (vertical text): lines of text are stripes, drawings are not."""
+    ink = 1.0 - gray
+    rows, cols = ink.mean(axis=1), ink.mean(axis=0)
+    jagged = [
+        float(np.abs(p[1:-1] - (p[:-2] + p[2:]) / 2).mean()) / (float(p.mean()) + 1e-6)
+        for p in (rows, cols)
+    ]
+    low, high = sorted(jagged)
+    return high / max(low, 1e-6)
 
 
 def score_page(rgb: np.ndarray, index: int, count: int, skip_edges: int) -> PageScore:
     """Score a page for the pair thumbnail: lively art wins; blank and text pages lose.
 
-    Text pages (credits, author notes) are dense, colourless, high-contrast strokes on
-    paper: far more edges than any drawing or photo has at this scale, and no colour.
+    Text pages (credits, author notes, a page of prose with a figure) are colourless
+    strokes on paper, in lines: far more edges than any drawing or photo has at this scale,
+    or stripes where small letters blur together.
     """
     gray = luminance(rgb)
     contrast = float(gray.std())
@@ -113,7 +131,12 @@ def score_page(rgb: np.ndarray, index: int, count: int, skip_edges: int) -> Page
     paper = float((gray > 0.88).mean())
     midtones = float(((gray > 0.2) & (gray < 0.8)).mean())
     blank = contrast < BLANK_CONTRAST
-    text_heavy = edge_density > TEXT_EDGE_DENSITY and colourfulness < 0.06 and paper > 0.3
+    lines = stripes(gray)
+    text_heavy = (
+        (edge_density > TEXT_EDGE_DENSITY or lines > TEXT_STRIPES)
+        and colourfulness < 0.06
+        and paper > 0.3
+    )
     edge_page = index < skip_edges or index >= count - skip_edges
     score = (
         0.35 * min(1.0, contrast / 0.25)
@@ -132,6 +155,7 @@ def score_page(rgb: np.ndarray, index: int, count: int, skip_edges: int) -> Page
         contrast=contrast,
         edge_density=edge_density,
         colourfulness=colourfulness,
+        stripes=lines,
         blank=blank,
         text_heavy=text_heavy,
         edge_page=edge_page,
