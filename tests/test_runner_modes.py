@@ -181,6 +181,25 @@ def test_a_wide_crop_keeps_the_whole_head_above_the_face(tmp_path: Path) -> None
     assert crop.y <= head_top and crop.y + crop.height >= chin, crop
 
 
+@pytest.mark.parametrize("fallback", [False, True], ids=["smart", "fallback"])
+def test_a_crop_of_a_text_page_keeps_its_figure(tmp_path: Path, fallback: bool) -> None:
+    """A horse in outline among lines of prose (an evaluation page): the lines of text are
+    as busy as the drawing, yet a tall crop holds the drawing, in both runners."""
+    page = next(s for s in samples() if s.name == "text-lineart-04")
+    source = tmp_path / "page.png"
+    page.image.save(source)
+    result = make_thumbnail(
+        [source],
+        ThumbnailSpec(mode=Mode.crop, width=619, height=1100),
+        tmp_path / "tall.jpg",
+        fallback=fallback,
+    )
+    crop = result.inputs[0].crop
+    assert crop is not None
+    x0, _, x1, _ = page.boxes[0]
+    assert crop.x <= x0 + 8 and crop.x + crop.width >= x1 - 8, (crop, page.boxes)
+
+
 def test_crop_without_faces_follows_the_salient_subject(tmp_path: Path) -> None:
     # The rocket stands in the middle third of a wide photo; a tall crop must hold it.
     source = save_photo(tmp_path, "rocket")

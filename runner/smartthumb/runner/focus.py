@@ -8,10 +8,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from smartthumb.runner.geometry import Face
-from smartthumb.runner.interest import box_blur, edge_interest, normalise, texture_contrast
+from smartthumb.runner.interest import (
+    box_blur,
+    edge_interest,
+    is_text_page,
+    normalise,
+    text_lines,
+    texture_contrast,
+)
 
 TEXTURE_SHARE = 0.1
 """Share of the interest map given to texture contrast (saliency and edges have the rest)."""
+TEXT_DAMPING = 0.8
+"""On a page of text, lines of text keep this little of their interest: the figure among
+them is the subject."""
 
 
 @dataclass
@@ -21,9 +31,16 @@ class Focus:
     detector: str = "edges"
 
 
+def without_text(rgb: np.ndarray, interest: np.ndarray) -> np.ndarray:
+    """On a page of text, the lines of text lose most of their interest."""
+    if not is_text_page(rgb):
+        return interest
+    return normalise(interest * (1 - TEXT_DAMPING * text_lines(rgb)))
+
+
 def light_focus(rgb: np.ndarray) -> Focus:
     """No OpenCV, no models: edges and colour only (the fallback runner's view)."""
-    return Focus(interest=edge_interest(rgb), detector="edges")
+    return Focus(interest=without_text(rgb, edge_interest(rgb)), detector="edges")
 
 
 def smart_focus(rgb: np.ndarray) -> Focus:
@@ -35,7 +52,7 @@ def smart_focus(rgb: np.ndarray) -> Focus:
         import cv2  # heavy: imported only by the full runner
     except ModuleNotFoundError:  # not installed; any other ImportError (a shared library that
         # cannot be mapped under the memory limit) is an out-of-memory for the CLI to report
-        return Focus(interest=edge_interest(rgb), detector="edges-no-opencv")
+        return Focus(interest=without_text(rgb, edge_interest(rgb)), detector="edges-no-opencv")
 
     from smartthumb.runner import subjects
 
@@ -50,6 +67,7 @@ def smart_focus(rgb: np.ndarray) -> Focus:
             0.6 * normalise(box_blur(saliency_map.astype(np.float32), blur)) + 0.4 * interest
         )
     interest = normalise((1 - TEXTURE_SHARE) * interest + TEXTURE_SHARE * texture_contrast(rgb))
+    interest = without_text(rgb, interest)
     found, names = subjects.detect(rgb8)
     detector = "+".join(names) if names else ("saliency" if ok else "edges")
     return Focus(interest=interest, faces=found, detector=detector)

@@ -41,21 +41,31 @@ def saturation(rgb: np.ndarray) -> np.ndarray:
     return np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0).astype(np.float32)
 
 
-def box_blur(values: np.ndarray, radius: int) -> np.ndarray:
-    """Mean over a (2r+1)^2 window via an integral image; keeps the shape."""
+def box_along(values: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """Mean over 2r+1 samples along one axis (edges repeated); keeps the shape."""
     if radius <= 0:
         return values
-    padded = np.pad(values, radius + 1, mode="edge").astype(np.float64)
-    integral = padded.cumsum(0).cumsum(1)
     size = 2 * radius + 1
-    total = (
-        integral[size:, size:]
-        - integral[:-size, size:]
-        - integral[size:, :-size]
-        + integral[:-size, :-size]
+    pad = [(radius + 1, radius) if a == axis else (0, 0) for a in range(values.ndim)]
+    cumulative = np.moveaxis(
+        np.pad(values, pad, mode="edge").cumsum(axis, dtype=np.float64), axis, 0
     )
-    height, width = values.shape
-    return cast(np.ndarray, (total[:height, :width] / (size * size)).astype(np.float32))
+    mean = (cumulative[size:] - cumulative[:-size]) / size
+    return cast(np.ndarray, np.moveaxis(mean, 0, axis).astype(np.float32))
+
+
+def box_blur(values: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over a (2r+1)^2 window (separable); keeps the shape."""
+    return box_along(box_along(values, radius, 0), radius, 1)
+
+
+def zigzag(values: np.ndarray, axis: int) -> np.ndarray:
+    """How far each sample is from the mean of its two neighbours along `axis` (0 at the
+    ends): large where a profile alternates, as across lines of text."""
+    moved = np.moveaxis(values, axis, 0)
+    out = np.zeros_like(moved)
+    out[1:-1] = np.abs(moved[1:-1] - (moved[:-2] + moved[2:]) / 2)
+    return np.moveaxis(out, 0, axis)
 
 
 def normalise(values: np.ndarray) -> np.ndarray:
@@ -87,7 +97,6 @@ class PageScore:
     contrast: float
     edge_density: float
     colourfulness: float
-    stripes: float
     blank: bool
     text_heavy: bool
     edge_page: bool
@@ -103,40 +112,62 @@ TEXT_STRIPES = 2.0
 256 px, even where the letters blur to grey; drawings and photos stay near 1."""
 
 
+TEXT_LINES_REACH = 25
+"""The local measure of lines looks 1/25 of the image's longer side around each point:
+a few lines of text, less than a figure."""
+
+
 def stripes(gray: np.ndarray) -> float:
     """How much more the ink's row profile zigzags than its column profile, or the reverse
     (vertical text): lines of text are stripes, drawings are not."""
     ink = 1.0 - gray
-    rows, cols = ink.mean(axis=1), ink.mean(axis=0)
     jagged = [
-        float(np.abs(p[1:-1] - (p[:-2] + p[2:]) / 2).mean()) / (float(p.mean()) + 1e-6)
-        for p in (rows, cols)
+        float(zigzag(profile, 0).mean()) / (float(profile.mean()) + 1e-6)
+        for profile in (ink.mean(axis=1), ink.mean(axis=0))
     ]
     low, high = sorted(jagged)
     return high / max(low, 1e-6)
 
 
+def is_text_page(rgb: np.ndarray) -> bool:
+    """Colourless strokes on paper, in lines: far more edges than any drawing or photo has
+    at this scale, or stripes where small letters blur together."""
+    gray = luminance(rgb)
+    edge_density = float((edge_map(gray) > 0.15).mean())
+    paper = float((gray > 0.88).mean())
+    return (
+        (edge_density > TEXT_EDGE_DENSITY or stripes(gray) > TEXT_STRIPES)
+        and float(saturation(rgb).mean()) < 0.06
+        and paper > 0.3
+    )
+
+
+def text_lines(rgb: np.ndarray) -> np.ndarray:
+    """Where the image is lines of text (0..1): the same stripes measure, over each point's
+    neighbourhood. A figure among the lines stays near 0."""
+    ink = 1.0 - luminance(rgb)
+    reach = max(2, max(ink.shape) // TEXT_LINES_REACH)
+    across = box_blur(zigzag(box_along(ink, reach, 1), 0), reach)
+    along = box_blur(zigzag(box_along(ink, reach, 0), 1), reach)
+    floor = 0.01 * float(max(across.mean(), along.mean())) + 1e-6
+    ratio = np.maximum((across + floor) / (along + floor), (along + floor) / (across + floor))
+    return np.clip((ratio - 1.5) / 1.5, 0, 1).astype(np.float32)
+
+
 def score_page(rgb: np.ndarray, index: int, count: int, skip_edges: int) -> PageScore:
     """Score a page for the pair thumbnail: lively art wins; blank and text pages lose.
 
-    Text pages (credits, author notes, a page of prose with a figure) are colourless
-    strokes on paper, in lines: far more edges than any drawing or photo has at this scale,
-    or stripes where small letters blur together.
+    Text pages (credits, author notes, a page of prose with a figure) lose: see
+    is_text_page.
     """
     gray = luminance(rgb)
     contrast = float(gray.std())
     edges = edge_map(gray)
     edge_density = float((edges > 0.15).mean())
     colourfulness = float(saturation(rgb).mean())
-    paper = float((gray > 0.88).mean())
     midtones = float(((gray > 0.2) & (gray < 0.8)).mean())
     blank = contrast < BLANK_CONTRAST
-    lines = stripes(gray)
-    text_heavy = (
-        (edge_density > TEXT_EDGE_DENSITY or lines > TEXT_STRIPES)
-        and colourfulness < 0.06
-        and paper > 0.3
-    )
+    text_heavy = is_text_page(rgb)
     edge_page = index < skip_edges or index >= count - skip_edges
     score = (
         0.35 * min(1.0, contrast / 0.25)
@@ -155,7 +186,6 @@ def score_page(rgb: np.ndarray, index: int, count: int, skip_edges: int) -> Page
         contrast=contrast,
         edge_density=edge_density,
         colourfulness=colourfulness,
-        stripes=lines,
         blank=blank,
         text_heavy=text_heavy,
         edge_page=edge_page,
