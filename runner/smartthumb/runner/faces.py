@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -57,17 +58,17 @@ def _detect_square(net: cv2.dnn.Net, square_rgb: np.ndarray) -> tuple[np.ndarray
 
 
 def _squares(width: int, height: int) -> list[tuple[int, int, int]]:
-    """Square tiles (x, y, side) covering the image: the whole image letterboxed, plus
-    tiles along the long axis so that faces in a wide group photo are not too small."""
+    """Square tiles (x, y, side) covering the image: the whole image letterboxed when it is
+    nearly square, else overlapping squares along the long axis, so that faces in a wide
+    group photo stay large enough (and the letterboxed whole would add nothing)."""
     side = min(width, height)
-    tiles = [(0, 0, max(width, height))]
     long_side = max(width, height)
-    if long_side > side * 1.2:
-        count = int(np.ceil(long_side / side))
-        for step in np.linspace(0, long_side - side, count):
-            offset = round(step)
-            tiles.append((offset, 0, side) if width > height else (0, offset, side))
-    return tiles
+    if long_side <= side * 1.2:
+        return [(0, 0, long_side)]
+    offsets = (
+        round(step) for step in np.linspace(0, long_side - side, math.ceil(long_side / side))
+    )
+    return [(offset, 0, side) if width > height else (0, offset, side) for offset in offsets]
 
 
 def detect_faces(rgb: np.ndarray, model_path: Path) -> list[Face]:
