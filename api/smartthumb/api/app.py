@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from smartthumb.api.auth import TokenAuth
 from smartthumb.api.deps import BEARER
+from smartthumb.api.documents import DocumentCache
 from smartthumb.api.errors import install_error_handlers
 from smartthumb.api.limits import BodyGuard
 from smartthumb.api.routers import batches, health, jobs, metrics, thumbnail, uploads, web
@@ -57,6 +58,7 @@ def create_app(settings: ApiSettings | None = None, backend: Backend | None = No
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.documents = DocumentCache()
     app.state.public_url = settings.public_url if settings.public_url_configured else None
     app.state.accepting = False
     app.add_middleware(

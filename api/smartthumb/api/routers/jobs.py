@@ -3,13 +3,16 @@ carries seed 003's per-job fields (jobId, state, progress, result, failedReason)
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 from smartthumb.api.access import find_job, finished_output, redirect_to_output
-from smartthumb.api.deps import BackendDep, SettingsDep
+from smartthumb.api.deps import BackendDep, DocumentsDep, SettingsDep
+from smartthumb.api.documents import conditional_response, json_response
 from smartthumb.api.errors import documented
 from smartthumb.api.inputs import decode_base64, inline_input
-from smartthumb.api.links import LinksDep
+from smartthumb.api.links import Links, LinksDep
 from smartthumb.api.schemas.jobs import (
     SimpleJobAccepted,
     SimpleJobRequest,
@@ -18,7 +21,7 @@ from smartthumb.api.schemas.jobs import (
 )
 from smartthumb.api.submit import submit
 from smartthumb.api.views import FILE_STATES, file_result
-from smartthumb.operator.models import JobState
+from smartthumb.operator.models import Job, JobState
 from smartthumb.runner.spec import Mode, OutputFormat
 
 router = APIRouter(tags=["jobs (seeds 002, 003)"])
@@ -42,18 +45,20 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 )
 def create_job(
     body: SimpleJobRequest, backend: BackendDep, settings: SettingsDep, links: LinksDep
-) -> SimpleJobAccepted:
+) -> Response:
     data = decode_base64(body.image_data, "image_data", settings.max_inline_bytes)
     image = inline_input("image_data", data, settings)
     # Seed 002: without output_format the output keeps the input's format (png or jpeg).
     source_format = OutputFormat.png if data.startswith(_PNG_SIGNATURE) else OutputFormat.jpeg
     job = submit(backend, body.spec(source_format), [image], max_pixels=settings.max_pixels)
-    return SimpleJobAccepted(
-        job_id=job.id,
-        message="Image processing job submitted",
-        job_url=links.absolute(links.simple_job(job.id)),
-        download_url=links.absolute(links.download(job.id)),
-    )
+    accepted = {
+        "job_id": job.id,
+        "status": "pending",
+        "message": "Image processing job submitted",
+        "job_url": links.absolute(links.simple_job(job.id)),
+        "download_url": links.absolute(links.download(job.id)),
+    }
+    return json_response(accepted, status_code=202)
 
 
 @router.get(
@@ -62,28 +67,35 @@ def create_job(
     responses=documented(401, 404),
     summary="Status of one job (seed 002 and seed 003 fields)",
 )
-def get_simple_job(job_id: str, backend: BackendDep, links: LinksDep) -> SimpleJobStatus:
-    job = find_job(backend, job_id)
+async def get_simple_job(
+    job_id: str, request: Request, backend: BackendDep, links: LinksDep, documents: DocumentsDep
+) -> Response:
+    job = find_job(backend, job_id)  # from the backend's memory: no thread hop
+    return conditional_response(request, documents.get("simple", job, links, _simple_status))
+
+
+def _simple_status(job: Job, links: Links) -> dict[str, Any]:
+    """SimpleJobStatus (by its aliases)."""
     done = job.state is JobState.done
     download = links.absolute(links.download(job.id))
-    return SimpleJobStatus(
-        id=job.id,
-        job_id=job.id,
-        status=_STATUSES[job.state],
-        state=FILE_STATES[job.state],
-        progress=100 if job.state in (JobState.done, JobState.failed) else 0,
-        operation=_OPERATIONS.get(job.spec.mode, job.spec.mode.value),
-        width=job.spec.width,
-        height=job.spec.height,
-        output_format=job.spec.format.value,
-        output_path=download if done else None,
-        download_url=download,
-        created_at=job.created_at,
-        updated_at=job.finished_at or job.started_at or job.created_at,
-        error=job.error,
-        failed_reason=job.error,
-        result=file_result(job, links),
-    )
+    return {
+        "id": job.id,
+        "jobId": job.id,
+        "status": _STATUSES[job.state].value,
+        "state": FILE_STATES[job.state].value,
+        "progress": 100 if job.state in (JobState.done, JobState.failed) else 0,
+        "operation": _OPERATIONS.get(job.spec.mode, job.spec.mode.value),
+        "width": job.spec.width,
+        "height": job.spec.height,
+        "output_format": job.spec.format.value,
+        "output_path": download if done else None,
+        "download_url": download,
+        "created_at": job.created_at,
+        "updated_at": job.finished_at or job.started_at or job.created_at,
+        "error": job.error,
+        "failedReason": job.error,
+        "result": file_result(job, links),
+    }
 
 
 @router.get(

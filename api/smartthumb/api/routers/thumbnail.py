@@ -10,10 +10,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 from smartthumb.api.access import find_job, finished_output, not_found, redirect_to_output
 from smartthumb.api.convert import parse_format, variant
-from smartthumb.api.deps import BackendDep, SettingsDep
+from smartthumb.api.deps import BackendDep, DocumentsDep, SettingsDep
+from smartthumb.api.documents import conditional_response, json_response
 from smartthumb.api.errors import documented
 from smartthumb.api.inputs import check_count, decode_base64, inline_input, path_input, url_input
-from smartthumb.api.links import Links, LinksDep
+from smartthumb.api.links import LinksDep
 from smartthumb.api.schemas.thumbnail import (
     ImageQuery,
     JobAccepted,
@@ -22,10 +23,9 @@ from smartthumb.api.schemas.thumbnail import (
     ThumbnailRequest,
 )
 from smartthumb.api.submit import submit
-from smartthumb.api.views import job_accepted, job_status
+from smartthumb.api.views import job_accepted, job_status, summary_now
 from smartthumb.operator.backend import Backend, InputFile, UnknownJobError
 from smartthumb.operator.models import JobState
-from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(tags=["thumbnail jobs (seed 000)"])
 
@@ -41,7 +41,7 @@ _TERMINAL = {JobState.done, JobState.failed, JobState.expired}
 )
 def create_thumbnail(
     body: ThumbnailRequest, backend: BackendDep, settings: SettingsDep, links: LinksDep
-) -> JobAccepted:
+) -> Response:
     paths = ([body.image_path] if body.image_path else []) + body.image_paths
     check_count(len(paths) + len(body.image_files) + len(body.image_urls), settings)
     inputs: list[InputFile] = [path_input(path, settings) for path in paths]
@@ -59,7 +59,8 @@ def create_thumbnail(
         webhook_url=webhook,
         api_url=links.base_url,
     )
-    return job_accepted(job, backend.stats().queued, links, backend.ttl_s)
+    document = summary_now(job_accepted(job, links), job, backend.stats().queued, backend.ttl_s)
+    return json_response(document, status_code=202)
 
 
 @router.get(
@@ -75,35 +76,26 @@ async def get_job(
     backend: BackendDep,
     settings: SettingsDep,
     links: LinksDep,
-) -> JobStatus:
+    documents: DocumentsDep,
+) -> Response:
+    # Reads are served from the backend's memory: no thread hop, but for a long-poll's wait.
+    job = find_job(backend, job_id)
     timeout = min(query.wait, settings.max_wait_s)
-    if timeout <= 0:
-        return await run_in_threadpool(_status, backend, job_id, links, backend.ttl_s)
-    # One thread for the whole long-poll (backend.wait blocks on a condition); a limiter of
-    # its own keeps long-polls from starving the request threadpool.
-    return await anyio.to_thread.run_sync(
-        _wait_then_status,
-        backend,
-        job_id,
-        timeout,
-        links,
-        backend.ttl_s,
-        limiter=request.app.state.wait_limiter,
-    )
+    if timeout > 0 and job.state not in _TERMINAL:
+        # One thread for the whole long-poll (backend.wait blocks on a condition); a limiter
+        # of its own keeps long-polls from starving the request threadpool.
+        await anyio.to_thread.run_sync(
+            _wait, backend, job_id, timeout, limiter=request.app.state.wait_limiter
+        )
+        job = find_job(backend, job_id)  # where the job stands now (404 if it expired)
+    document = documents.get("job", job, links, job_status)
+    document = summary_now(document, job, backend.stats().queued, backend.ttl_s)
+    return conditional_response(request, document)
 
 
-def _wait_then_status(
-    backend: Backend, job_id: str, timeout: float, links: Links, ttl_s: float
-) -> JobStatus:
-    if find_job(backend, job_id).state not in _TERMINAL:  # 404 at once for an unknown job
-        # The status document that follows says where the job stands (404 if it expired).
-        with contextlib.suppress(TimeoutError, UnknownJobError):
-            backend.wait(job_id, timeout)
-    return _status(backend, job_id, links, ttl_s)
-
-
-def _status(backend: Backend, job_id: str, links: Links, ttl_s: float) -> JobStatus:
-    return job_status(find_job(backend, job_id), backend.stats().queued, links, ttl_s)
+def _wait(backend: Backend, job_id: str, timeout: float) -> None:
+    with contextlib.suppress(TimeoutError, UnknownJobError):
+        backend.wait(job_id, timeout)
 
 
 @router.delete(

@@ -319,6 +319,8 @@ class KubernetesBackend:
         names = (obj["metadata"].get("annotations") or {}).get(INPUT_NAMES)
         if names:
             job.input_names = json.loads(names)
+        # etcd's revision of the object: it changes with every write of it.
+        job.revision = int(obj["metadata"].get("resourceVersion") or 0) or None
         if job.state is JobState.queued:
             # The operator admits the oldest first: the place is known here at once, while
             # status.queuePosition is written only every few seconds.

@@ -6,11 +6,11 @@ smartthumb.operator.lifecycle.decide; this module only carries the actions out."
 from __future__ import annotations
 
 import fcntl
-import secrets
 import logging
 import os
 import queue
 import re
+import secrets
 import shutil
 import threading
 import time
@@ -28,6 +28,7 @@ from smartthumb.operator.backend import (
     UnknownJobError,
     check_webhook,
 )
+from smartthumb.operator.jobindex import JobIndex
 from smartthumb.operator.lifecycle import (
     Action,
     Cancelled,
@@ -45,7 +46,6 @@ from smartthumb.operator.lifecycle import (
     current_run,
     decide,
 )
-from smartthumb.operator.jobindex import JobIndex
 from smartthumb.operator.local.process import ForkServer, RunnerProcess, runner_argv
 from smartthumb.operator.local.settings import EngineSettings
 from smartthumb.operator.local.store import JobStore

@@ -1,0 +1,140 @@
+"""Status documents over real HTTP: an ETag of what was sent, 304 to a client that has it,
+a new document as soon as the job (or its place in the queue) changes, links that follow the
+URL each client used; and the per-revision document cache itself."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from apiserver import LiveServer, b64, encode, live_server, wait_done
+from images import photo
+from smartthumb.api.documents import DocumentCache
+from smartthumb.api.links import Links
+from smartthumb.api.schemas.jobs import SimpleJobStatus
+from smartthumb.api.schemas.thumbnail import JobStatus
+from smartthumb.operator.models import Job
+from smartthumb.runner.spec import ThumbnailSpec
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with live_server(tmp_path_factory.mktemp("data"), workers=1) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        yield http
+
+
+def slow_jobs(client: httpx.Client, count: int) -> list[str]:
+    """`count` crops of a large photo on one worker: the last ones wait in the queue."""
+    big = b64(encode(photo("chelsea").resize((3000, 2000)), quality=90))
+    body = {
+        "mode": "crop",
+        "width": 200,
+        "height": 200,
+        "image_files": [{"filename": "big.jpg", "content_base64": big}],
+    }
+    return [client.post("/thumbnail", json=body).json()["job_id"] for _ in range(count)]
+
+
+def unchanged(client: httpx.Client, path: str) -> tuple[str, dict]:
+    """A document and its ETag that a second, conditional GET answers 304 to (tried again
+    while the job moves meanwhile: each change must come with a new ETag)."""
+    for _ in range(20):
+        first = client.get(path)
+        assert first.status_code == 200
+        etag = first.headers["etag"]
+        again = client.get(path, headers={"If-None-Match": etag})
+        if again.status_code == 304:
+            assert again.content == b"" and again.headers["etag"] == etag
+            return etag, first.json()
+        assert again.status_code == 200 and again.headers["etag"] != etag
+        assert again.json() != first.json()
+    raise AssertionError(f"{path} never stood still")
+
+
+@pytest.mark.parametrize("path", ["/job/{}", "/jobs/{}"])
+def test_a_client_with_the_document_gets_304_until_the_job_changes(
+    client: httpx.Client, path: str
+) -> None:
+    ids = slow_jobs(client, 3)
+    last = path.format(ids[-1])
+    etag, queued = unchanged(client, last)
+    assert queued.get("status") in ("queued", "pending")
+    for tag in ("*", f"W/{etag}", f'"other", {etag}'):
+        assert client.get(last, headers={"If-None-Match": tag}).status_code == 304
+    assert client.get(last, headers={"If-None-Match": '"other"'}).status_code == 200
+    for job_id in ids:
+        wait_done(client, job_id, timeout=120)
+    changed = client.get(last, headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    assert changed.json()["status"] in ("done", "completed")
+    new_etag, done = unchanged(client, last)
+    assert done == changed.json() and new_etag == changed.headers["etag"]
+    # The documents are what their response models describe.
+    model = JobStatus if path == "/job/{}" else SimpleJobStatus
+    model.model_validate(done)
+
+
+def test_the_queue_position_is_current_while_the_job_itself_stands_still(
+    client: httpx.Client,
+) -> None:
+    ids = slow_jobs(client, 3)
+    path = f"/job/{ids[-1]}"
+    _, waiting = unchanged(client, path)
+    assert waiting["status"] == "queued" and waiting["queue_position"] in (1, 2)
+    long_poll = client.get(f"/job/{ids[0]}", params={"wait": 60}).json()
+    assert long_poll["status"] == "done"
+    moved = client.get(path).json()
+    assert moved["status"] != "queued" or moved["queue_position"] == 1
+    assert moved["pending_jobs"] < waiting["pending_jobs"] or moved["status"] != "queued"
+    for job_id in ids:
+        wait_done(client, job_id, timeout=120)
+
+
+def test_links_follow_the_url_each_client_used(client: httpx.Client, server: LiveServer) -> None:
+    job_id = slow_jobs(client, 1)[0]
+    port = server.url.rsplit(":", 1)[1]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"127.0.0.1:{port}"):
+        for path in (f"/job/{job_id}", f"/jobs/{job_id}"):
+            document = client.get(path, headers={"Host": host}).json()
+            assert document.get("job_url", document.get("download_url", "")).startswith(
+                f"http://{host}/"
+            ), document
+    wait_done(client, job_id, timeout=120)
+
+
+def job(revision: int | None) -> Job:
+    made = Job(
+        id="a",
+        spec=ThumbnailSpec(mode="fit", width=10),
+        input_names=["a.png"],
+        created_at=datetime(2025, 1, 1, tzinfo=UTC),
+    )
+    made.revision = revision
+    return made
+
+
+def test_the_cache_makes_a_document_once_per_revision_and_base_url() -> None:
+    cache = DocumentCache(size=2)
+    made: list[tuple[int | None, str]] = []
+
+    def make(job: Job, links: Links) -> dict:
+        made.append((job.revision, links.base_url))
+        return {"n": len(made)}
+
+    here, there = Links("http://here"), Links("http://there")
+    assert cache.get("k", job(1), here, make) == {"n": 1}
+    assert cache.get("k", job(1), here, make) == {"n": 1}
+    assert cache.get("k", job(2), here, make) == {"n": 2}
+    assert cache.get("k", job(2), there, make) == {"n": 3}
+    assert cache.get("other", job(2), there, make) == {"n": 4}
+    assert cache.get("k", job(None), there, make) == {"n": 5}  # no revision: never kept
+    assert cache.get("k", job(None), there, make) == {"n": 6}
+    assert len(cache._entries) == 2  # bounded
