@@ -425,6 +425,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each scenario")
     parser.add_argument("--rounds", type=int, default=2, help="jobs each client runs in turn")
+    parser.add_argument("--only", help="the scenarios whose name contains this")
     parser.add_argument(
         "--sweep",
         action="store_true",
@@ -434,7 +435,10 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     cpus = os.cpu_count() or 1
     if not args.sweep:
-        rows, api_peak, tree_peak = serve_and_measure(scenarios(full=True), args)
+        chosen = [
+            one for one in scenarios(full=True) if args.only in (None, "") or args.only in one.name
+        ]
+        rows, api_peak, tree_peak = serve_and_measure(chosen, args)
         print_table(f"smartthumb HTTP benchmark - {cpus} CPUs, {args.workers} workers", rows)
         print(f"peak RSS: API side {api_peak:.0f} MiB; API + runner processes {tree_peak:.0f} MiB")
         report = {

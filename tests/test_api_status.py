@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
+import orjson
 import pytest
 from apiserver import LiveServer, b64, encode, live_server, wait_done
 from images import photo
@@ -129,12 +130,21 @@ def test_the_cache_makes_a_document_once_per_revision_and_base_url() -> None:
         made.append((job.revision, links.base_url))
         return {"n": len(made)}
 
+    def shown(*args: object) -> dict:
+        return orjson.loads(cache.render(*args).body)  # type: ignore[arg-type]
+
     here, there = Links("http://here"), Links("http://there")
-    assert cache.get("k", job(1), here, make) == {"n": 1}
-    assert cache.get("k", job(1), here, make) == {"n": 1}
-    assert cache.get("k", job(2), here, make) == {"n": 2}
-    assert cache.get("k", job(2), there, make) == {"n": 3}
-    assert cache.get("other", job(2), there, make) == {"n": 4}
-    assert cache.get("k", job(None), there, make) == {"n": 5}  # no revision: never kept
-    assert cache.get("k", job(None), there, make) == {"n": 6}
+    assert shown("k", job(1), here, make) == {"n": 1}
+    assert shown("k", job(1), here, make) == {"n": 1}
+    assert shown("k", job(2), here, make) == {"n": 2}
+    assert shown("k", job(2), there, make) == {"n": 3}
+    assert shown("other", job(2), there, make) == {"n": 4}
+    assert shown("k", job(None), there, make) == {"n": 5}  # no revision: never kept
+    assert shown("k", job(None), there, make) == {"n": 6}
     assert len(cache._entries) == 2  # bounded
+    # Fields that change by themselves are applied to the same document, with a new ETag.
+    first = cache.render("k", job(3), here, make, {"queue_position": 2})
+    again = cache.render("k", job(3), here, make, {"queue_position": 2})
+    moved = cache.render("k", job(3), here, make, {"queue_position": 1})
+    assert again is first and moved.etag != first.etag
+    assert orjson.loads(moved.body) == {"n": 7, "queue_position": 1}

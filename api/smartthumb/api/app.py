@@ -14,7 +14,9 @@ from smartthumb.api.auth import TokenAuth
 from smartthumb.api.deps import BEARER
 from smartthumb.api.documents import DocumentCache
 from smartthumb.api.errors import install_error_handlers
+from smartthumb.api.fastpath import StatusFastPath
 from smartthumb.api.limits import BodyGuard
+from smartthumb.api.links import LinkBases
 from smartthumb.api.routers import batches, health, jobs, metrics, thumbnail, uploads, web
 from smartthumb.api.settings import ApiSettings
 from smartthumb.operator.backend import Backend, create_backend
@@ -56,11 +58,17 @@ def create_app(settings: ApiSettings | None = None, backend: Backend | None = No
         version=version("smartthumb-api"),
         description=DESCRIPTION,
         lifespan=lifespan,
+        # No OpenTelemetry here (metrics are Prometheus'): its check cost every request
+        # three environment lookups.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.documents = DocumentCache()
-    app.state.public_url = settings.public_url if settings.public_url_configured else None
+    app.state.link_bases = LinkBases(
+        settings.public_url if settings.public_url_configured else None
+    )
     app.state.accepting = False
+    app.add_middleware(StatusFastPath)  # innermost: after authentication
     app.add_middleware(
         BodyGuard,
         limit=settings.max_upload_bytes,

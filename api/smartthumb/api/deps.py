@@ -9,7 +9,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
-from smartthumb.api.documents import DocumentCache, get_documents
 from smartthumb.api.settings import ApiSettings
 from smartthumb.operator.backend import Backend
 
@@ -24,7 +23,6 @@ async def get_backend(request: Request) -> Backend:
 
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 BackendDep = Annotated[Backend, Depends(get_backend)]
-DocumentsDep = Annotated[DocumentCache, Depends(get_documents)]
 
 BEARER = Depends(HTTPBearer(auto_error=False, description="One of SMARTTHUMB_API_TOKENS."))
 """Declares the token in the OpenAPI document; auth.TokenAuth enforces it before the body."""

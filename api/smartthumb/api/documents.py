@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from fastapi import Request, Response
@@ -28,31 +28,61 @@ def json_response(content: object, status_code: int = 200) -> Response:
     return Response(dumps(content), status_code=status_code, media_type=JSON)
 
 
+class Rendered(NamedTuple):
+    body: bytes
+    etag: str
+
+
+def render(document: Document) -> Rendered:
+    body = dumps(document)
+    return Rendered(body, f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"')
+
+
+class _Entry(NamedTuple):
+    revision: int
+    base_url: str
+    document: Document
+    changing: Document
+    rendered: Rendered
+
+
 class DocumentCache:
     """The documents made of each job, per kind of document, keyed by the job's revision and
-    the base of the links in them (which may follow the URL a client used). Used from the
-    event loop only."""
+    the base of the links in them (which may follow the URL a client used), with their bytes
+    and ETag. Used from the event loop only."""
 
     def __init__(self, size: int = CACHED_DOCUMENTS) -> None:
         self._size = size
-        self._entries: dict[tuple[str, str], tuple[int, str, Document]] = {}
+        self._entries: dict[tuple[str, str], _Entry] = {}
 
-    def get(
-        self, kind: str, job: Job, links: Links, make: Callable[[Job, Links], Document]
-    ) -> Document:
-        """The document `make(job, links)`, made once per revision. A job without a revision
-        (a backend that cannot tell) gets a fresh one each time."""
+    def render(
+        self,
+        kind: str,
+        job: Job,
+        links: Links,
+        make: Callable[[Job, Links], Document],
+        changing: Document | None = None,
+    ) -> Rendered:
+        """The document `make(job, links)` updated with `changing` (fields that change
+        without a new revision: queue position, expiry), made once per revision and
+        serialised again only when `changing` does. A job without a revision (a backend
+        that cannot tell) is made afresh each time."""
+        changing = changing or {}
         key = (kind, job.id)
         held = self._entries.get(key)
-        if held is not None and held[0] == job.revision and held[1] == links.base_url:
-            return held[2]
-        document = make(job, links)
+        if held is not None and held.revision == job.revision and held.base_url == links.base_url:
+            if held.changing == changing:
+                return held.rendered
+            document = held.document
+        else:
+            document = make(job, links)
+        rendered = render({**document, **changing})
         if job.revision is not None:
             self._entries.pop(key, None)
             while len(self._entries) >= self._size:
                 del self._entries[next(iter(self._entries))]
-            self._entries[key] = (job.revision, links.base_url, document)
-        return document
+            self._entries[key] = _Entry(job.revision, links.base_url, document, changing, rendered)
+        return rendered
 
 
 def _matches(if_none_match: str, etag: str) -> bool:
@@ -64,18 +94,11 @@ def _matches(if_none_match: str, etag: str) -> bool:
     return False
 
 
-def conditional_response(request: Request, document: Document) -> Response:
-    """`document` with an ETag of its bytes; 304 without a body when the client has it."""
-    body = dumps(document)
-    etag = f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
+def conditional_response(request: Request, rendered: Rendered) -> Response:
+    """The document with its ETag; 304 without a body when the client has it."""
     # no-cache: a cache may keep it, but asks again (with If-None-Match) before reusing it.
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    headers = {"ETag": rendered.etag, "Cache-Control": "no-cache"}
     if_none_match = request.headers.get("if-none-match")
-    if if_none_match is not None and _matches(if_none_match, etag):
+    if if_none_match is not None and _matches(if_none_match, rendered.etag):
         return Response(status_code=304, headers=headers)
-    return Response(body, media_type=JSON, headers=headers)
-
-
-def get_documents(request: Request) -> DocumentCache:
-    cache: DocumentCache = request.app.state.documents
-    return cache
+    return Response(rendered.body, media_type=JSON, headers=headers)

@@ -86,12 +86,9 @@ def _summary(job: Job, links: Links) -> dict[str, Any]:
     }
 
 
-def summary_now(
-    document: dict[str, Any], job: Job, pending_jobs: int, ttl_s: float
-) -> dict[str, Any]:
-    """`document` (made once per revision) with the fields that change by themselves."""
+def summary_now(job: Job, pending_jobs: int, ttl_s: float) -> dict[str, Any]:
+    """The summary's fields that change without the job changing: the queue, the expiry."""
     return {
-        **document,
         "queue_position": job.queue_position,
         "pending_jobs": pending_jobs,
         "expires_in_seconds": expires_in(job, ttl_s),

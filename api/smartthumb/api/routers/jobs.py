@@ -8,11 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 from smartthumb.api.access import find_job, finished_output, redirect_to_output
-from smartthumb.api.deps import BackendDep, DocumentsDep, SettingsDep
+from smartthumb.api.deps import BackendDep, SettingsDep
 from smartthumb.api.documents import conditional_response, json_response
 from smartthumb.api.errors import documented
 from smartthumb.api.inputs import decode_base64, inline_input
-from smartthumb.api.links import Links, LinksDep
+from smartthumb.api.links import Links, LinksDep, links_for
 from smartthumb.api.schemas.jobs import (
     SimpleJobAccepted,
     SimpleJobRequest,
@@ -67,11 +67,17 @@ def create_job(
     responses=documented(401, 404),
     summary="Status of one job (seed 002 and seed 003 fields)",
 )
-async def get_simple_job(
-    job_id: str, request: Request, backend: BackendDep, links: LinksDep, documents: DocumentsDep
-) -> Response:
-    job = find_job(backend, job_id)  # from the backend's memory: no thread hop
-    return conditional_response(request, documents.get("simple", job, links, _simple_status))
+async def get_simple_job(job_id: str, request: Request) -> Response:
+    return await simple_job_answer(request, job_id)
+
+
+async def simple_job_answer(request: Request, job_id: str) -> Response:
+    """GET /jobs/{id}, also served by fastpath.StatusFastPath (which skips FastAPI's routing).
+    From the backend's memory: no thread hop."""
+    state = request.app.state
+    job = find_job(state.backend, job_id)
+    rendered = state.documents.render("simple", job, links_for(request), _simple_status)
+    return conditional_response(request, rendered)
 
 
 def _simple_status(job: Job, links: Links) -> dict[str, Any]:

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 from smartthumb.api.access import find_job, finished_output, not_found, redirect_to_output
 from smartthumb.api.convert import parse_format, variant
-from smartthumb.api.deps import BackendDep, DocumentsDep, SettingsDep
+from smartthumb.api.deps import BackendDep, SettingsDep
 from smartthumb.api.documents import conditional_response, json_response
 from smartthumb.api.errors import documented
 from smartthumb.api.inputs import check_count, decode_base64, inline_input, path_input, url_input
-from smartthumb.api.links import LinksDep
+from smartthumb.api.links import LinksDep, links_for
 from smartthumb.api.schemas.thumbnail import (
     ImageQuery,
     JobAccepted,
@@ -59,7 +59,10 @@ def create_thumbnail(
         webhook_url=webhook,
         api_url=links.base_url,
     )
-    document = summary_now(job_accepted(job, links), job, backend.stats().queued, backend.ttl_s)
+    document = {
+        **job_accepted(job, links),
+        **summary_now(job, backend.stats().queued, backend.ttl_s),
+    }
     return json_response(document, status_code=202)
 
 
@@ -70,27 +73,28 @@ def create_thumbnail(
     summary="Status, webhook delivery and result of a job",
 )
 async def get_job(
-    job_id: str,
-    query: Annotated[JobWaitQuery, Query()],
-    request: Request,
-    backend: BackendDep,
-    settings: SettingsDep,
-    links: LinksDep,
-    documents: DocumentsDep,
+    job_id: str, query: Annotated[JobWaitQuery, Query()], request: Request
 ) -> Response:
-    # Reads are served from the backend's memory: no thread hop, but for a long-poll's wait.
+    return await job_answer(request, job_id, query.wait)
+
+
+async def job_answer(request: Request, job_id: str, wait: float) -> Response:
+    """GET /job/{id}, also served by fastpath.StatusFastPath (which skips FastAPI's routing).
+    Reads are served from the backend's memory: no thread hop, but for a long-poll's wait."""
+    state = request.app.state
+    backend: Backend = state.backend
+    links = links_for(request)
     job = find_job(backend, job_id)
-    timeout = min(query.wait, settings.max_wait_s)
+    timeout = min(wait, state.settings.max_wait_s)
     if timeout > 0 and job.state not in _TERMINAL:
         # One thread for the whole long-poll (backend.wait blocks on a condition); a limiter
         # of its own keeps long-polls from starving the request threadpool.
-        await anyio.to_thread.run_sync(
-            _wait, backend, job_id, timeout, limiter=request.app.state.wait_limiter
-        )
+        await anyio.to_thread.run_sync(_wait, backend, job_id, timeout, limiter=state.wait_limiter)
         job = find_job(backend, job_id)  # where the job stands now (404 if it expired)
-    document = documents.get("job", job, links, job_status)
-    document = summary_now(document, job, backend.stats().queued, backend.ttl_s)
-    return conditional_response(request, document)
+    changing = summary_now(job, backend.stats().queued, backend.ttl_s)
+    return conditional_response(
+        request, state.documents.render("job", job, links, job_status, changing)
+    )
 
 
 def _wait(backend: Backend, job_id: str, timeout: float) -> None:
