@@ -12,6 +12,7 @@ from smartthumb.api.deps import BackendDep, SettingsDep
 from smartthumb.api.documents import conditional_response, json_response
 from smartthumb.api.errors import documented
 from smartthumb.api.inputs import decode_base64, inline_input
+from smartthumb.api.jsonbody import OrjsonRoute
 from smartthumb.api.links import Links, LinksDep, links_for
 from smartthumb.api.schemas.jobs import (
     SimpleJobAccepted,
@@ -24,7 +25,7 @@ from smartthumb.api.views import FILE_STATES, file_result
 from smartthumb.operator.models import Job, JobState
 from smartthumb.runner.spec import Mode, OutputFormat
 
-router = APIRouter(tags=["jobs (seeds 002, 003)"])
+router = APIRouter(tags=["jobs (seeds 002, 003)"], route_class=OrjsonRoute)
 
 _STATUSES = {
     JobState.queued: SimpleStatus.pending,

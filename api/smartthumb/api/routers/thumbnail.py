@@ -14,6 +14,7 @@ from smartthumb.api.deps import BackendDep, SettingsDep
 from smartthumb.api.documents import conditional_response, json_response
 from smartthumb.api.errors import documented
 from smartthumb.api.inputs import check_count, decode_base64, inline_input, path_input, url_input
+from smartthumb.api.jsonbody import OrjsonRoute
 from smartthumb.api.links import LinksDep, links_for
 from smartthumb.api.schemas.thumbnail import (
     ImageQuery,
@@ -27,7 +28,7 @@ from smartthumb.api.views import job_accepted, job_status, summary_now
 from smartthumb.operator.backend import Backend, InputFile, UnknownJobError
 from smartthumb.operator.models import JobState
 
-router = APIRouter(tags=["thumbnail jobs (seed 000)"])
+router = APIRouter(tags=["thumbnail jobs (seed 000)"], route_class=OrjsonRoute)
 
 _TERMINAL = {JobState.done, JobState.failed, JobState.expired}
 
