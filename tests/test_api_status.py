@@ -4,7 +4,9 @@ URL each client used; and the per-revision document cache itself."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import httpx
@@ -32,14 +34,18 @@ def client(server: LiveServer) -> Iterator[httpx.Client]:
         yield http
 
 
-def slow_jobs(client: httpx.Client, count: int) -> list[str]:
-    """`count` crops of a large photo on one worker: the last ones wait in the queue."""
-    big = b64(encode(photo("chelsea").resize((3000, 2000)), quality=90))
+def slow_jobs(client: httpx.Client, count: int, png: bool = False) -> list[str]:
+    """`count` crops of a large photo on one worker: the last ones wait in the queue. A
+    JPEG is decoded at a reduced size; a 12 MP PNG takes about half a second."""
+    if png:
+        big = b64(encode(photo("chelsea").resize((4000, 3000)), "PNG"))
+    else:
+        big = b64(encode(photo("chelsea").resize((3000, 2000)), quality=90))
     body = {
         "mode": "crop",
         "width": 200,
         "height": 200,
-        "image_files": [{"filename": "big.jpg", "content_base64": big}],
+        "image_files": [{"filename": "big", "content_base64": big}],
     }
     return [client.post("/thumbnail", json=body).json()["job_id"] for _ in range(count)]
 
@@ -148,3 +154,24 @@ def test_the_cache_makes_a_document_once_per_revision_and_base_url() -> None:
     moved = cache.render("k", job(3), here, make, {"queue_position": 1})
     assert again is first and moved.etag != first.etag
     assert orjson.loads(moved.body) == {"n": 7, "queue_position": 1}
+
+
+def test_long_polls_answer_when_the_job_finishes_or_goes_or_time_is_up(
+    client: httpx.Client,
+) -> None:
+    *ahead, queued = slow_jobs(client, 4, png=True)
+    started = time.monotonic()
+    waited = client.get(f"/job/{queued}", params={"wait": 0.5})
+    assert waited.status_code == 200 and waited.json()["status"] in ("queued", "processing")
+    assert 0.4 < time.monotonic() - started < 5
+    # Cancelled while a long-poll waits on it: the long-poll answers 404 at once.
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(client.get, f"/job/{queued}", params={"wait": 60})
+        time.sleep(0.3)
+        cancelled = time.monotonic()
+        assert client.delete(f"/job/{queued}").status_code == 204
+        assert pending.result(timeout=10).status_code == 404
+        assert time.monotonic() - cancelled < 2
+    for job_id in ahead:
+        assert client.get(f"/job/{job_id}", params={"wait": 60}).json()["status"] == "done"
+    assert client.get("/job/nope", params={"wait": 60}).status_code == 404

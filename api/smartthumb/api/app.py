@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 
-import anyio
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from smartthumb.api.auth import TokenAuth
@@ -21,9 +20,6 @@ from smartthumb.api.routers import batches, health, jobs, metrics, thumbnail, up
 from smartthumb.api.settings import ApiSettings
 from smartthumb.operator.backend import Backend, create_backend
 from starlette.concurrency import run_in_threadpool
-
-LONG_POLLS = 200
-"""Threads that may sit in Backend.wait at once (they block on a condition, not the CPU)."""
 
 DESCRIPTION = """\
 Smart thumbnails as asynchronous jobs. Submit with `POST /thumbnail` (or a compatibility
@@ -44,7 +40,6 @@ def create_app(settings: ApiSettings | None = None, backend: Backend | None = No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(backend.start)
         app.state.backend = backend
-        app.state.wait_limiter = anyio.CapacityLimiter(LONG_POLLS)
         app.state.accepting = True
         try:
             yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Annotated
 
@@ -81,26 +82,38 @@ async def get_job(
 
 async def job_answer(request: Request, job_id: str, wait: float) -> Response:
     """GET /job/{id}, also served by fastpath.StatusFastPath (which skips FastAPI's routing).
-    Reads are served from the backend's memory: no thread hop, but for a long-poll's wait."""
+    Reads are served from the backend's memory, and a long-poll waits on the event loop for
+    the backend's news of the job: no thread hop at all."""
     state = request.app.state
     backend: Backend = state.backend
     links = links_for(request)
     job = find_job(backend, job_id)
     timeout = min(wait, state.settings.max_wait_s)
     if timeout > 0 and job.state not in _TERMINAL:
-        # One thread for the whole long-poll (backend.wait blocks on a condition); a limiter
-        # of its own keeps long-polls from starving the request threadpool.
-        await anyio.to_thread.run_sync(_wait, backend, job_id, timeout, limiter=state.wait_limiter)
+        await _until_finished(backend, job_id, timeout)
         job = find_job(backend, job_id)  # where the job stands now (404 if it expired)
     changing = summary_now(job, backend.stats().queued, backend.ttl_s)
-    return conditional_response(
-        request, state.documents.render("job", job, links, job_status, changing)
-    )
+    rendered = state.documents.render("job", job, links, job_status, changing)
+    return conditional_response(request, rendered)
 
 
-def _wait(backend: Backend, job_id: str, timeout: float) -> None:
-    with contextlib.suppress(TimeoutError, UnknownJobError):
-        backend.wait(job_id, timeout)
+async def _until_finished(backend: Backend, job_id: str, timeout: float) -> None:
+    """Until the job is finished or gone, or `timeout` seconds have passed."""
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+
+    def wake() -> None:  # in a backend thread
+        with contextlib.suppress(RuntimeError):  # the loop has closed (shutting down)
+            loop.call_soon_threadsafe(changed.set)
+
+    unsubscribe = backend.subscribe(job_id, wake)  # before the look: no change is missed
+    try:
+        with anyio.move_on_after(timeout):
+            while (job := backend.get(job_id)) is not None and job.state not in _TERMINAL:
+                await changed.wait()
+                changed.clear()
+    finally:
+        unsubscribe()
 
 
 @router.delete(

@@ -11,7 +11,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -344,6 +344,9 @@ class KubernetesBackend:
 
     def wait(self, job_id: str, timeout: float) -> Job:
         return self._waiters.wait(job_id, lambda: self.get(job_id), timeout)
+
+    def subscribe(self, job_id: str, changed: Callable[[], None]) -> Callable[[], None]:
+        return self._waiters.subscribe(job_id, changed)
 
     def list_batch(self, batch_id: str) -> list[Job]:
         batch = [

@@ -357,6 +357,9 @@ class LocalEngine:
         """The job once done or failed. Raises UnknownJobError, or TimeoutError after `timeout`."""
         return self._waiters.wait(job_id, lambda: self.get(job_id), timeout)
 
+    def subscribe(self, job_id: str, changed: Callable[[], None]) -> Callable[[], None]:
+        return self._waiters.subscribe(job_id, changed)
+
     # --- files ----------------------------------------------------------------------------------
 
     def _job_dir(self, job_id: str) -> Path:
@@ -434,6 +437,7 @@ class LocalEngine:
                 with self._lock:
                     self._store.delete(job_id)
                     self._index.remove(job_id)
+                    self._waiters.notify(job_id)
             elif isinstance(action, DeleteArtifacts):
                 shutil.rmtree(self._job_dir(job_id), ignore_errors=True)
 
