@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import time
+from datetime import UTC, datetime
 
 from smartthumb.operator.models import Job, JobState
 
@@ -71,6 +72,20 @@ class JobIndex:
 
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
+
+    def shown(self, job: Job) -> Job | None:
+        """What a reader gets of an indexed job: None once it has expired, a copy with its
+        queue position while it is queued (the indexed one never changes)."""
+        if job.state is JobState.expired:
+            return None
+        if job.expires_at is not None and job.expires_at <= datetime.now(UTC):
+            return None  # the scheduler deletes it soon
+        return self.positioned(job)
+
+    def positioned(self, job: Job) -> Job:
+        if job.state is not JobState.queued:
+            return job
+        return job.model_copy(update={"queue_position": self.queue_position(job.id)})
 
     def jobs(self) -> list[Job]:
         """Every job, in submission order."""

@@ -109,6 +109,11 @@ def _with_client_names(event: RunnerExited, inputs: list[str], names: list[str])
     return event.model_copy(update={"message": message})
 
 
+def output_path(jobs_dir: Path, job: Job) -> Path:
+    """Where the runner writes a job's thumbnail."""
+    return jobs_dir / job.id / f"thumbnail.{job.spec.format.extension}"
+
+
 class DataDirInUse(BackendStartError):
     """Another engine (another process) holds the data directory."""
 
@@ -155,6 +160,7 @@ class LocalEngine:
         # job's own, so a change wakes only that job's waiters (not every long-poll).
         self._lock = threading.RLock()
         self._waiters = Waiters(self._lock)
+        self._followers: list[Callable[[str, Job | None], None]] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._processes: dict[str, RunnerProcess] = {}
         self._interrupted: set[str] = set()
@@ -294,33 +300,19 @@ class LocalEngine:
             self._store.insert_all(ready)
             for job, _ in ready:
                 self._index.put(job)
+                self._changed(job.id)
                 if self._started:
                     self._queue.put(job.id)
-            return [self._positioned(job) for job, _ in ready]
+            return [self._index.positioned(job) for job, _ in ready]
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             job = self._index.get(job_id)
-            return None if job is None else self._shown(job)
-
-    def _shown(self, job: Job) -> Job | None:
-        """What a reader gets of an indexed job (the lock held): None once it has expired,
-        a copy with its queue position while it is queued."""
-        if job.state is JobState.expired:
-            return None
-        if job.expires_at is not None and job.expires_at <= _now():
-            return None  # the scheduler deletes it soon
-        return self._positioned(job)
-
-    def _positioned(self, job: Job) -> Job:
-        """A queued job's copy with its place in the queue (the indexed one never changes)."""
-        if job.state is not JobState.queued:
-            return job
-        return job.model_copy(update={"queue_position": self._index.queue_position(job.id)})
+            return None if job is None else self._index.shown(job)
 
     def list_batch(self, batch_id: str) -> list[Job]:
         with self._lock:
-            jobs = [self._shown(job) for job in self._index.batch(batch_id)]
+            jobs = [self._index.shown(job) for job in self._index.batch(batch_id)]
         return [job for job in jobs if job is not None]
 
     def output_path(self, job_id: str) -> Path | None:
@@ -360,13 +352,35 @@ class LocalEngine:
     def subscribe(self, job_id: str, changed: Callable[[], None]) -> Callable[[], None]:
         return self._waiters.subscribe(job_id, changed)
 
+    def follow(
+        self, changed: Callable[[str, Job | None], None], now: Callable[[list[Job]], object]
+    ) -> None:
+        """`now(every job, in submission order)`, then `changed(id, job)` after each change
+        of any job (None: deleted), all with the engine's lock held: they must only hand the
+        news on. What the API processes' copies are kept current by (shared.py)."""
+        with self._lock:
+            now(self._index.jobs())
+            self._followers.append(changed)
+
+    def unfollow(self, changed: Callable[[str, Job | None], None]) -> None:
+        with self._lock:
+            if changed in self._followers:
+                self._followers.remove(changed)
+
+    def _changed(self, job_id: str) -> None:
+        """After a change of the job's indexed copy; the lock held."""
+        self._waiters.notify(job_id)
+        job = self._index.get(job_id)
+        for changed in self._followers:
+            changed(job_id, job)
+
     # --- files ----------------------------------------------------------------------------------
 
     def _job_dir(self, job_id: str) -> Path:
         return self._jobs_dir / job_id
 
     def _output(self, job: Job) -> Path:
-        return self._job_dir(job.id) / f"thumbnail.{job.spec.format.extension}"
+        return output_path(self._jobs_dir, job)
 
     def _write_inputs(self, job_id: str, inputs: Sequence[InputFile]) -> list[str]:
         """What the runner reads: the bytes written to the job's folder, URLs as they are."""
@@ -415,7 +429,7 @@ class LocalEngine:
             transition = decide(job, event, _now(), self._policy)
             self._store.save(transition.job)
             self._index.put(transition.job)
-            self._waiters.notify(job_id)
+            self._changed(job_id)
         self._metrics.observe(job, event, transition)
         self._carry_out(job_id, transition.actions)
         return transition
@@ -437,7 +451,7 @@ class LocalEngine:
                 with self._lock:
                     self._store.delete(job_id)
                     self._index.remove(job_id)
-                    self._waiters.notify(job_id)
+                    self._changed(job_id)
             elif isinstance(action, DeleteArtifacts):
                 shutil.rmtree(self._job_dir(job_id), ignore_errors=True)
 
