@@ -43,8 +43,8 @@ class ApiSettings(BaseSettings):
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,
         description=(
-            "HTTP server processes sharing the port (default: the number of cores). In local "
-            "mode they share one engine, run by the first process; 1: one process does all."
+            "HTTP server processes sharing the port. In local mode they share one engine, run "
+            "by the process that starts them; 1: one process does it all."
         ),
     )
     port: int = Field(8080, ge=0, le=65535, description="TCP port of the HTTP server.")

@@ -16,8 +16,11 @@ the data directory's owner can open. Each starts with a kind byte:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -61,6 +64,13 @@ def _frame(kind: bytes, content: object) -> bytes:
     return kind + orjson.dumps(content)
 
 
+def _hang_up(connection: Connection) -> None:
+    """End the connection under a thread blocked reading it (which then reads EOF): closing
+    it there would pull the descriptor from under that read."""
+    with contextlib.suppress(OSError):
+        socket.socket(fileno=os.dup(connection.fileno())).shutdown(socket.SHUT_RDWR)
+
+
 class _Peer:
     """One API process, seen from the engine's: news goes out through a queue and a thread
     of its own, so a slow reader never holds up the engine."""
@@ -85,7 +95,7 @@ class _Peer:
 
     def close(self) -> None:
         self.outgoing.put(None)
-        self.connection.close()
+        _hang_up(self.connection)
 
 
 class EngineServer:
@@ -171,6 +181,7 @@ class EngineServer:
                 if peer in self._peers:
                     self._peers.remove(peer)
             peer.close()
+            connection.close()
 
     def _answer(self, peer: _Peer, request: dict[str, Any], blobs: list[bytes]) -> None:
         try:
@@ -249,8 +260,9 @@ class RemoteEngine:
 
     def stop(self, graceful: bool = True) -> None:
         if self._connection is not None:
+            _hang_up(self._connection)
+            self._reader.join(timeout=5)
             self._connection.close()
-        self._reader.join(timeout=5)
 
     def healthy(self) -> bool:
         return self._reader.is_alive()
