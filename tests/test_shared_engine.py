@@ -180,6 +180,10 @@ def test_smartthumb_api_serves_from_several_processes_and_stops_them_all(tmp_pat
             done = httpx.get(f"{url}/job/{job_id}", params={"wait": 30}, timeout=60).json()
             assert done["status"] == "done", done
             assert httpx.get(f"{url}/jobs/{job_id}/download", timeout=30).status_code == 200
+        # The jobs are counted in the engine's process; every HTTP process shows its metrics.
+        for _ in range(3):
+            text = httpx.get(f"{url}/metrics", timeout=30).text
+            assert 'smartthumb_jobs_finished_total{state="done"} 12.0' in text
         tree = descendants(api.pid)
     finally:
         api.send_signal(signal.SIGTERM)

@@ -3,7 +3,7 @@ its lifespan."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 
@@ -30,9 +30,13 @@ set, send `Authorization: Bearer <token>` (all but health, the web page and thes
 """
 
 
-def create_app(settings: ApiSettings | None = None, backend: Backend | None = None) -> FastAPI:
+def create_app(
+    settings: ApiSettings | None = None,
+    backend: Backend | None = None,
+    metrics_source: Callable[[], bytes] | None = None,
+) -> FastAPI:
     """The app on `backend`, else on the one SMARTTHUMB_BACKEND names (configured from the
-    environment)."""
+    environment). `metrics_source`: where GET /metrics comes from, if not this process's registry."""
     settings = settings or ApiSettings()
     backend = backend or create_backend(settings.backend, settings.webhook_public_url())
 
@@ -58,6 +62,7 @@ def create_app(settings: ApiSettings | None = None, backend: Backend | None = No
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
+    app.state.metrics_source = metrics_source
     app.state.documents = DocumentCache()
     app.state.link_bases = LinkBases(
         settings.public_url if settings.public_url_configured else None

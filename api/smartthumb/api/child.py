@@ -13,7 +13,7 @@ from smartthumb.api.app import create_app
 from smartthumb.api.processes import FD_ENV
 from smartthumb.api.server import return_freed_memory, server_config
 from smartthumb.api.settings import ApiSettings
-from smartthumb.operator.backend import Backend, BackendKind, create_backend
+from smartthumb.operator.backend import BackendKind, create_backend
 from smartthumb.operator.local.settings import EngineSettings
 from smartthumb.operator.local.shared import RemoteEngine
 
@@ -24,14 +24,14 @@ def main() -> None:
     # Ends with the process that started it, however that one ends.
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     settings = ApiSettings()
-    backend: Backend
     if settings.backend is BackendKind.local:
-        backend = RemoteEngine(EngineSettings().data_dir)
+        remote = RemoteEngine(EngineSettings().data_dir)
+        app = create_app(settings, remote, metrics_source=remote.metrics)
     else:
-        backend = create_backend(settings.backend, settings.webhook_public_url())
+        app = create_app(settings, create_backend(settings.backend, settings.webhook_public_url()))
     listener = socket.socket(fileno=int(os.environ[FD_ENV]))
     return_freed_memory()
-    uvicorn.Server(server_config(create_app(settings, backend), settings)).run(sockets=[listener])
+    uvicorn.Server(server_config(app, settings)).run(sockets=[listener])
 
 
 if __name__ == "__main__":

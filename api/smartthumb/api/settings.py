@@ -40,7 +40,7 @@ class ApiSettings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
     api_processes: int = Field(
-        default_factory=lambda: os.cpu_count() or 1,
+        default_factory=lambda: len(os.sched_getaffinity(0)),  # the cores it may run on
         ge=1,
         description=(
             "HTTP server processes sharing the port. In local mode they share one engine, run "

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client import REGISTRY, generate_latest
 from smartthumb.operator.backend import (
     BackendStartError,
     InputError,
@@ -221,6 +222,8 @@ class EngineServer:
             return {}
         if op == "unready":
             return {"reason": engine.unready_reason()}
+        if op == "metrics":  # the engine's counters live in this process
+            return {"text": generate_latest(REGISTRY).decode()}
         raise ValueError(f"unknown request {op!r}")
 
 
@@ -266,6 +269,10 @@ class RemoteEngine:
 
     def healthy(self) -> bool:
         return self._reader.is_alive()
+
+    def metrics(self) -> bytes:
+        """The engine process's Prometheus metrics (job counters, queue figures)."""
+        return str(self._request({"op": "metrics"})["text"]).encode()
 
     def unready_reason(self) -> str | None:
         if not self.healthy():
