@@ -17,6 +17,7 @@ the data directory's owner can open. Each starts with a kind byte:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import queue
@@ -237,7 +238,7 @@ class RemoteEngine:
         self._index = JobIndex()
         self._waiters = Waiters(self._lock)
         self._pending: dict[int, Future[dict[str, Any]]] = {}
-        self._numbers = iter(range(1, 2**62))
+        self._numbers = itertools.count(1)
         self._send_lock = threading.Lock()
         self._synced = threading.Event()
         self._hello: dict[str, Any] = {}
@@ -316,11 +317,11 @@ class RemoteEngine:
             self._pending.clear()
 
     def _request(self, request: dict[str, Any], blobs: Sequence[bytes] = ()) -> dict[str, Any]:
+        if self._connection is None or not self._reader.is_alive():
+            raise BackendStartError("the engine's process is not reachable")
         number = next(self._numbers)
         future: Future[dict[str, Any]] = Future()
         self._pending[number] = future
-        if self._connection is None or not self._reader.is_alive():
-            raise BackendStartError("the engine's process is not reachable")
         with self._send_lock:
             self._connection.send_bytes(_frame(b"Q", {**request, "n": number, "blobs": len(blobs)}))
             for blob in blobs:
