@@ -321,8 +321,10 @@ class KubernetesBackend:
         else:
             job = _job_of(obj, revision)
             self._jobs[job_id] = (revision, job)
-        if job is None or job.state is JobState.expired or (
-            job.expires_at is not None and job.expires_at <= datetime.now(UTC)
+        if (
+            job is None
+            or job.state is JobState.expired
+            or (job.expires_at is not None and job.expires_at <= datetime.now(UTC))
         ):
             return None  # the operator deletes it soon
         if job.state is JobState.queued:
