@@ -243,6 +243,7 @@ class RemoteEngine:
         self._synced = threading.Event()
         self._hello: dict[str, Any] = {}
         self._connection: Connection | None = None
+        self._stopping = False
         self._reader = threading.Thread(target=self._read, name="smartthumb-remote", daemon=True)
         self.ttl_s = 0.0
 
@@ -263,6 +264,7 @@ class RemoteEngine:
             raise BackendStartError("the engine sent no copy of its jobs")
 
     def stop(self, graceful: bool = True) -> None:
+        self._stopping = True
         if self._connection is not None:
             _hang_up(self._connection)
             self._reader.join(timeout=5)
@@ -310,7 +312,8 @@ class RemoteEngine:
                 elif kind == b"S":
                     self._synced.set()
         except (EOFError, OSError):
-            log.warning("the connection to the engine's process is closed")
+            if not self._stopping:
+                log.warning("the connection to the engine's process is closed")
         finally:
             for future in list(self._pending.values()):
                 future.set_exception(BackendStartError("the engine's process is gone"))
