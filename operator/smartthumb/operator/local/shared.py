@@ -334,13 +334,11 @@ class RemoteEngine:
             raise _ERRORS.get(answer["error"], RuntimeError)(answer["message"])
         return answer
 
-    def _submitted(self, answer: dict[str, Any]) -> list[Job]:
-        jobs = [Job.model_validate(job) for job in answer["jobs"]]
-        with self._lock:  # read-your-writes, before the push of them arrives
-            for job in jobs:
-                if self._index.get(job.id) is None:
-                    self._index.put(job.model_copy(update={"queue_position": None}))
-        return jobs
+    @staticmethod
+    def _submitted(answer: dict[str, Any]) -> list[Job]:
+        # The engine queued the news of these jobs to this connection before this answer, so
+        # they are in the index already: this process reads its writes.
+        return [Job.model_validate(job) for job in answer["jobs"]]
 
     # --- Backend --------------------------------------------------------------------------------
 
@@ -377,11 +375,12 @@ class RemoteEngine:
         return self._submitted(self._request(request, blobs))
 
     def get(self, job_id: str) -> Job | None:
+        """From the copy; a job not in it is asked for (made through another API process a
+        moment ago, its news not read yet; or unknown): a request, but only then."""
         with self._lock:
             job = self._index.get(job_id)
             if job is not None:
                 return self._index.shown(job)
-        # Not here (yet): made through another API process a moment ago, or unknown.
         jobs = self._request({"op": "get", "id": job_id})["jobs"]
         return Job.model_validate(jobs[0]) if jobs else None
 
