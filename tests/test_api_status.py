@@ -14,6 +14,7 @@ import orjson
 import pytest
 from apiserver import LiveServer, b64, encode, live_server, wait_done
 from images import photo
+from smartthumb.api import access
 from smartthumb.api.documents import DocumentCache
 from smartthumb.api.links import Links
 from smartthumb.api.schemas.jobs import SimpleJobStatus
@@ -175,3 +176,38 @@ def test_long_polls_answer_when_the_job_finishes_or_goes_or_time_is_up(
     for job_id in ahead:
         assert client.get(f"/job/{job_id}", params={"wait": 60}).json()["status"] == "done"
     assert client.get("/job/nope", params={"wait": 60}).status_code == 404
+
+
+def test_images_are_sent_whole_with_the_file_s_headers(
+    client: httpx.Client, server: LiveServer
+) -> None:
+    (job_id,) = slow_jobs(client, 1)
+    wait_done(client, job_id, timeout=120)
+    stored = server.data_dir / "jobs" / job_id / "thumbnail.jpg"
+    for path, disposition in (
+        (f"/jobs/{job_id}/download", "attachment"),
+        (f"/job/{job_id}/image", "inline"),
+    ):
+        answer = client.get(path)
+        assert answer.status_code == 200
+        assert answer.content == stored.read_bytes()
+        assert answer.headers["content-type"] == "image/jpeg"
+        assert answer.headers["content-length"] == str(len(answer.content))
+        assert answer.headers["content-disposition"] == f'{disposition}; filename="{job_id}.jpg"'
+        assert answer.headers["etag"] and answer.headers["last-modified"]
+    assert client.get(f"/job/{job_id}/image").headers["cache-control"] == "private, max-age=3600"
+
+
+def test_larger_images_are_streamed_with_ranges(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (job_id,) = slow_jobs(client, 1)
+    wait_done(client, job_id, timeout=120)
+    whole = client.get(f"/jobs/{job_id}/download")
+    assert "accept-ranges" not in whole.headers  # small: read whole, sent at once
+    monkeypatch.setattr(access, "SMALL_FILE", 0)  # every image counts as large now
+    streamed = client.get(f"/jobs/{job_id}/download")
+    assert streamed.content == whole.content and streamed.headers["accept-ranges"] == "bytes"
+    assert streamed.headers["etag"] == whole.headers["etag"]
+    part = client.get(f"/jobs/{job_id}/download", headers={"Range": "bytes=0-9"})
+    assert part.status_code == 206 and part.content == whole.content[:10]

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
-from smartthumb.api.access import find_job, finished_output, redirect_to_output
+from smartthumb.api.access import find_job, finished_output, image_response, redirect_to_output
 from smartthumb.api.deps import BackendDep, SettingsDep
 from smartthumb.api.documents import conditional_response, json_response
 from smartthumb.api.errors import documented
@@ -121,4 +121,4 @@ def download(job_id: str, backend: BackendDep) -> Response:
         return redirect
     path = finished_output(backend, job)
     fmt = job.spec.format
-    return FileResponse(path, media_type=fmt.media_type, filename=f"{job.id}.{fmt.extension}")
+    return image_response(path, fmt.media_type, f"{job.id}.{fmt.extension}")

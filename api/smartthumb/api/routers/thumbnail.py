@@ -9,7 +9,13 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
-from smartthumb.api.access import find_job, finished_output, not_found, redirect_to_output
+from smartthumb.api.access import (
+    find_job,
+    finished_output,
+    image_response,
+    not_found,
+    redirect_to_output,
+)
 from smartthumb.api.convert import parse_format, variant
 from smartthumb.api.deps import BackendDep, SettingsDep
 from smartthumb.api.documents import conditional_response, json_response
@@ -156,10 +162,10 @@ def get_job_image(
         path = variant(
             source, fmt, query.width, quality, grayscale=job.spec.grayscale, limits=settings.limits
         )
-    return FileResponse(
+    return image_response(
         path,
-        media_type=fmt.media_type,
-        filename=f"{job.id}.{fmt.extension}",
-        content_disposition_type="inline",
+        fmt.media_type,
+        f"{job.id}.{fmt.extension}",
+        inline=True,
         headers={"Cache-Control": "private, max-age=3600"},
     )
