@@ -94,7 +94,7 @@ def test_the_engine_s_refusals_reach_the_api_process(tmp_path: Path) -> None:
                 remote.submit(RESIZE, [])
             with pytest.raises(UnknownJobError):
                 remote.cancel("nope")
-            assert remote.get("nope") is None
+            assert remote.get("nope") is None and remote.get("0" * 32) is None  # asked
             assert remote.unready_reason() is not None  # the engine was never started
     finally:
         engine.stop()

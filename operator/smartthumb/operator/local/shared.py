@@ -21,6 +21,7 @@ import itertools
 import logging
 import os
 import queue
+import re
 import socket
 import threading
 import time
@@ -54,6 +55,11 @@ REQUEST_THREADS = 8
 """Requests the engine's process carries out at once (a submit writes files and a row)."""
 CONNECT_TIMEOUT_S = 30.0
 REQUEST_TIMEOUT_S = 60.0
+ASK_TIMEOUT_S = 2.0
+"""For a job this process has not heard of: the asking blocks a status poll's event loop."""
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+"""What the engine names jobs (secrets.token_hex(16), and uuid4().hex before it): anything
+else is unknown without asking."""
 
 _ERRORS: dict[str, type[Exception]] = {
     error.__name__: error
@@ -319,7 +325,12 @@ class RemoteEngine:
                 future.set_exception(BackendStartError("the engine's process is gone"))
             self._pending.clear()
 
-    def _request(self, request: dict[str, Any], blobs: Sequence[bytes] = ()) -> dict[str, Any]:
+    def _request(
+        self,
+        request: dict[str, Any],
+        blobs: Sequence[bytes] = (),
+        timeout: float = REQUEST_TIMEOUT_S,
+    ) -> dict[str, Any]:
         if self._connection is None or not self._reader.is_alive():
             raise BackendStartError("the engine's process is not reachable")
         number = next(self._numbers)
@@ -329,7 +340,10 @@ class RemoteEngine:
             self._connection.send_bytes(_frame(b"Q", {**request, "n": number, "blobs": len(blobs)}))
             for blob in blobs:
                 self._connection.send_bytes(blob)
-        answer = future.result(REQUEST_TIMEOUT_S)
+        try:
+            answer = future.result(timeout)
+        finally:
+            self._pending.pop(number, None)
         if "error" in answer:
             raise _ERRORS.get(answer["error"], RuntimeError)(answer["message"])
         return answer
@@ -381,7 +395,9 @@ class RemoteEngine:
             job = self._index.get(job_id)
             if job is not None:
                 return self._index.shown(job)
-        jobs = self._request({"op": "get", "id": job_id})["jobs"]
+        if _JOB_ID.fullmatch(job_id) is None:
+            return None
+        jobs = self._request({"op": "get", "id": job_id}, timeout=ASK_TIMEOUT_S)["jobs"]
         return Job.model_validate(jobs[0]) if jobs else None
 
     def wait(self, job_id: str, timeout: float) -> Job:
