@@ -34,6 +34,7 @@ RUNNER_VARIABLES = [
 # Fields whose default is computed at start-up, described in words.
 COMPUTED_DEFAULTS = {
     "workers": "number of CPUs",
+    "api_processes": "number of CPUs",
     "api_tokens": "unset (no auth)",
     "public_url": "unset",
     "namespaces": "unset (all)",

@@ -101,6 +101,8 @@ def test_bearer_tokens(request: pytest.FixtureRequest, backend_kind: str, tmp_pa
         assert_error(wrong, 401, "unauthorized")
         assert wrong.headers["www-authenticate"] == "Bearer"
         assert_error(client.get("/job/x"), 401)
+        assert_error(client.get("/job/x", params={"wait": 5}), 401)  # the fast path too
+        assert_error(client.get("/jobs/x"), 401)
         assert_error(client.get("/batches/x"), 401)
         assert_error(client.get("/jobs/x/download"), 401)
         good = {"Authorization": "Bearer beta"}

@@ -63,6 +63,10 @@ def test_reads_never_ask_the_api_server(backend: KubernetesBackend) -> None:
         assert [one.id for one in backend.list_batch("b")] == [job.id]
         backend.stats()
     assert calls == []
+    # Nor convert the resource again while it is unchanged: one Job per resourceVersion.
+    first, again = backend.get(job.id), backend.get(job.id)
+    assert first.revision is not None and first.revision == again.revision
+    assert first.spec is again.spec
 
 
 def test_jobs_made_elsewhere_reach_the_cache_and_wake_long_polls(

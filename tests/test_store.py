@@ -32,7 +32,7 @@ def test_jobs_survive_reopening_the_file(tmp_path: Path):
     reopened = JobStore(path)
     assert reopened.get("a") == job("a", batch_id="b1")
     assert reopened.inputs("a") == ["/data/a.png"]
-    assert reopened.list_batch("b1") == [job("a", batch_id="b1")]
+    assert reopened.jobs() == [job("a", batch_id="b1")]
     assert reopened._rows("PRAGMA journal_mode")[0][0] == "wal"
 
 
@@ -42,18 +42,15 @@ def test_save_updates_state_and_document(tmp_path: Path):
     store.save(job("a", state=JobState.failed, error="bad"))
     saved = store.get("a")
     assert saved is not None and saved.error == "bad"
-    assert store.ids_in_state(JobState.failed) == ["a"]
-    assert store.count(JobState.queued) == 0
+    assert [(one.id, one.state) for one in store.jobs()] == [("a", JobState.failed)]
 
 
-def test_queue_order_and_positions(tmp_path: Path):
+def test_jobs_come_back_in_submission_order(tmp_path: Path):
     store = JobStore(tmp_path / "jobs.sqlite3")
-    for job_id in "abc":
+    for job_id in "cab":
         store.insert(job(job_id), [])
-    store.save(job("a", state=JobState.running))
-    assert store.ids_in_state(JobState.queued) == ["b", "c"]
-    assert [store.queue_position(job_id) for job_id in "abc"] == [None, 1, 2]
-    assert store.queue_position("missing") is None
+    store.save(job("c", state=JobState.running))
+    assert [one.id for one in store.jobs()] == ["c", "a", "b"]
 
 
 def test_due_covers_ttls_and_webhook_retries_except_excluded(tmp_path: Path):
@@ -80,12 +77,12 @@ def test_due_covers_ttls_and_webhook_retries_except_excluded(tmp_path: Path):
     assert store.next_due() is None and store.get("ttl") is None
 
 
-def test_ids_lists_every_job_in_any_state(tmp_path: Path):
+def test_jobs_lists_every_job_in_any_state(tmp_path: Path):
     store = JobStore(tmp_path / "jobs.sqlite3")
-    assert store.ids() == set()
+    assert store.jobs() == []
     store.insert(job("a"), [])
     store.insert(job("b").model_copy(update={"state": JobState.expired}), [])
-    assert store.ids() == {"a", "b"}
+    assert [one.id for one in store.jobs()] == ["a", "b"]
     store.close()
 
 
@@ -96,9 +93,9 @@ def test_a_batch_is_stored_whole_or_not_at_all(tmp_path: Path):
     batch = [(job(f"part-{n}", batch_id="b"), [f"/in/{n}.png"]) for n in range(3)]
     with pytest.raises(sqlite3.IntegrityError):  # the last part's id is in use
         store.insert_all([*batch, (job("taken", batch_id="b"), [])])
-    assert store.list_batch("b") == []
+    assert [one.id for one in store.jobs()] == ["taken"]
     reader = JobStore(path)  # what another connection (a restart) finds in the file
-    assert reader.ids() == {"taken"}
+    assert [one.id for one in reader.jobs()] == ["taken"]
     store.insert_all(batch)
-    assert sorted(j.id for j in reader.list_batch("b")) == ["part-0", "part-1", "part-2"]
+    assert [one.id for one in reader.jobs()] == ["taken", "part-0", "part-1", "part-2"]
     assert reader.inputs("part-2") == ["/in/2.png"]

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
-from fastapi.responses import RedirectResponse
+from fastapi import Response
+from fastapi.responses import FileResponse, RedirectResponse
 from smartthumb.api.errors import ApiError
 from smartthumb.operator.backend import Backend
 from smartthumb.operator.models import Job, JobState
+
+SMALL_FILE = 1024 * 1024
+"""Images up to this size are read whole by the route's thread and sent at once: Starlette's
+FileResponse takes a thread hop for the stat, the open, each chunk and the close (~3 ms of
+CPU per download here, against ~30 us for a status poll)."""
 
 
 def not_found(job_id: str) -> ApiError:
@@ -44,3 +52,30 @@ def finished_output(backend: Backend, job: Job) -> Path:
     if path is None:
         raise ApiError(404, "job_not_found", f"job {job.id} has no image any more (expired)")
     return path
+
+
+def image_response(
+    path: Path,
+    media_type: str,
+    filename: str,
+    *,
+    inline: bool = False,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """The image at `path` with FileResponse's headers (type, length, disposition, ETag, last
+    modified); read here, in the route's thread, when it is small."""
+    with path.open("rb") as file:
+        stat = os.fstat(file.fileno())  # of the file read: an atomic replace cannot mismatch
+        response = FileResponse(
+            path,
+            media_type=media_type,
+            filename=filename,
+            content_disposition_type="inline" if inline else "attachment",
+            headers=headers,
+            stat_result=stat,
+        )
+        if stat.st_size > SMALL_FILE:
+            return response
+        data = file.read()
+    del response.headers["accept-ranges"]  # sent whole: no ranges
+    return Response(data, headers=dict(response.headers))

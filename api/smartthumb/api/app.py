@@ -3,24 +3,23 @@ its lifespan."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 
-import anyio
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from smartthumb.api.auth import TokenAuth
 from smartthumb.api.deps import BEARER
+from smartthumb.api.documents import DocumentCache
 from smartthumb.api.errors import install_error_handlers
+from smartthumb.api.fastpath import StatusFastPath
 from smartthumb.api.limits import BodyGuard
+from smartthumb.api.links import LinkBases
 from smartthumb.api.routers import batches, health, jobs, metrics, thumbnail, uploads, web
 from smartthumb.api.settings import ApiSettings
 from smartthumb.operator.backend import Backend, create_backend
 from starlette.concurrency import run_in_threadpool
-
-LONG_POLLS = 200
-"""Threads that may sit in Backend.wait at once (they block on a condition, not the CPU)."""
 
 DESCRIPTION = """\
 Smart thumbnails as asynchronous jobs. Submit with `POST /thumbnail` (or a compatibility
@@ -31,9 +30,13 @@ set, send `Authorization: Bearer <token>` (all but health, the web page and thes
 """
 
 
-def create_app(settings: ApiSettings | None = None, backend: Backend | None = None) -> FastAPI:
+def create_app(
+    settings: ApiSettings | None = None,
+    backend: Backend | None = None,
+    metrics_source: Callable[[], bytes] | None = None,
+) -> FastAPI:
     """The app on `backend`, else on the one SMARTTHUMB_BACKEND names (configured from the
-    environment)."""
+    environment). `metrics_source`: where GET /metrics comes from, if not this process's registry."""
     settings = settings or ApiSettings()
     backend = backend or create_backend(settings.backend, settings.webhook_public_url())
 
@@ -41,7 +44,6 @@ def create_app(settings: ApiSettings | None = None, backend: Backend | None = No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(backend.start)
         app.state.backend = backend
-        app.state.wait_limiter = anyio.CapacityLimiter(LONG_POLLS)
         app.state.accepting = True
         try:
             yield
@@ -55,10 +57,18 @@ def create_app(settings: ApiSettings | None = None, backend: Backend | None = No
         version=version("smartthumb-api"),
         description=DESCRIPTION,
         lifespan=lifespan,
+        # No OpenTelemetry here (metrics are Prometheus'): its check cost every request
+        # three environment lookups.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
-    app.state.public_url = settings.public_url if settings.public_url_configured else None
+    app.state.metrics_source = metrics_source
+    app.state.documents = DocumentCache()
+    app.state.link_bases = LinkBases(
+        settings.public_url if settings.public_url_configured else None
+    )
     app.state.accepting = False
+    app.add_middleware(StatusFastPath)  # innermost: after authentication
     app.add_middleware(
         BodyGuard,
         limit=settings.max_upload_bytes,

@@ -7,7 +7,6 @@ truncated or otherwise broken image passes here and fails its job with the runne
 
 from __future__ import annotations
 
-import base64
 import binascii
 import contextlib
 import io
@@ -17,6 +16,7 @@ import stat
 import warnings
 from pathlib import Path, PurePath
 
+import pybase64
 from fastapi import UploadFile
 from PIL import Image, UnidentifiedImageError
 from smartthumb.api.errors import ApiError
@@ -39,7 +39,8 @@ def decode_base64(content: str, name: str, max_bytes: int) -> bytes:
     columns); a `data:...;base64,` prefix is allowed, as browsers produce it.
 
     Unwrapped text (what every client library sends) is decoded as it is: scanning a large
-    string for whitespace first took more of the API's CPU than anything else it does."""
+    string for whitespace first took more of the API's CPU than anything else it does. pybase64
+    (SIMD) decodes the same strict alphabet as the standard library, ~50x faster."""
     text = content.strip()
     prefix = _DATA_URL_PREFIX.match(text)
     if prefix is not None:
@@ -50,11 +51,11 @@ def decode_base64(content: str, name: str, max_bytes: int) -> bytes:
         if len(text) // 4 * 3 > max_bytes + 2:
             raise too_large(name, max_bytes)
     try:
-        return base64.b64decode(text, validate=True)
+        return pybase64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         if not unwrapped:
             with contextlib.suppress(binascii.Error, ValueError):
-                return base64.b64decode(_WHITESPACE.sub("", text), validate=True)
+                return pybase64.b64decode(_WHITESPACE.sub("", text), validate=True)
         raise ApiError(
             400, "invalid_base64", f"{name}: content_base64 is not valid base64"
         ) from None

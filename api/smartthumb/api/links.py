@@ -49,9 +49,44 @@ class Links:
         return f"/upload/{job_id}/result"
 
 
+class LinkBases:
+    """The Links of each base URL clients used, made once: Starlette's `base_url` builds and
+    parses a URL per request, a large part of a status poll's cost."""
+
+    KEPT = 256
+    """Distinct (scheme, Host, root path) kept: a client may send any Host header."""
+
+    def __init__(self, public_url: str | None) -> None:
+        self._fixed = Links(public_url) if public_url else None
+        self._made: dict[tuple[object, ...], Links] = {}
+
+    def of(self, request: Request) -> Links:
+        """SMARTTHUMB_PUBLIC_URL when configured (behind a proxy), else the URL the client
+        used."""
+        if self._fixed is not None:
+            return self._fixed
+        scope = request.scope
+        key = (
+            scope["scheme"],
+            request.headers.get("host"),
+            scope.get("server"),
+            scope.get("root_path"),
+        )
+        links = self._made.get(key)
+        if links is None:
+            if len(self._made) >= self.KEPT:
+                self._made.clear()
+            links = self._made[key] = Links(str(request.base_url))
+        return links
+
+
+def links_for(request: Request) -> Links:
+    bases: LinkBases = request.app.state.link_bases
+    return bases.of(request)
+
+
 async def get_links(request: Request) -> Links:
-    """SMARTTHUMB_PUBLIC_URL when configured (behind a proxy), else the URL the client used."""
-    return Links(request.app.state.public_url or str(request.base_url))
+    return links_for(request)
 
 
 LinksDep = Annotated[Links, Depends(get_links)]

@@ -7,6 +7,7 @@ or KubernetesBackendSettings, so one mode's knobs are not the other's.
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -38,6 +39,14 @@ class ApiSettings(BaseSettings):
         ),
     )
     host: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
+    api_processes: int = Field(
+        default_factory=lambda: len(os.sched_getaffinity(0)),  # the cores it may run on
+        ge=1,
+        description=(
+            "HTTP server processes sharing the port. In local mode they share one engine, run "
+            "by the process that starts them; 1: one process does it all."
+        ),
+    )
     port: int = Field(8080, ge=0, le=65535, description="TCP port of the HTTP server.")
     access_log: bool = Field(
         False, description="Log one line per HTTP request (uvicorn's access log) to stderr."

@@ -7,7 +7,7 @@ module only; `create_backend` is the one place that picks an implementation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Protocol
@@ -108,10 +108,15 @@ class Backend(Protocol):
         """One job per input sharing `batch_id`: all queued, or none (QueueFullError)."""
 
     def get(self, job_id: str) -> Job | None:
-        """The job, or None when it is unknown or has expired."""
+        """The job, or None when it is unknown or has expired. Served from memory without
+        blocking on I/O (so is `list_batch` and `stats`): the API calls it on its event loop."""
 
     def wait(self, job_id: str, timeout: float) -> Job:
         """The job once done or failed. Raises UnknownJobError, or TimeoutError."""
+
+    def subscribe(self, job_id: str, changed: Callable[[], None]) -> Callable[[], None]:
+        """Call `changed()` after each change of the job (deletion included), from a thread
+        of the backend's, which it must not block; returns the function that stops it."""
 
     def cancel(self, job_id: str) -> None:
         """Stop the job if it runs; delete it and its files. Raises UnknownJobError."""

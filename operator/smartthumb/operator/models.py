@@ -123,6 +123,14 @@ class Job(BaseModel):
     queue_position: int | None = Field(
         None, description="1 = next to run; only while queued (computed, not stored)."
     )
+    revision: int | None = Field(
+        None,
+        exclude=True,
+        description=(
+            "Changes whenever the job does (computed, not stored, never serialised): what "
+            "the API keys its cached documents and ETags on. None: unknown."
+        ),
+    )
 
 
 class QueueStats(BaseModel):

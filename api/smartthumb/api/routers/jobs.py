@@ -3,13 +3,17 @@ carries seed 003's per-job fields (jobId, state, progress, result, failedReason)
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
-from smartthumb.api.access import find_job, finished_output, redirect_to_output
+from smartthumb.api.access import find_job, finished_output, image_response, redirect_to_output
 from smartthumb.api.deps import BackendDep, SettingsDep
+from smartthumb.api.documents import conditional_response, json_response
 from smartthumb.api.errors import documented
 from smartthumb.api.inputs import decode_base64, inline_input
-from smartthumb.api.links import LinksDep
+from smartthumb.api.jsonbody import OrjsonRoute
+from smartthumb.api.links import Links, LinksDep, links_for
 from smartthumb.api.schemas.jobs import (
     SimpleJobAccepted,
     SimpleJobRequest,
@@ -18,10 +22,10 @@ from smartthumb.api.schemas.jobs import (
 )
 from smartthumb.api.submit import submit
 from smartthumb.api.views import FILE_STATES, file_result
-from smartthumb.operator.models import JobState
+from smartthumb.operator.models import Job, JobState
 from smartthumb.runner.spec import Mode, OutputFormat
 
-router = APIRouter(tags=["jobs (seeds 002, 003)"])
+router = APIRouter(tags=["jobs (seeds 002, 003)"], route_class=OrjsonRoute)
 
 _STATUSES = {
     JobState.queued: SimpleStatus.pending,
@@ -42,18 +46,20 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 )
 def create_job(
     body: SimpleJobRequest, backend: BackendDep, settings: SettingsDep, links: LinksDep
-) -> SimpleJobAccepted:
+) -> Response:
     data = decode_base64(body.image_data, "image_data", settings.max_inline_bytes)
     image = inline_input("image_data", data, settings)
     # Seed 002: without output_format the output keeps the input's format (png or jpeg).
     source_format = OutputFormat.png if data.startswith(_PNG_SIGNATURE) else OutputFormat.jpeg
     job = submit(backend, body.spec(source_format), [image], max_pixels=settings.max_pixels)
-    return SimpleJobAccepted(
-        job_id=job.id,
-        message="Image processing job submitted",
-        job_url=links.absolute(links.simple_job(job.id)),
-        download_url=links.absolute(links.download(job.id)),
-    )
+    accepted = {
+        "job_id": job.id,
+        "status": "pending",
+        "message": "Image processing job submitted",
+        "job_url": links.absolute(links.simple_job(job.id)),
+        "download_url": links.absolute(links.download(job.id)),
+    }
+    return json_response(accepted, status_code=202)
 
 
 @router.get(
@@ -62,28 +68,41 @@ def create_job(
     responses=documented(401, 404),
     summary="Status of one job (seed 002 and seed 003 fields)",
 )
-def get_simple_job(job_id: str, backend: BackendDep, links: LinksDep) -> SimpleJobStatus:
-    job = find_job(backend, job_id)
+async def get_simple_job(job_id: str, request: Request) -> Response:
+    return await simple_job_answer(request, job_id)
+
+
+async def simple_job_answer(request: Request, job_id: str) -> Response:
+    """GET /jobs/{id}, also served by fastpath.StatusFastPath (which skips FastAPI's routing).
+    From the backend's memory: no thread hop."""
+    state = request.app.state
+    job = find_job(state.backend, job_id)
+    rendered = state.documents.render("simple", job, links_for(request), _simple_status)
+    return conditional_response(request, rendered)
+
+
+def _simple_status(job: Job, links: Links) -> dict[str, Any]:
+    """SimpleJobStatus (by its aliases)."""
     done = job.state is JobState.done
     download = links.absolute(links.download(job.id))
-    return SimpleJobStatus(
-        id=job.id,
-        job_id=job.id,
-        status=_STATUSES[job.state],
-        state=FILE_STATES[job.state],
-        progress=100 if job.state in (JobState.done, JobState.failed) else 0,
-        operation=_OPERATIONS.get(job.spec.mode, job.spec.mode.value),
-        width=job.spec.width,
-        height=job.spec.height,
-        output_format=job.spec.format.value,
-        output_path=download if done else None,
-        download_url=download,
-        created_at=job.created_at,
-        updated_at=job.finished_at or job.started_at or job.created_at,
-        error=job.error,
-        failed_reason=job.error,
-        result=file_result(job, links),
-    )
+    return {
+        "id": job.id,
+        "jobId": job.id,
+        "status": _STATUSES[job.state].value,
+        "state": FILE_STATES[job.state].value,
+        "progress": 100 if job.state in (JobState.done, JobState.failed) else 0,
+        "operation": _OPERATIONS.get(job.spec.mode, job.spec.mode.value),
+        "width": job.spec.width,
+        "height": job.spec.height,
+        "output_format": job.spec.format.value,
+        "output_path": download if done else None,
+        "download_url": download,
+        "created_at": job.created_at,
+        "updated_at": job.finished_at or job.started_at or job.created_at,
+        "error": job.error,
+        "failedReason": job.error,
+        "result": file_result(job, links),
+    }
 
 
 @router.get(
@@ -102,4 +121,4 @@ def download(job_id: str, backend: BackendDep) -> Response:
         return redirect
     path = finished_output(backend, job)
     fmt = job.spec.format
-    return FileResponse(path, media_type=fmt.media_type, filename=f"{job.id}.{fmt.extension}")
+    return image_response(path, fmt.media_type, f"{job.id}.{fmt.extension}")

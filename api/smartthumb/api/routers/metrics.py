@@ -3,7 +3,7 @@ on prometheus_client's default registry, beside the process and Python collector
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 router = APIRouter(tags=["metrics"])
@@ -15,5 +15,8 @@ router = APIRouter(tags=["metrics"])
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text."}},
     summary="Prometheus metrics: queue, jobs by final state, durations, OOMs, webhooks",
 )
-def metrics() -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+def metrics(request: Request) -> Response:
+    # With several API processes, the engine's process (where the jobs are counted) answers.
+    source = request.app.state.metrics_source
+    text = source() if source is not None else generate_latest(REGISTRY)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)

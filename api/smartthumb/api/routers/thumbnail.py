@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
-from smartthumb.api.access import find_job, finished_output, not_found, redirect_to_output
+from smartthumb.api.access import (
+    find_job,
+    finished_output,
+    image_response,
+    not_found,
+    redirect_to_output,
+)
 from smartthumb.api.convert import parse_format, variant
 from smartthumb.api.deps import BackendDep, SettingsDep
+from smartthumb.api.documents import conditional_response, json_response
 from smartthumb.api.errors import documented
 from smartthumb.api.inputs import check_count, decode_base64, inline_input, path_input, url_input
-from smartthumb.api.links import Links, LinksDep
+from smartthumb.api.jsonbody import OrjsonRoute
+from smartthumb.api.links import LinksDep, links_for
 from smartthumb.api.schemas.thumbnail import (
     ImageQuery,
     JobAccepted,
@@ -22,12 +31,11 @@ from smartthumb.api.schemas.thumbnail import (
     ThumbnailRequest,
 )
 from smartthumb.api.submit import submit
-from smartthumb.api.views import job_accepted, job_status
+from smartthumb.api.views import job_accepted, job_status, summary_now
 from smartthumb.operator.backend import Backend, InputFile, UnknownJobError
 from smartthumb.operator.models import JobState
-from starlette.concurrency import run_in_threadpool
 
-router = APIRouter(tags=["thumbnail jobs (seed 000)"])
+router = APIRouter(tags=["thumbnail jobs (seed 000)"], route_class=OrjsonRoute)
 
 _TERMINAL = {JobState.done, JobState.failed, JobState.expired}
 
@@ -41,7 +49,7 @@ _TERMINAL = {JobState.done, JobState.failed, JobState.expired}
 )
 def create_thumbnail(
     body: ThumbnailRequest, backend: BackendDep, settings: SettingsDep, links: LinksDep
-) -> JobAccepted:
+) -> Response:
     paths = ([body.image_path] if body.image_path else []) + body.image_paths
     check_count(len(paths) + len(body.image_files) + len(body.image_urls), settings)
     inputs: list[InputFile] = [path_input(path, settings) for path in paths]
@@ -59,7 +67,11 @@ def create_thumbnail(
         webhook_url=webhook,
         api_url=links.base_url,
     )
-    return job_accepted(job, backend.stats().queued, links, backend.ttl_s)
+    document = {
+        **job_accepted(job, links),
+        **summary_now(job, backend.stats().queued, backend.ttl_s),
+    }
+    return json_response(document, status_code=202)
 
 
 @router.get(
@@ -69,41 +81,45 @@ def create_thumbnail(
     summary="Status, webhook delivery and result of a job",
 )
 async def get_job(
-    job_id: str,
-    query: Annotated[JobWaitQuery, Query()],
-    request: Request,
-    backend: BackendDep,
-    settings: SettingsDep,
-    links: LinksDep,
-) -> JobStatus:
-    timeout = min(query.wait, settings.max_wait_s)
-    if timeout <= 0:
-        return await run_in_threadpool(_status, backend, job_id, links, backend.ttl_s)
-    # One thread for the whole long-poll (backend.wait blocks on a condition); a limiter of
-    # its own keeps long-polls from starving the request threadpool.
-    return await anyio.to_thread.run_sync(
-        _wait_then_status,
-        backend,
-        job_id,
-        timeout,
-        links,
-        backend.ttl_s,
-        limiter=request.app.state.wait_limiter,
-    )
+    job_id: str, query: Annotated[JobWaitQuery, Query()], request: Request
+) -> Response:
+    return await job_answer(request, job_id, query.wait)
 
 
-def _wait_then_status(
-    backend: Backend, job_id: str, timeout: float, links: Links, ttl_s: float
-) -> JobStatus:
-    if find_job(backend, job_id).state not in _TERMINAL:  # 404 at once for an unknown job
-        # The status document that follows says where the job stands (404 if it expired).
-        with contextlib.suppress(TimeoutError, UnknownJobError):
-            backend.wait(job_id, timeout)
-    return _status(backend, job_id, links, ttl_s)
+async def job_answer(request: Request, job_id: str, wait: float) -> Response:
+    """GET /job/{id}, also served by fastpath.StatusFastPath (which skips FastAPI's routing).
+    Reads are served from the backend's memory, and a long-poll waits on the event loop for
+    the backend's news of the job: no thread hop at all."""
+    state = request.app.state
+    backend: Backend = state.backend
+    links = links_for(request)
+    job = find_job(backend, job_id)
+    timeout = min(wait, state.settings.max_wait_s)
+    if timeout > 0 and job.state not in _TERMINAL:
+        await _until_finished(backend, job_id, timeout)
+        job = find_job(backend, job_id)  # where the job stands now (404 if it expired)
+    changing = summary_now(job, backend.stats().queued, backend.ttl_s)
+    rendered = state.documents.render("job", job, links, job_status, changing)
+    return conditional_response(request, rendered)
 
 
-def _status(backend: Backend, job_id: str, links: Links, ttl_s: float) -> JobStatus:
-    return job_status(find_job(backend, job_id), backend.stats().queued, links, ttl_s)
+async def _until_finished(backend: Backend, job_id: str, timeout: float) -> None:
+    """Until the job is finished or gone, or `timeout` seconds have passed."""
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+
+    def wake() -> None:  # in a backend thread
+        with contextlib.suppress(RuntimeError):  # the loop has closed (shutting down)
+            loop.call_soon_threadsafe(changed.set)
+
+    unsubscribe = backend.subscribe(job_id, wake)  # before the look: no change is missed
+    try:
+        with anyio.move_on_after(timeout):
+            while (job := backend.get(job_id)) is not None and job.state not in _TERMINAL:
+                await changed.wait()
+                changed.clear()
+    finally:
+        unsubscribe()
 
 
 @router.delete(
@@ -146,10 +162,10 @@ def get_job_image(
         path = variant(
             source, fmt, query.width, quality, grayscale=job.spec.grayscale, limits=settings.limits
         )
-    return FileResponse(
+    return image_response(
         path,
-        media_type=fmt.media_type,
-        filename=f"{job.id}.{fmt.extension}",
-        content_disposition_type="inline",
+        fmt.media_type,
+        f"{job.id}.{fmt.extension}",
+        inline=True,
         headers={"Cache-Control": "private, max-age=3600"},
     )

@@ -11,7 +11,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,9 @@ class KubernetesBackend:
         self._custom = client.CustomObjectsApi(self._api)
         self._lock = threading.RLock()
         self._waiters = Waiters(self._lock)
+        self._jobs: dict[str, tuple[int, Job | None]] = {}
+        """Each cached object as a Job (None: not one this API can describe), by name, with
+        the resourceVersion it was made of: a status poll converts nothing."""
         self._cache = ThumbnailJobCache(self._custom, settings.namespace, self._lock, self._changed)
         self._store = ObjectStore(settings) if settings.storage == "s3" else None
         self._checked_at = -CHECK_EVERY_S
@@ -143,8 +146,10 @@ class KubernetesBackend:
 
     def _changed(self, name: str) -> None:
         self._waiters.notify(name)
-        if self._store is not None and self._cache.get(name) is None:
-            shutil.rmtree(self.settings.cache_dir / name, ignore_errors=True)  # the job is gone
+        if self._cache.get(name) is None:  # the job is gone
+            self._jobs.pop(name, None)
+            if self._store is not None:
+                shutil.rmtree(self.settings.cache_dir / name, ignore_errors=True)
 
     def _volume_problem(self) -> str | None:
         if self._store is not None:
@@ -308,22 +313,25 @@ class KubernetesBackend:
         obj = self._cache.get(job_id)
         if obj is None:
             return None
-        try:
-            job = job_from_resource(obj)
-        except (ValidationError, KeyError, ValueError):
-            return None  # not a job this API can describe (e.g. status from a newer operator)
-        if job.state is JobState.expired or (
-            job.expires_at is not None and job.expires_at <= datetime.now(UTC)
+        # etcd's revision of the object: it changes with every write of it.
+        revision = int(obj["metadata"].get("resourceVersion") or 0)
+        held = self._jobs.get(job_id)
+        if held is not None and revision and held[0] == revision:
+            job = held[1]
+        else:
+            job = _job_of(obj, revision)
+            self._jobs[job_id] = (revision, job)
+        if (
+            job is None
+            or job.state is JobState.expired
+            or (job.expires_at is not None and job.expires_at <= datetime.now(UTC))
         ):
             return None  # the operator deletes it soon
-        names = (obj["metadata"].get("annotations") or {}).get(INPUT_NAMES)
-        if names:
-            job.input_names = json.loads(names)
         if job.state is JobState.queued:
             # The operator admits the oldest first: the place is known here at once, while
             # status.queuePosition is written only every few seconds.
             ahead = [other for other in self._waiting() if _age(other) < _age(obj)]
-            job.queue_position = len(ahead) + 1
+            return job.model_copy(update={"queue_position": len(ahead) + 1})
         return job
 
     def _waiting(self) -> list[Obj]:
@@ -342,6 +350,9 @@ class KubernetesBackend:
 
     def wait(self, job_id: str, timeout: float) -> Job:
         return self._waiters.wait(job_id, lambda: self.get(job_id), timeout)
+
+    def subscribe(self, job_id: str, changed: Callable[[], None]) -> Callable[[], None]:
+        return self._waiters.subscribe(job_id, changed)
 
     def list_batch(self, batch_id: str) -> list[Job]:
         batch = [
@@ -381,6 +392,20 @@ class KubernetesBackend:
             capacity=self.settings.queue_capacity,
             workers=self.settings.max_running,
         )
+
+
+def _job_of(obj: dict[str, Any], revision: int) -> Job | None:
+    """The Job a ThumbnailJob describes, or None for one this API cannot describe (e.g. a
+    status written by a newer operator). Never changed once made (it is kept)."""
+    try:
+        job = job_from_resource(obj)
+    except (ValidationError, KeyError, ValueError):
+        return None
+    names = (obj["metadata"].get("annotations") or {}).get(INPUT_NAMES)
+    if names:
+        job.input_names = json.loads(names)
+    job.revision = revision or None
+    return job
 
 
 def _api_message(error: ApiException) -> str:

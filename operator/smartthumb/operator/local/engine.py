@@ -1,5 +1,6 @@
 """The local engine: queued jobs run in runner processes under memory limits, their state in
-SQLite, webhooks and TTLs handled by a scheduler thread. Every decision comes from
+SQLite (and in memory, where every read is served from), webhooks and TTLs handled by a
+scheduler thread. Every decision comes from
 smartthumb.operator.lifecycle.decide; this module only carries the actions out."""
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ import logging
 import os
 import queue
 import re
+import secrets
 import shutil
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from smartthumb.operator.backend import (
     UnknownJobError,
     check_webhook,
 )
+from smartthumb.operator.jobindex import JobIndex
 from smartthumb.operator.lifecycle import (
     Action,
     Cancelled,
@@ -107,6 +109,11 @@ def _with_client_names(event: RunnerExited, inputs: list[str], names: list[str])
     return event.model_copy(update={"message": message})
 
 
+def output_path(jobs_dir: Path, job: Job) -> Path:
+    """Where the runner writes a job's thumbnail."""
+    return jobs_dir / job.id / f"thumbnail.{job.spec.format.extension}"
+
+
 class DataDirInUse(BackendStartError):
     """Another engine (another process) holds the data directory."""
 
@@ -142,12 +149,18 @@ class LocalEngine:
         self._jobs_dir = settings.data_dir / "jobs"
         self._jobs_dir.mkdir(parents=True, exist_ok=True)
         self._store = JobStore(settings.data_dir / "smartthumb.sqlite3")
+        # What the store holds, in memory: reads (status, queue positions, counts) are served
+        # from it; every write goes to the store first, then here, both under self._lock.
+        self._index = JobIndex()
+        for job in self._store.jobs():
+            self._index.put(job)
         self._remove_orphan_dirs()
         self._webhooks = WebhookSender.from_settings(settings, settings.public_url)
         # One lock around every read-decide-write of a job. wait() sleeps on a condition of its
         # job's own, so a change wakes only that job's waiters (not every long-poll).
         self._lock = threading.RLock()
         self._waiters = Waiters(self._lock)
+        self._followers: list[Callable[[str, Job | None], None]] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._processes: dict[str, RunnerProcess] = {}
         self._interrupted: set[str] = set()
@@ -174,11 +187,13 @@ class LocalEngine:
                 f"SMARTTHUMB_MEMORY_LIMIT_MB to at least {YOLO_MIN_MEMORY_MB} or unset {YOLO_ENV}."
             )
         self._forkserver.start()
-        for job_id in self._store.ids_in_state(JobState.running):
-            self._apply(job_id, Interrupted(reason="the engine restarted while the job ran"))
+        for job in self._index.jobs():
+            if job.state is JobState.running:
+                self._apply(job.id, Interrupted(reason="the engine restarted while the job ran"))
         with self._lock:
-            for job_id in self._store.ids_in_state(JobState.queued):
-                self._queue.put(job_id)
+            for job in self._index.jobs():
+                if job.state is JobState.queued:
+                    self._queue.put(job.id)
             self._started = True
         for index in range(self.settings.workers):
             self._spawn(self._work, f"smartthumb-worker-{index}")
@@ -186,7 +201,7 @@ class LocalEngine:
 
     def unready_reason(self) -> str | None:
         try:
-            self.stats()  # proves the store answers
+            self._store.ping()
         except Exception as error:  # noqa: BLE001 - any failure means "not ready", with the reason
             return f"store unavailable: {type(error).__name__}"
         if not self.healthy():
@@ -261,7 +276,7 @@ class LocalEngine:
         if not inputs:
             raise InputError("at least one input image is needed")
         job = Job(
-            id=uuid.uuid4().hex,
+            id=secrets.token_hex(16),
             batch_id=batch_id,
             spec=spec,
             input_names=[item.name for item in inputs],
@@ -283,26 +298,21 @@ class LocalEngine:
                     shutil.rmtree(self._job_dir(job.id), ignore_errors=True)
                 raise
             self._store.insert_all(ready)
-            if self._started:
-                for job, _ in ready:
+            for job, _ in ready:
+                self._index.put(job)
+                self._changed(job.id)
+                if self._started:
                     self._queue.put(job.id)
-        return [
-            job.model_copy(update={"queue_position": self._store.queue_position(job.id)})
-            for job, _ in ready
-        ]
+            return [self._index.positioned(job) for job, _ in ready]
 
     def get(self, job_id: str) -> Job | None:
-        job = self._store.get(job_id)
-        if job is None or job.state is JobState.expired:
-            return None
-        if job.expires_at is not None and job.expires_at <= _now():
-            return None  # the scheduler deletes it soon
-        if job.state is JobState.queued:
-            job.queue_position = self._store.queue_position(job_id)
-        return job
+        with self._lock:
+            job = self._index.get(job_id)
+            return None if job is None else self._index.shown(job)
 
     def list_batch(self, batch_id: str) -> list[Job]:
-        jobs = (self.get(job.id) for job in self._store.list_batch(batch_id))
+        with self._lock:
+            jobs = [self._index.shown(job) for job in self._index.batch(batch_id)]
         return [job for job in jobs if job is not None]
 
     def output_path(self, job_id: str) -> Path | None:
@@ -320,9 +330,11 @@ class LocalEngine:
         return None  # the API serves the file
 
     def stats(self) -> QueueStats:
+        with self._lock:
+            queued, running = self._index.queued, self._index.running
         return QueueStats(
-            queued=self._store.count(JobState.queued),
-            running=self._store.count(JobState.running),
+            queued=queued,
+            running=running,
             capacity=self.settings.queue_capacity,
             workers=self.settings.workers,
         )
@@ -337,13 +349,38 @@ class LocalEngine:
         """The job once done or failed. Raises UnknownJobError, or TimeoutError after `timeout`."""
         return self._waiters.wait(job_id, lambda: self.get(job_id), timeout)
 
+    def subscribe(self, job_id: str, changed: Callable[[], None]) -> Callable[[], None]:
+        return self._waiters.subscribe(job_id, changed)
+
+    def follow(
+        self, changed: Callable[[str, Job | None], None], now: Callable[[list[Job]], object]
+    ) -> None:
+        """`now(every job, in submission order)`, then `changed(id, job)` after each change
+        of any job (None: deleted), all with the engine's lock held: they must only hand the
+        news on. What the API processes' copies are kept current by (shared.py)."""
+        with self._lock:
+            now(self._index.jobs())
+            self._followers.append(changed)
+
+    def unfollow(self, changed: Callable[[str, Job | None], None]) -> None:
+        with self._lock:
+            if changed in self._followers:
+                self._followers.remove(changed)
+
+    def _changed(self, job_id: str) -> None:
+        """After a change of the job's indexed copy; the lock held."""
+        self._waiters.notify(job_id)
+        job = self._index.get(job_id)
+        for changed in self._followers:
+            changed(job_id, job)
+
     # --- files ----------------------------------------------------------------------------------
 
     def _job_dir(self, job_id: str) -> Path:
         return self._jobs_dir / job_id
 
     def _output(self, job: Job) -> Path:
-        return self._job_dir(job.id) / f"thumbnail.{job.spec.format.extension}"
+        return output_path(self._jobs_dir, job)
 
     def _write_inputs(self, job_id: str, inputs: Sequence[InputFile]) -> list[str]:
         """What the runner reads: the bytes written to the job's folder, URLs as they are."""
@@ -362,14 +399,14 @@ class LocalEngine:
     def _remove_orphan_dirs(self) -> None:
         """Inputs are written before the row is inserted: a crash between leaves a directory
         no job owns. Run before any submit() of this engine, so none is half-written."""
-        known = self._store.ids()
+        known = self._index
         for entry in self._jobs_dir.iterdir():
             if entry.is_dir() and entry.name not in known:
                 log.warning("removing %s: no job owns it", entry)
                 shutil.rmtree(entry, ignore_errors=True)
 
     def _check_capacity(self, adding: int = 1) -> None:
-        queued = self._store.count(JobState.queued)
+        queued = self._index.queued
         if queued + adding > self.settings.queue_capacity:
             raise QueueFullError(
                 f"the queue is full ({queued} of {self.settings.queue_capacity} places taken, "
@@ -386,12 +423,13 @@ class LocalEngine:
     def _apply(self, job_id: str, event: Event) -> Transition | None:
         """Decide and persist; None when the job is gone (expired meanwhile)."""
         with self._lock:
-            job = self._store.get(job_id)
+            job = self._index.get(job_id)
             if job is None:
                 return None
             transition = decide(job, event, _now(), self._policy)
             self._store.save(transition.job)
-            self._waiters.notify(job_id)
+            self._index.put(transition.job)
+            self._changed(job_id)
         self._metrics.observe(job, event, transition)
         self._carry_out(job_id, transition.actions)
         return transition
@@ -410,7 +448,10 @@ class LocalEngine:
                 else:
                     self._wake.set()  # the scheduler recomputes its next wake-up
             elif isinstance(action, Expire):
-                self._store.delete(job_id)
+                with self._lock:
+                    self._store.delete(job_id)
+                    self._index.remove(job_id)
+                    self._changed(job_id)
             elif isinstance(action, DeleteArtifacts):
                 shutil.rmtree(self._job_dir(job_id), ignore_errors=True)
 
@@ -446,7 +487,7 @@ class LocalEngine:
     def _fail(self, job_id: str, error: Exception) -> None:
         """Fail a job the engine broke down on while it ran (a queued one stays queued)."""
         try:
-            job = self._store.get(job_id)
+            job = self._index.get(job_id)
             run = None if job is None else current_run(job)
             if run is not None:
                 message = f"the engine failed: {type(error).__name__}: {error}"
@@ -523,7 +564,7 @@ class LocalEngine:
 
     def _deliver(self, job_id: str) -> None:
         try:
-            job = self._store.get(job_id)
+            job = self._index.get(job_id)
             if job is not None and job.webhook.next_attempt_at is not None:
                 self._apply(job_id, self._webhooks.deliver(job))
         except Exception:

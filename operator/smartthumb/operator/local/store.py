@@ -1,7 +1,9 @@
 """The local engine's jobs in SQLite (WAL): everything survives a restart of the process.
 
 Each row holds the Job as JSON (the single source of truth) plus the few columns the engine
-queries by: state and submission order, batch, TTL and the next webhook attempt.
+queries by: state and submission order, batch, TTL and the next webhook attempt. Reads of
+status are served from the engine's memory (JobIndex), loaded from here at start; this file is
+written on every change and read by the scheduler and the workers.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from smartthumb.operator.models import Job, JobState
+from smartthumb.operator.models import Job
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -109,29 +111,14 @@ class JobStore:
         rows = self._rows("SELECT inputs FROM jobs WHERE id = ?", (job_id,))
         return list(json.loads(rows[0][0])) if rows else []
 
-    def list_batch(self, batch_id: str) -> list[Job]:
-        rows = self._rows("SELECT document FROM jobs WHERE batch_id = ? ORDER BY seq", (batch_id,))
+    def jobs(self) -> list[Job]:
+        """Every job, in submission order: what the engine loads into memory at start."""
+        rows = self._rows("SELECT document FROM jobs ORDER BY seq")
         return [Job.model_validate_json(document) for (document,) in rows]
 
-    def ids(self) -> set[str]:
-        return {job_id for (job_id,) in self._rows("SELECT id FROM jobs")}
-
-    def ids_in_state(self, state: JobState) -> list[str]:
-        """In submission order."""
-        rows = self._rows("SELECT id FROM jobs WHERE state = ? ORDER BY seq", (state.value,))
-        return [job_id for (job_id,) in rows]
-
-    def count(self, state: JobState) -> int:
-        return int(self._rows("SELECT COUNT(*) FROM jobs WHERE state = ?", (state.value,))[0][0])
-
-    def queue_position(self, job_id: str) -> int | None:
-        """1 for the next queued job to run; None when the job is not queued."""
-        rows = self._rows(
-            "SELECT COUNT(*) FROM jobs WHERE state = 'queued'"
-            " AND seq <= (SELECT seq FROM jobs WHERE id = ? AND state = 'queued')",
-            (job_id,),
-        )
-        return rows[0][0] or None
+    def ping(self) -> None:
+        """Raises unless the database answers (readiness)."""
+        self._rows("SELECT 1")
 
     def due(self, now: datetime, exclude: Iterable[str] = ()) -> list[str]:
         """Jobs whose TTL or next webhook attempt has come, less those in `exclude`."""

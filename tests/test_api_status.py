@@ -1,0 +1,213 @@
+"""Status documents over real HTTP: an ETag of what was sent, 304 to a client that has it,
+a new document as soon as the job (or its place in the queue) changes, links that follow the
+URL each client used; and the per-revision document cache itself."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import httpx
+import orjson
+import pytest
+from apiserver import LiveServer, b64, encode, live_server, wait_done
+from images import photo
+from smartthumb.api import access
+from smartthumb.api.documents import DocumentCache
+from smartthumb.api.links import Links
+from smartthumb.api.schemas.jobs import SimpleJobStatus
+from smartthumb.api.schemas.thumbnail import JobStatus
+from smartthumb.operator.models import Job
+from smartthumb.runner.spec import ThumbnailSpec
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with live_server(tmp_path_factory.mktemp("data"), workers=1) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        yield http
+
+
+def slow_jobs(client: httpx.Client, count: int, png: bool = False) -> list[str]:
+    """`count` crops of a large photo on one worker: the last ones wait in the queue. A
+    JPEG is decoded at a reduced size; a 12 MP PNG takes about half a second."""
+    if png:
+        big = b64(encode(photo("chelsea").resize((4000, 3000)), "PNG"))
+    else:
+        big = b64(encode(photo("chelsea").resize((3000, 2000)), quality=90))
+    body = {
+        "mode": "crop",
+        "width": 200,
+        "height": 200,
+        "image_files": [{"filename": "big", "content_base64": big}],
+    }
+    return [client.post("/thumbnail", json=body).json()["job_id"] for _ in range(count)]
+
+
+def unchanged(client: httpx.Client, path: str) -> tuple[str, dict]:
+    """A document and its ETag that a second, conditional GET answers 304 to (tried again
+    while the job moves meanwhile: each change must come with a new ETag)."""
+    for _ in range(20):
+        first = client.get(path)
+        assert first.status_code == 200
+        etag = first.headers["etag"]
+        again = client.get(path, headers={"If-None-Match": etag})
+        if again.status_code == 304:
+            assert again.content == b"" and again.headers["etag"] == etag
+            return etag, first.json()
+        assert again.status_code == 200 and again.headers["etag"] != etag
+        assert again.json() != first.json()
+    raise AssertionError(f"{path} never stood still")
+
+
+@pytest.mark.parametrize("path", ["/job/{}", "/jobs/{}"])
+def test_a_client_with_the_document_gets_304_until_the_job_changes(
+    client: httpx.Client, path: str
+) -> None:
+    ids = slow_jobs(client, 3)
+    last = path.format(ids[-1])
+    etag, queued = unchanged(client, last)
+    assert queued.get("status") in ("queued", "pending")
+    for tag in ("*", f"W/{etag}", f'"other", {etag}'):
+        assert client.get(last, headers={"If-None-Match": tag}).status_code == 304
+    assert client.get(last, headers={"If-None-Match": '"other"'}).status_code == 200
+    for job_id in ids:
+        wait_done(client, job_id, timeout=120)
+    changed = client.get(last, headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    assert changed.json()["status"] in ("done", "completed")
+    new_etag, done = unchanged(client, last)
+    assert done == changed.json() and new_etag == changed.headers["etag"]
+    # The documents are what their response models describe.
+    model = JobStatus if path == "/job/{}" else SimpleJobStatus
+    model.model_validate(done)
+
+
+def test_the_queue_position_is_current_while_the_job_itself_stands_still(
+    client: httpx.Client,
+) -> None:
+    ids = slow_jobs(client, 3)
+    path = f"/job/{ids[-1]}"
+    _, waiting = unchanged(client, path)
+    assert waiting["status"] == "queued" and waiting["queue_position"] in (1, 2)
+    long_poll = client.get(f"/job/{ids[0]}", params={"wait": 60}).json()
+    assert long_poll["status"] == "done"
+    moved = client.get(path).json()
+    assert moved["status"] != "queued" or moved["queue_position"] == 1
+    assert moved["pending_jobs"] < waiting["pending_jobs"] or moved["status"] != "queued"
+    for job_id in ids:
+        wait_done(client, job_id, timeout=120)
+
+
+def test_links_follow_the_url_each_client_used(client: httpx.Client, server: LiveServer) -> None:
+    job_id = slow_jobs(client, 1)[0]
+    port = server.url.rsplit(":", 1)[1]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"127.0.0.1:{port}"):
+        for path in (f"/job/{job_id}", f"/jobs/{job_id}"):
+            document = client.get(path, headers={"Host": host}).json()
+            assert document.get("job_url", document.get("download_url", "")).startswith(
+                f"http://{host}/"
+            ), document
+    wait_done(client, job_id, timeout=120)
+
+
+def job(revision: int | None) -> Job:
+    made = Job(
+        id="a",
+        spec=ThumbnailSpec(mode="fit", width=10),
+        input_names=["a.png"],
+        created_at=datetime(2025, 1, 1, tzinfo=UTC),
+    )
+    made.revision = revision
+    return made
+
+
+def test_the_cache_makes_a_document_once_per_revision_and_base_url() -> None:
+    cache = DocumentCache(size=2)
+    made: list[tuple[int | None, str]] = []
+
+    def make(job: Job, links: Links) -> dict:
+        made.append((job.revision, links.base_url))
+        return {"n": len(made)}
+
+    def shown(*args: object) -> dict:
+        return orjson.loads(cache.render(*args).body)  # type: ignore[arg-type]
+
+    here, there = Links("http://here"), Links("http://there")
+    assert shown("k", job(1), here, make) == {"n": 1}
+    assert shown("k", job(1), here, make) == {"n": 1}
+    assert shown("k", job(2), here, make) == {"n": 2}
+    assert shown("k", job(2), there, make) == {"n": 3}
+    assert shown("other", job(2), there, make) == {"n": 4}
+    assert shown("k", job(None), there, make) == {"n": 5}  # no revision: never kept
+    assert shown("k", job(None), there, make) == {"n": 6}
+    assert len(cache._entries) == 2  # bounded
+    # Fields that change by themselves are applied to the same document, with a new ETag.
+    first = cache.render("k", job(3), here, make, {"queue_position": 2})
+    again = cache.render("k", job(3), here, make, {"queue_position": 2})
+    moved = cache.render("k", job(3), here, make, {"queue_position": 1})
+    assert again is first and moved.etag != first.etag
+    assert orjson.loads(moved.body) == {"n": 7, "queue_position": 1}
+
+
+def test_long_polls_answer_when_the_job_finishes_or_goes_or_time_is_up(
+    client: httpx.Client,
+) -> None:
+    *ahead, queued = slow_jobs(client, 4, png=True)
+    started = time.monotonic()
+    waited = client.get(f"/job/{queued}", params={"wait": 0.5})
+    assert waited.status_code == 200 and waited.json()["status"] in ("queued", "processing")
+    assert 0.4 < time.monotonic() - started < 5
+    # Cancelled while a long-poll waits on it: the long-poll answers 404 at once.
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(client.get, f"/job/{queued}", params={"wait": 60})
+        time.sleep(0.3)
+        cancelled = time.monotonic()
+        assert client.delete(f"/job/{queued}").status_code == 204
+        assert pending.result(timeout=10).status_code == 404
+        assert time.monotonic() - cancelled < 2
+    for job_id in ahead:
+        assert client.get(f"/job/{job_id}", params={"wait": 60}).json()["status"] == "done"
+    assert client.get("/job/nope", params={"wait": 60}).status_code == 404
+
+
+def test_images_are_sent_whole_with_the_file_s_headers(
+    client: httpx.Client, server: LiveServer
+) -> None:
+    (job_id,) = slow_jobs(client, 1)
+    wait_done(client, job_id, timeout=120)
+    stored = server.data_dir / "jobs" / job_id / "thumbnail.jpg"
+    for path, disposition in (
+        (f"/jobs/{job_id}/download", "attachment"),
+        (f"/job/{job_id}/image", "inline"),
+    ):
+        answer = client.get(path)
+        assert answer.status_code == 200
+        assert answer.content == stored.read_bytes()
+        assert answer.headers["content-type"] == "image/jpeg"
+        assert answer.headers["content-length"] == str(len(answer.content))
+        assert answer.headers["content-disposition"] == f'{disposition}; filename="{job_id}.jpg"'
+        assert answer.headers["etag"] and answer.headers["last-modified"]
+    assert client.get(f"/job/{job_id}/image").headers["cache-control"] == "private, max-age=3600"
+
+
+def test_larger_images_are_streamed_with_ranges(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (job_id,) = slow_jobs(client, 1)
+    wait_done(client, job_id, timeout=120)
+    whole = client.get(f"/jobs/{job_id}/download")
+    assert "accept-ranges" not in whole.headers  # small: read whole, sent at once
+    monkeypatch.setattr(access, "SMALL_FILE", 0)  # every image counts as large now
+    streamed = client.get(f"/jobs/{job_id}/download")
+    assert streamed.content == whole.content and streamed.headers["accept-ranges"] == "bytes"
+    assert streamed.headers["etag"] == whole.headers["etag"]
+    part = client.get(f"/jobs/{job_id}/download", headers={"Range": "bytes=0-9"})
+    assert part.status_code == 206 and part.content == whole.content[:10]
