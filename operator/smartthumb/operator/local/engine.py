@@ -114,6 +114,14 @@ def output_path(jobs_dir: Path, job: Job) -> Path:
     return jobs_dir / job.id / f"thumbnail.{job.spec.format.extension}"
 
 
+def finished_output(jobs_dir: Path, job: Job) -> Path | None:
+    """The thumbnail of a done job already in hand, while it is on disk (no store read)."""
+    if job.state is not JobState.done:
+        return None
+    path = output_path(jobs_dir, job)
+    return path if path.is_file() else None
+
+
 class DataDirInUse(BackendStartError):
     """Another engine (another process) holds the data directory."""
 
@@ -320,11 +328,7 @@ class LocalEngine:
         return None if job is None else self.output_file(job)
 
     def output_file(self, job: Job) -> Path | None:
-        """The thumbnail of a done job already in hand (no second read of the store)."""
-        if job.state is not JobState.done:
-            return None
-        path = self._output(job)
-        return path if path.is_file() else None
+        return finished_output(self._jobs_dir, job)
 
     def output_url(self, job: Job) -> str | None:
         return None  # the API serves the file

@@ -42,8 +42,8 @@ from smartthumb.operator.backend import (
     WebhookRefusedError,
 )
 from smartthumb.operator.jobindex import JobIndex
-from smartthumb.operator.local.engine import LocalEngine, output_path
-from smartthumb.operator.models import Job, JobState, QueueStats
+from smartthumb.operator.local.engine import LocalEngine, finished_output
+from smartthumb.operator.models import Job, QueueStats
 from smartthumb.operator.waiters import Waiters
 from smartthumb.runner.spec import ThumbnailSpec
 
@@ -415,10 +415,7 @@ class RemoteEngine:
         return [job for job in jobs if job is not None]
 
     def output_file(self, job: Job) -> Path | None:
-        if job.state is not JobState.done:
-            return None
-        path = output_path(self._jobs_dir, job)
-        return path if path.is_file() else None
+        return finished_output(self._jobs_dir, job)
 
     def output_url(self, job: Job) -> str | None:
         return None  # the API serves the file
