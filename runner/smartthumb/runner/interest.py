@@ -108,10 +108,8 @@ TEXT_PENALTY = 0.1
 TEXT_EDGE_DENSITY = 0.2
 """Photos and drawings stay below ~0.12 edge pixels per pixel at 256 px; text pages do not."""
 TEXT_STRIPES = 2.0
-"""Lines of text make the ink's profile across them at least 3x as jagged as along them at
+"""Lines of text make the ink's profile across them 3x or more as jagged as along them at
 256 px, even where the letters blur to grey; drawings and photos stay near 1."""
-
-
 TEXT_LINES_REACH = 25
 """The local measure of lines looks 1/25 of the image's longer side around each point:
 a few lines of text, less than a figure."""
