@@ -14,7 +14,7 @@ import itertools
 import time
 from datetime import UTC, datetime
 
-from smartthumb.operator.models import Job, JobState
+from smartthumb.operator.models import Job, JobState, QueueStats
 
 
 class JobIndex:
@@ -94,6 +94,16 @@ class JobIndex:
     def batch(self, batch_id: str) -> list[Job]:
         """The batch's jobs, in submission order."""
         return [self._jobs[job_id] for job_id in self._batches.get(batch_id, ())]
+
+    def shown_batch(self, batch_id: str) -> list[Job]:
+        """What a reader gets of the batch's jobs (see shown), in submission order."""
+        shown = (self.shown(job) for job in self.batch(batch_id))
+        return [job for job in shown if job is not None]
+
+    def stats(self, *, capacity: int, workers: int) -> QueueStats:
+        return QueueStats(
+            queued=self.queued, running=self.running, capacity=capacity, workers=workers
+        )
 
     def queue_position(self, job_id: str) -> int | None:
         """1 for the next queued job to run; None when the job is not queued."""

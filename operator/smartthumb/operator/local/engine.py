@@ -320,8 +320,7 @@ class LocalEngine:
 
     def list_batch(self, batch_id: str) -> list[Job]:
         with self._lock:
-            jobs = [self._index.shown(job) for job in self._index.batch(batch_id)]
-        return [job for job in jobs if job is not None]
+            return self._index.shown_batch(batch_id)
 
     def output_path(self, job_id: str) -> Path | None:
         job = self.get(job_id)
@@ -335,13 +334,9 @@ class LocalEngine:
 
     def stats(self) -> QueueStats:
         with self._lock:
-            queued, running = self._index.queued, self._index.running
-        return QueueStats(
-            queued=queued,
-            running=running,
-            capacity=self.settings.queue_capacity,
-            workers=self.settings.workers,
-        )
+            return self._index.stats(
+                capacity=self.settings.queue_capacity, workers=self.settings.workers
+            )
 
     def cancel(self, job_id: str) -> None:
         """Stop the job if it runs; delete it and its files. Raises UnknownJobError."""

@@ -411,8 +411,7 @@ class RemoteEngine:
 
     def list_batch(self, batch_id: str) -> list[Job]:
         with self._lock:
-            jobs = [self._index.shown(job) for job in self._index.batch(batch_id)]
-        return [job for job in jobs if job is not None]
+            return self._index.shown_batch(batch_id)
 
     def output_file(self, job: Job) -> Path | None:
         return finished_output(self._jobs_dir, job)
@@ -422,13 +421,9 @@ class RemoteEngine:
 
     def stats(self) -> QueueStats:
         with self._lock:
-            queued, running = self._index.queued, self._index.running
-        return QueueStats(
-            queued=queued,
-            running=running,
-            capacity=self._hello.get("capacity", 0),
-            workers=self._hello.get("workers", 0),
-        )
+            return self._index.stats(
+                capacity=self._hello.get("capacity", 0), workers=self._hello.get("workers", 0)
+            )
 
 
 def _inputs(inputs: Sequence[InputFile]) -> tuple[list[dict[str, Any]], list[bytes]]:
