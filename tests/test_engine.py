@@ -57,8 +57,8 @@ def test_a_job_runs_to_done_with_a_real_thumbnail(tmp_path: Path):
         assert done.started_at <= done.finished_at < done.expires_at
         with Image.open(engine.output_path(job.id)) as image:
             assert image.size == (200, 200) and image.format == "JPEG"
-        stored = list((tmp_path / "jobs" / job.id / "inputs").iterdir())
-        assert [path.name for path in stored] == ["000.jpg"]  # the server names files
+        stored = list((tmp_path / "jobs" / job.id).glob("input-*"))
+        assert [path.name for path in stored] == ["input-000.jpg"]  # the server names files
         assert [j.id for j in engine.list_batch("b1")] == [job.id]
         assert engine.stats().model_dump() == {
             "queued": 0,
@@ -89,7 +89,7 @@ def test_bad_input_fails_without_fallback(tmp_path: Path):
     finally:
         engine.stop()
     assert failed.state is JobState.failed
-    # The runner read the server's file (000.jpg); the client is told its own name.
+    # The runner read the server's file (input-000.jpg); the client is told its own name.
     assert failed.error.startswith("notes.jpg: not a supported image"), failed.error
     assert [run.outcome for run in failed.runs] == [RunOutcome.bad_input]
     assert failed.result is None and failed.fallback_reason is None
@@ -379,11 +379,11 @@ def test_job_directories_no_row_owns_are_removed_at_start(tmp_path: Path):
     engine = LocalEngine(settings(tmp_path))
     job = engine.submit(RESIZE, [jpeg_input()])
     engine.stop()
-    orphan = tmp_path / "jobs" / "0123456789abcdef" / "inputs"
-    orphan.mkdir(parents=True)
-    (orphan / "000.jpg").write_bytes(jpeg_input().data)
+    orphan = tmp_path / "jobs" / "0123456789abcdef"
+    orphan.mkdir()
+    (orphan / "input-000.jpg").write_bytes(jpeg_input().data)
     with running_engine(tmp_path) as restarted:
-        assert not orphan.parent.exists()
+        assert not orphan.exists()
         assert restarted.wait(job.id, timeout=30).state is JobState.done
 
 
