@@ -21,7 +21,13 @@ import pytest
 from apiserver import b64, encode
 from images import photo
 from kubecluster import free_port
-from smartthumb.operator.backend import InputError, InputFile, QueueFullError, UnknownJobError
+from smartthumb.operator.backend import (
+    BackendStartError,
+    InputError,
+    InputFile,
+    QueueFullError,
+    UnknownJobError,
+)
 from smartthumb.operator.local import LocalEngine
 from smartthumb.operator.local.shared import SOCKET_NAME, EngineServer, RemoteEngine
 from smartthumb.operator.models import JobState
@@ -96,6 +102,27 @@ def test_the_engine_s_refusals_reach_the_api_process(tmp_path: Path) -> None:
                 remote.cancel("nope")
             assert remote.get("nope") is None and remote.get("0" * 32) is None  # asked
             assert remote.unready_reason() is not None  # the engine was never started
+    finally:
+        engine.stop()
+
+
+def test_an_id_the_engine_does_not_have_is_asked_for_once(tmp_path: Path) -> None:
+    """A client polling a wrong or expired id must not cost an engine request per poll:
+    the second poll is answered although the engine's process is gone meanwhile."""
+    engine = LocalEngine(settings(tmp_path))
+    try:
+        server = EngineServer(engine, tmp_path / SOCKET_NAME)
+        server.start()
+        remote = RemoteEngine(tmp_path)
+        remote.start()
+        unknown, never_asked = "1" * 32, "2" * 32
+        assert remote.get(unknown) is None  # asked
+        server.close()
+        wait_until(lambda: not remote.healthy())
+        assert remote.get(unknown) is None  # remembered: no request
+        with pytest.raises(BackendStartError):
+            remote.get(never_asked)  # this one would need the engine
+        remote.stop()
     finally:
         engine.stop()
 

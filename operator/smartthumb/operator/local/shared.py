@@ -25,6 +25,7 @@ import re
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Client, Connection, Listener
@@ -57,6 +58,10 @@ CONNECT_TIMEOUT_S = 30.0
 REQUEST_TIMEOUT_S = 60.0
 ASK_TIMEOUT_S = 2.0
 """For a job this process has not heard of: the asking blocks a status poll's event loop."""
+UNKNOWN_REMEMBERED = 10_000
+"""Job ids the engine said it does not have, remembered so that a client polling a wrong or
+expired id costs one request, not one per poll. Its answer is final: an id is the engine's
+random choice, known to a client only once the engine holds the job."""
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 """What the engine names jobs (secrets.token_hex(16), and uuid4().hex before it): anything
 else is unknown without asking."""
@@ -242,6 +247,7 @@ class RemoteEngine:
         self._jobs_dir = data_dir / "jobs"
         self._lock = threading.RLock()
         self._index = JobIndex()
+        self._unknown: OrderedDict[str, None] = OrderedDict()  # UNKNOWN_REMEMBERED, oldest first
         self._waiters = Waiters(self._lock)
         self._pending: dict[int, Future[dict[str, Any]]] = {}
         self._numbers = itertools.count(1)
@@ -390,15 +396,24 @@ class RemoteEngine:
 
     def get(self, job_id: str) -> Job | None:
         """From the copy; a job not in it is asked for (made through another API process a
-        moment ago, its news not read yet; or unknown): a request, but only then."""
+        moment ago, its news not read yet; or unknown): a request, but only then, and only
+        once for an id the engine does not have."""
         with self._lock:
             job = self._index.get(job_id)
             if job is not None:
                 return self._index.shown(job)
+            if job_id in self._unknown:
+                return None
         if _JOB_ID.fullmatch(job_id) is None:
             return None
         jobs = self._request({"op": "get", "id": job_id}, timeout=ASK_TIMEOUT_S)["jobs"]
-        return Job.model_validate(jobs[0]) if jobs else None
+        if jobs:
+            return Job.model_validate(jobs[0])
+        with self._lock:
+            self._unknown[job_id] = None
+            if len(self._unknown) > UNKNOWN_REMEMBERED:
+                self._unknown.popitem(last=False)
+        return None
 
     def wait(self, job_id: str, timeout: float) -> Job:
         return self._waiters.wait(job_id, lambda: self.get(job_id), timeout)
