@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -268,6 +269,26 @@ def test_compat_route_bad_input(client: httpx.Client) -> None:
     assert_error(client.get("/jobs/unknown"), 404, "job_not_found")
     assert_error(client.get("/jobs/unknown/download"), 404, "job_not_found")
     assert_error(client.get("/upload/unknown/status"), 404, "job_not_found")
+
+
+def test_seed_002_submit_takes_valid_json_only_and_says_what_is_wrong(
+    client: httpx.Client,
+) -> None:
+    """POST /jobs: a valid JSON request is queued (the API's fast path); anything else gets
+    FastAPI's 422, naming what is wrong."""
+    fields = {"image_data": SMALL_PNG, "operation": "resize", "width": 2, "height": 2}
+    as_json = {"content-type": "application/json"}
+    for body in (b"{not json", b"[]", b'"a string"', b""):
+        response = client.post("/jobs", content=body, headers=as_json)
+        assert_error(response, 422, "validation_error")
+    error = assert_error(client.post("/jobs", json={**fields, "colour": "red"}), 422)
+    assert "colour" in str(error["details"]), error
+    assert_error(client.post("/jobs", data={"operation": "resize"}), 422, "validation_error")
+    with_charset = {"content-type": "application/json; charset=utf-8"}
+    accepted = client.post("/jobs", content=json.dumps(fields), headers=with_charset)
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["status"] == "pending"
+    assert client.get(f"/jobs/{accepted.json()['job_id']}").status_code == 200
 
 
 def test_unknown_route_and_method_use_the_same_shape(client: httpx.Client) -> None:

@@ -13,7 +13,7 @@ from smartthumb.api.auth import TokenAuth
 from smartthumb.api.deps import BEARER
 from smartthumb.api.documents import DocumentCache
 from smartthumb.api.errors import install_error_handlers
-from smartthumb.api.fastpath import StatusFastPath
+from smartthumb.api.fastpath import FastPath
 from smartthumb.api.limits import BodyGuard
 from smartthumb.api.links import LinkBases
 from smartthumb.api.routers import batches, health, jobs, metrics, thumbnail, uploads, web
@@ -68,7 +68,7 @@ def create_app(
         settings.public_url if settings.public_url_configured else None
     )
     app.state.accepting = False
-    app.add_middleware(StatusFastPath)  # innermost: after authentication
+    app.add_middleware(FastPath)  # innermost: after authentication and the body's limits
     app.add_middleware(
         BodyGuard,
         limit=settings.max_upload_bytes,

@@ -8,18 +8,19 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 from smartthumb.api.access import find_job, finished_output, image_response, redirect_to_output
-from smartthumb.api.deps import BackendDep, SettingsDep
+from smartthumb.api.deps import BackendDep
 from smartthumb.api.documents import conditional_response, json_response
 from smartthumb.api.errors import documented
 from smartthumb.api.inputs import decode_base64, inline_input
 from smartthumb.api.jsonbody import OrjsonRoute
-from smartthumb.api.links import Links, LinksDep, links_for
+from smartthumb.api.links import Links, links_for
 from smartthumb.api.schemas.jobs import (
     SimpleJobAccepted,
     SimpleJobRequest,
     SimpleJobStatus,
     SimpleStatus,
 )
+from smartthumb.api.settings import ApiSettings
 from smartthumb.api.submit import submit
 from smartthumb.api.views import FILE_STATES, file_result
 from smartthumb.operator.models import Job, JobState
@@ -44,14 +45,21 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
     responses=documented(400, 401, 413, 422, 429),
     summary="Queue a resize (exact size) or thumbnail (fit inside) job",
 )
-def create_job(
-    body: SimpleJobRequest, backend: BackendDep, settings: SettingsDep, links: LinksDep
-) -> Response:
+def create_job(body: SimpleJobRequest, request: Request) -> Response:
+    return accept_simple_job(request, body)
+
+
+def accept_simple_job(request: Request, body: SimpleJobRequest) -> Response:
+    """POST /jobs, also served by fastpath.FastPath (which skips FastAPI's routing and
+    dependencies). In a worker thread: it decodes and hands the bytes to the backend."""
+    state = request.app.state
+    settings: ApiSettings = state.settings
+    links = links_for(request)
     data = decode_base64(body.image_data, "image_data", settings.max_inline_bytes)
     image = inline_input("image_data", data, settings)
     # Seed 002: without output_format the output keeps the input's format (png or jpeg).
     source_format = OutputFormat.png if data.startswith(_PNG_SIGNATURE) else OutputFormat.jpeg
-    job = submit(backend, body.spec(source_format), [image], max_pixels=settings.max_pixels)
+    job = submit(state.backend, body.spec(source_format), [image], max_pixels=settings.max_pixels)
     accepted = {
         "job_id": job.id,
         "status": "pending",
@@ -73,7 +81,7 @@ async def get_simple_job(job_id: str, request: Request) -> Response:
 
 
 async def simple_job_answer(request: Request, job_id: str) -> Response:
-    """GET /jobs/{id}, also served by fastpath.StatusFastPath (which skips FastAPI's routing).
+    """GET /jobs/{id}, also served by fastpath.FastPath (which skips FastAPI's routing).
     From the backend's memory: no thread hop."""
     state = request.app.state
     job = find_job(state.backend, job_id)

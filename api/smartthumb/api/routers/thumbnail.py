@@ -87,7 +87,7 @@ async def get_job(
 
 
 async def job_answer(request: Request, job_id: str, wait: float) -> Response:
-    """GET /job/{id}, also served by fastpath.StatusFastPath (which skips FastAPI's routing).
+    """GET /job/{id}, also served by fastpath.FastPath (which skips FastAPI's routing).
     Reads are served from the backend's memory, and a long-poll waits on the event loop for
     the backend's news of the job: no thread hop at all."""
     state = request.app.state
