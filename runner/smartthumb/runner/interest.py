@@ -131,11 +131,19 @@ def is_text_page(rgb: np.ndarray) -> bool:
     """Colourless strokes on paper, in lines: far more edges than any drawing or photo has
     at this scale, or stripes where small letters blur together."""
     gray = luminance(rgb)
-    edge_density = float((edge_map(gray) > 0.15).mean())
+    return _text_heavy(gray, _edge_density(gray), float(saturation(rgb).mean()))
+
+
+def _edge_density(gray: np.ndarray) -> float:
+    return float((edge_map(gray) > 0.15).mean())
+
+
+def _text_heavy(gray: np.ndarray, edge_density: float, colourfulness: float) -> bool:
+    """is_text_page from the measures score_page has already taken."""
     paper = float((gray > 0.88).mean())
     return (
         (edge_density > TEXT_EDGE_DENSITY or stripes(gray) > TEXT_STRIPES)
-        and float(saturation(rgb).mean()) < 0.06
+        and colourfulness < 0.06
         and paper > 0.3
     )
 
@@ -160,12 +168,11 @@ def score_page(rgb: np.ndarray, index: int, count: int, skip_edges: int) -> Page
     """
     gray = luminance(rgb)
     contrast = float(gray.std())
-    edges = edge_map(gray)
-    edge_density = float((edges > 0.15).mean())
+    edge_density = _edge_density(gray)
     colourfulness = float(saturation(rgb).mean())
     midtones = float(((gray > 0.2) & (gray < 0.8)).mean())
     blank = contrast < BLANK_CONTRAST
-    text_heavy = is_text_page(rgb)
+    text_heavy = _text_heavy(gray, edge_density, colourfulness)
     edge_page = index < skip_edges or index >= count - skip_edges
     score = (
         0.35 * min(1.0, contrast / 0.25)
