@@ -167,10 +167,9 @@ async def poll_20ms(client: aiohttp.ClientSession, job_id: str, requests: list[i
         await asyncio.sleep(POLL_S)
 
 
-def seed_002(image: bytes) -> Submit:
-    # Encoded once: the client shares the server's cores, and re-encoding 400 KB of JSON per
-    # request would be measuring the client.
-    body = json.dumps(
+def seed_002_body(image: bytes) -> bytes:
+    """Seed 002's POST /jobs body: resize `image` to 200x200."""
+    return json.dumps(
         {
             "image_data": base64.b64encode(image).decode(),
             "operation": "resize",
@@ -178,6 +177,12 @@ def seed_002(image: bytes) -> Submit:
             "height": 200,
         }
     ).encode()
+
+
+def seed_002(image: bytes) -> Submit:
+    # Encoded once: the client shares the server's cores, and re-encoding 400 KB of JSON per
+    # request would be measuring the client.
+    body = seed_002_body(image)
     headers = {"content-type": "application/json"}
 
     async def submit(client: aiohttp.ClientSession) -> str:
