@@ -87,7 +87,9 @@ def inline(content: str, **spec: object) -> dict:
 )
 def test_not_an_image_is_refused_at_submit(client: httpx.Client, content: str, code: str) -> None:
     response = client.post("/thumbnail", json=inline(content))
-    assert_error(response, 422 if code is None else 400, code)
+    error = assert_error(response, 422 if code is None else 400, code)
+    if code == "invalid_base64":
+        assert error["message"] == "x.jpg: content_base64 is not valid base64", error
 
 
 @pytest.mark.parametrize(("fmt", "suffix"), [("TGA", "tga"), ("ICO", "ico"), ("PCX", "pcx")])
@@ -247,13 +249,15 @@ def test_compat_route_bad_input(client: httpx.Client) -> None:
         400,
         "invalid_image",
     )
-    assert_error(
+    error = assert_error(
         client.post(
             "/jobs", json={"image_data": "!!", "operation": "resize", "width": 2, "height": 2}
         ),
         400,
         "invalid_base64",
     )
+    # Named by the field this contract has (seed 000's content_base64 is not one of them).
+    assert error["message"] == "image_data: the value is not valid base64", error
     assert_error(
         client.post("/jobs", json={"image_data": SMALL_PNG, "operation": "resize", "width": 2}),
         422,

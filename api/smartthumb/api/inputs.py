@@ -34,9 +34,10 @@ _DATA_URL_PREFIX = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(r"[ \t\r\n]+")
 
 
-def decode_base64(content: str, name: str, max_bytes: int) -> bytes:
+def decode_base64(content: str, name: str, max_bytes: int, *, field: str) -> bytes:
     """Strict base64 but for whitespace, which MIME allows (`base64 file` wraps at 76
-    columns); a `data:...;base64,` prefix is allowed, as browsers produce it.
+    columns); a `data:...;base64,` prefix is allowed, as browsers produce it. Errors name
+    `name` and the request's `field` that held the text.
 
     Unwrapped text (what every client library sends) is decoded as it is: scanning a large
     string for whitespace first took more of the API's CPU than anything else it does. pybase64
@@ -56,9 +57,7 @@ def decode_base64(content: str, name: str, max_bytes: int) -> bytes:
         if not unwrapped:
             with contextlib.suppress(binascii.Error, ValueError):
                 return pybase64.b64decode(_WHITESPACE.sub("", text), validate=True)
-        raise ApiError(
-            400, "invalid_base64", f"{name}: content_base64 is not valid base64"
-        ) from None
+        raise ApiError(400, "invalid_base64", f"{name}: {field} is not valid base64") from None
 
 
 def too_large(name: str, max_bytes: int) -> ApiError:

@@ -55,7 +55,9 @@ def accept_simple_job(request: Request, body: SimpleJobRequest) -> Response:
     state = request.app.state
     settings: ApiSettings = state.settings
     links = links_for(request)
-    data = decode_base64(body.image_data, "image_data", settings.max_inline_bytes)
+    data = decode_base64(
+        body.image_data, "image_data", settings.max_inline_bytes, field="the value"
+    )
     image = inline_input("image_data", data, settings)
     # Seed 002: without output_format the output keeps the input's format (png or jpeg).
     source_format = OutputFormat.png if data.startswith(_PNG_SIGNATURE) else OutputFormat.jpeg

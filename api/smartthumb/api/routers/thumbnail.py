@@ -54,7 +54,12 @@ def create_thumbnail(
     check_count(len(paths) + len(body.image_files) + len(body.image_urls), settings)
     inputs: list[InputFile] = [path_input(path, settings) for path in paths]
     for upload in body.image_files:
-        data = decode_base64(upload.content_base64, upload.filename, settings.max_inline_bytes)
+        data = decode_base64(
+            upload.content_base64,
+            upload.filename,
+            settings.max_inline_bytes,
+            field="content_base64",
+        )
         inputs.append(inline_input(upload.filename, data, settings))
     inputs += [url_input(url, settings) for url in body.image_urls]
     webhook = str(body.webhook_url) if body.webhook_url else None
