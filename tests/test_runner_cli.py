@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zlib
@@ -70,6 +71,30 @@ def test_success_prints_the_result_json_and_writes_the_termination_message(tmp_p
     assert set(document["timings_ms"]) >= {"decode", "analyse", "encode", "total"}
     assert Image.open(out).size == (300, 300)
     assert json.loads(log.read_text())["output"] == document["output"]
+
+
+def test_a_reader_that_left_gets_one_line_not_a_traceback(tmp_path: Path) -> None:
+    # `smartthumb crop ... | head -c 0`: standard output is a pipe nobody reads any more.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    out = tmp_path / "thumb.jpg"
+    args = ["crop", "--mode", "fit", "--width", "50", "-o", out, save_photo(tmp_path, "coffee")]
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "smartthumb.runner", *map(str, args)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,  # the exit code is asserted on
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [
+        "smartthumb: error: standard output closed before the result could be written"
+    ]
+    assert Image.open(out).width == 50, "the thumbnail itself was made"
 
 
 def test_reading_order_flag_reaches_the_pair(tmp_path: Path) -> None:

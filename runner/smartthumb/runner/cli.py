@@ -10,6 +10,7 @@ stderr), 3 MemoryError, 1 anything else. A kernel OOM kill is seen by the caller
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from functools import cache
@@ -192,7 +193,14 @@ def main(argv: list[str] | None = None) -> int:
             f"internal error: {type(error).__name__}: {_first_line(error)}",
             termination_log,
         )
-    print(result.model_dump_json())
     if termination_log is not None:
         write_termination_message(termination_log, result.model_dump(mode="json"))
+    try:
+        print(result.model_dump_json(), flush=True)
+    except BrokenPipeError:  # the reader left (`| head`): the thumbnail is made, its report lost
+        # Standard output pointed at /dev/null, or the interpreter's flush at exit fails again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _fail(
+            EXIT_INTERNAL, "standard output closed before the result could be written", None
+        )
     return 0
