@@ -17,7 +17,7 @@ from smartthumb.operator.kube.resource import Resources, quantity_bytes
 from smartthumb.operator.local.settings import EngineSettings
 from smartthumb.runner.encode import max_output_pixels
 from smartthumb.runner.limits import DEFAULT_MAX_PIXELS, MiB
-from smartthumb.runner.spec import OutputFormat
+from smartthumb.runner.spec import OutputFormat, ThumbnailSpec
 from smartthumb.runner.termination import TERMINATION_MESSAGE_LIMIT
 
 
@@ -117,6 +117,46 @@ def test_reading_order_flag_reaches_the_pair(tmp_path: Path) -> None:
         < 2.0
     )
     assert not np.array_equal(outputs["ltr"], outputs["rtl"])
+
+
+def test_every_spec_field_is_a_flag_documented_by_the_model() -> None:
+    result = run_cli("crop", "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # argparse wraps the help
+    for name, field in ThumbnailSpec.model_fields.items():
+        assert f"--{name.replace('_', '-')}" in text, name
+        assert " ".join(str(field.description).split()) in text, name
+
+
+@pytest.mark.parametrize(
+    ("output", "flags", "expected"),
+    [
+        ("t.png", [], "PNG"),  # the extension names the format
+        ("t.WEBP", [], "WEBP"),
+        ("t.webp", ["--format", "jpeg"], "JPEG"),  # a flag given wins
+        ("t.thumb", [], "JPEG"),  # an extension that is no format: the model's default
+    ],
+)
+def test_the_output_extension_is_the_format_unless_one_is_given(
+    tmp_path: Path, good_jpeg: Path, output: str, flags: list[str], expected: str
+) -> None:
+    out = tmp_path / output
+    result = run_cli("crop", "--mode", "fit", "--width", "40", *flags, "-o", out, good_jpeg)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out).format == expected
+    assert json.loads(result.stdout)["output"]["format"] == expected.lower()
+
+
+def test_boolean_flags_take_a_no_form(tmp_path: Path, good_jpeg: Path) -> None:
+    out = tmp_path / "t.jpg"
+    result = run_cli(
+        "crop", "--mode", "fit", "--width", "40", "--no-grayscale", "-o", out, good_jpeg
+    )
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out).mode == "RGB"
+    result = run_cli("crop", "--mode", "fit", "--width", "40", "--grayscale", "-o", out, good_jpeg)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out).mode == "L"
 
 
 def test_spec_json_is_accepted_whole(tmp_path: Path) -> None:
@@ -267,6 +307,7 @@ def test_pixel_limit_is_configurable(tmp_path: Path, good_jpeg: Path) -> None:
         (["--spec", "{not json"], "invalid"),
         (["--max-pixels", "0"], "max-pixels"),
         (["--reading-order", "up"], "invalid choice"),
+        (["--spec", '{"mode": "fit", "width": 10}', "--width", "20"], "--width inside it"),
     ],
 )
 def test_bad_requests_exit_2_with_one_line(

@@ -34,10 +34,6 @@ every other route needs. Cached variants are served whatever the count."""
 _conversions = threading.BoundedSemaphore(MAX_CONVERSIONS)
 
 
-def parse_format(name: str) -> OutputFormat:
-    return OutputFormat.jpeg if name == "jpg" else OutputFormat(name)
-
-
 def variant_path(source: Path, fmt: OutputFormat, width: int, quality: int) -> Path:
     # PNG is lossless and ignores quality: one file per width, not a hundred identical ones.
     tag = "" if fmt is OutputFormat.png else f".q{quality}"

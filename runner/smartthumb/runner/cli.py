@@ -12,15 +12,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
+from enum import Enum
 from functools import cache
 from pathlib import Path
-from typing import Any, NoReturn
+from types import UnionType
+from typing import Annotated, Any, NoReturn, Union, get_args, get_origin
 
 from pydantic import ValidationError
 from smartthumb.runner.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OUT_OF_MEMORY, RunnerError
 from smartthumb.runner.limits import Limits, is_url
-from smartthumb.runner.spec import Mode, OutputFormat, ReadingOrder, ThumbnailSpec
+from smartthumb.runner.spec import OutputFormat, ThumbnailSpec
 from smartthumb.runner.termination import write_termination_message
 
 
@@ -51,23 +53,8 @@ def _build_parser() -> argparse.ArgumentParser:
         required=True,
         help="where to write the image: a file, or an http(s) URL to PUT it to",
     )
-    crop.add_argument("--spec", help="the whole ThumbnailSpec as JSON (overrides the flags below)")
-    crop.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.pair.value)
-    crop.add_argument("--width", type=int)
-    crop.add_argument("--height", type=int)
-    crop.add_argument("--aspect", help="crop: W:H when width or height is missing")
-    crop.add_argument("--format", choices=[f.value for f in OutputFormat], default="jpeg")
-    crop.add_argument("--quality", type=int, default=82)
-    crop.add_argument("--grayscale", action="store_true")
-    crop.add_argument("--upscale", action="store_true", help="allow enlarging small sources")
-    crop.add_argument("--skip-edges", type=int, default=2)
-    crop.add_argument("--gap", type=int, default=5)
-    crop.add_argument(
-        "--reading-order",
-        choices=[order.value for order in ReadingOrder],
-        default=ReadingOrder.ltr.value,
-        help="pair: rtl puts the earlier page on the right (manga)",
-    )
+    crop.add_argument("--spec", help="the whole ThumbnailSpec as JSON (instead of the flags below)")
+    _add_spec_flags(crop)
     crop.add_argument(
         "--fallback", action="store_true", help="light composer: no detectors, tiny memory"
     )
@@ -77,6 +64,38 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     crop.add_argument("--max-pixels", type=int, help="refuse sources above this many pixels")
     return parser
+
+
+def _flag_type(annotation: Any) -> Any:
+    """A field's type without Optional and Annotated: int, str, bool or an Enum."""
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
+        elif get_origin(annotation) in (Union, UnionType):
+            annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+        else:
+            return annotation
+
+
+def _add_spec_flags(command: argparse.ArgumentParser) -> None:
+    """One flag per ThumbnailSpec field, its help the field's own description. No defaults
+    here: a flag left out leaves the model's default (and the output's extension the
+    format)."""
+    flags = command.add_argument_group("the thumbnail (ThumbnailSpec)")
+    for name, field in ThumbnailSpec.model_fields.items():
+        kind = _flag_type(field.annotation)
+        default = field.default.value if isinstance(field.default, Enum) else field.default
+        shown = "" if default is None else f" Default: {default}."
+        if name == "format":
+            shown = " Default: from the output's extension, else jpeg."
+        options: dict[str, Any] = {"dest": name, "help": f"{field.description}{shown}"}
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif isinstance(kind, type) and issubclass(kind, Enum):
+            options["choices"] = [member.value for member in kind]
+        else:
+            options["type"] = kind
+        flags.add_argument("--" + name.replace("_", "-"), **options)
 
 
 def _remote(
@@ -98,21 +117,22 @@ def _remote(
 
 
 def _spec_from_args(args: argparse.Namespace) -> ThumbnailSpec:
+    """Raises ValidationError, or ValueError for --spec together with a spec flag."""
+    given = {
+        name: getattr(args, name)
+        for name in ThumbnailSpec.model_fields
+        if getattr(args, name) is not None
+    }
     if args.spec:
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(f"--spec is the whole spec: give {flags} inside it, not beside it")
         return ThumbnailSpec.model_validate_json(args.spec)
-    return ThumbnailSpec(
-        mode=args.mode,
-        width=args.width,
-        height=args.height,
-        aspect=args.aspect,
-        format=args.format,
-        quality=args.quality,
-        grayscale=args.grayscale,
-        upscale=args.upscale,
-        skip_edges=args.skip_edges,
-        gap=args.gap,
-        reading_order=args.reading_order,
-    )
+    if "format" not in given and isinstance(args.output, Path):
+        # `-o thumb.png` means a PNG; an extension that names no format says nothing.
+        with suppress(ValueError):
+            given["format"] = OutputFormat.from_name(args.output.suffix.lower().lstrip("."))
+    return ThumbnailSpec(**given)
 
 
 def _describe(error: ValidationError) -> str:
@@ -156,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = _spec_from_args(args)
     except ValidationError as error:
         return _fail(EXIT_BAD_INPUT, _describe(error), termination_log)
+    except ValueError as error:
+        return _fail(EXIT_BAD_INPUT, str(error), termination_log)
     try:
         limits = Limits.from_env()
     except ValueError as error:

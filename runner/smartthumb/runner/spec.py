@@ -48,6 +48,11 @@ class OutputFormat(str, Enum):
     def extension(self) -> str:
         return "jpg" if self is OutputFormat.jpeg else self.value
 
+    @classmethod
+    def from_name(cls, name: str) -> OutputFormat:
+        """The format by its name or its file extension (jpg is JPEG); ValueError if none."""
+        return cls.jpeg if name == "jpg" else cls(name)
+
 
 Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
 

@@ -16,7 +16,7 @@ from smartthumb.api.access import (
     not_found,
     redirect_to_output,
 )
-from smartthumb.api.convert import parse_format, variant
+from smartthumb.api.convert import variant
 from smartthumb.api.deps import BackendDep, SettingsDep
 from smartthumb.api.documents import conditional_response, json_response
 from smartthumb.api.errors import documented
@@ -34,6 +34,7 @@ from smartthumb.api.submit import submit
 from smartthumb.api.views import job_accepted, job_status, summary_now
 from smartthumb.operator.backend import Backend, InputFile, UnknownJobError
 from smartthumb.operator.models import JobState
+from smartthumb.runner.spec import OutputFormat
 
 router = APIRouter(tags=["thumbnail jobs (seed 000)"], route_class=OrjsonRoute)
 
@@ -159,7 +160,7 @@ def get_job_image(
     if redirect is not None:
         return redirect
     source = finished_output(backend, job)
-    fmt = parse_format(query.format) if query.format else job.spec.format
+    fmt = OutputFormat.from_name(query.format) if query.format else job.spec.format
     if plain:
         path = source
     else:
