@@ -336,6 +336,9 @@ im.save("/work/in.jpg", quality=90)' || { rm -rf "$dir"; die "$name: smoke test:
     else
         "${run[@]}" -e SMARTTHUMB_VOLUME_HOST_PATH=/srv/smartthumb "$tag" smartthumb-operator --help >/dev/null ||
             { rm -rf "$dir"; die "$name: smoke test: smartthumb-operator --help failed"; }
+        "${run[@]}" --entrypoint python3 "$tag" -c 'import importlib.util as u, smartthumb.operator.kube.main, smartthumb.api.main
+assert u.find_spec("kubernetes.aio") is None, "kubernetes.aio is in the image"' ||
+            { rm -rf "$dir"; die "$name: smoke test: the operator or the API does not import, or kubernetes.aio is there"; }
         if "${run[@]}" --entrypoint python3 "$tag" -c 'import cv2' 2>/dev/null; then
             rm -rf "$dir"; die "$name: smoke test: OpenCV is in the light image"
         fi
