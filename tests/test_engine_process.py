@@ -219,7 +219,10 @@ def test_a_dead_fork_server_takes_its_workers_along_and_restarts_by_itself(
         old = fork_server_pid()
         assert old is not None
         running = server.run(_fit_argv(tmp_path, big, "a.jpg"), tmp_path / "a", 1024)
-        wait_until(lambda: runner_workers())
+        # Stopped only once in the run: it opens the run's files after arming its death
+        # signal. Stopped earlier (just forked, not yet scheduled), it would not die with the
+        # server, which no worker that has begun a run can escape.
+        wait_until(lambda: running.stderr.exists())
         [worker] = runner_workers()
         os.kill(worker, signal.SIGSTOP)  # mid-run, as if stuck in native code
         try:
