@@ -77,6 +77,10 @@ def _flag_type(annotation: Any) -> Any:
             return annotation
 
 
+def _flag(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
 def _add_spec_flags(command: argparse.ArgumentParser) -> None:
     """One flag per ThumbnailSpec field, its help the field's own description. No defaults
     here: a flag left out leaves the model's default (and the output's extension the
@@ -95,7 +99,7 @@ def _add_spec_flags(command: argparse.ArgumentParser) -> None:
             options["choices"] = [member.value for member in kind]
         else:
             options["type"] = kind
-        flags.add_argument("--" + name.replace("_", "-"), **options)
+        flags.add_argument(_flag(name), **options)
 
 
 def _remote(
@@ -125,7 +129,7 @@ def _spec_from_args(args: argparse.Namespace) -> ThumbnailSpec:
     }
     if args.spec:
         if given:
-            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            flags = ", ".join(_flag(name) for name in given)
             raise ValueError(f"--spec is the whole spec: give {flags} inside it, not beside it")
         return ThumbnailSpec.model_validate_json(args.spec)
     if "format" not in given and isinstance(args.output, Path):
