@@ -4,6 +4,9 @@ URL each client used; and the per-revision document cache itself."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +24,7 @@ from smartthumb.api.schemas.jobs import SimpleJobStatus
 from smartthumb.api.schemas.thumbnail import JobStatus
 from smartthumb.operator.models import Job
 from smartthumb.runner.spec import ThumbnailSpec
+from test_engine_support import fork_server_pid, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +39,10 @@ def client(server: LiveServer) -> Iterator[httpx.Client]:
         yield http
 
 
-def slow_jobs(client: httpx.Client, count: int, png: bool = False) -> list[str]:
-    """`count` crops of a large photo on one worker: the last ones wait in the queue. A
-    JPEG is decoded at a reduced size; a 12 MP PNG takes about half a second."""
-    if png:
-        big = b64(encode(photo("chelsea").resize((4000, 3000)), "PNG"))
-    else:
-        big = b64(encode(photo("chelsea").resize((3000, 2000)), quality=90))
+def slow_jobs(client: httpx.Client, count: int) -> list[str]:
+    """`count` crops of a large photo on one worker: those behind the first may wait in the
+    queue (runs_held makes sure they do)."""
+    big = b64(encode(photo("chelsea").resize((3000, 2000)), quality=90))
     body = {
         "mode": "crop",
         "width": 200,
@@ -49,6 +50,23 @@ def slow_jobs(client: httpx.Client, count: int, png: bool = False) -> list[str]:
         "image_files": [{"filename": "big", "content_base64": big}],
     }
     return [client.post("/thumbnail", json=body).json()["job_id"] for _ in range(count)]
+
+
+@contextlib.contextmanager
+def runs_held(client: httpx.Client) -> Iterator[str]:
+    """A job the engine has started while its fork server is stopped (SIGSTOP) until the
+    block ends: that job cannot finish, and those submitted meanwhile wait in the queue,
+    however fast the machine is."""
+    wait_until(lambda: fork_server_pid() is not None)
+    server = fork_server_pid()
+    assert server is not None
+    os.kill(server, signal.SIGSTOP)
+    try:
+        (running,) = slow_jobs(client, 1)
+        wait_until(lambda: client.get(f"/job/{running}").json()["status"] == "processing")
+        yield running
+    finally:
+        os.kill(server, signal.SIGCONT)
 
 
 def unchanged(client: httpx.Client, path: str) -> tuple[str, dict]:
@@ -71,13 +89,14 @@ def unchanged(client: httpx.Client, path: str) -> tuple[str, dict]:
 def test_a_client_with_the_document_gets_304_until_the_job_changes(
     client: httpx.Client, path: str
 ) -> None:
-    ids = slow_jobs(client, 3)
-    last = path.format(ids[-1])
-    etag, queued = unchanged(client, last)
-    assert queued.get("status") in ("queued", "pending")
-    for tag in ("*", f"W/{etag}", f'"other", {etag}'):
-        assert client.get(last, headers={"If-None-Match": tag}).status_code == 304
-    assert client.get(last, headers={"If-None-Match": '"other"'}).status_code == 200
+    with runs_held(client) as running:
+        ids = [running, *slow_jobs(client, 1)]
+        last = path.format(ids[-1])
+        etag, queued = unchanged(client, last)
+        assert queued["status"] in ("queued", "pending")
+        for tag in ("*", f"W/{etag}", f'"other", {etag}'):
+            assert client.get(last, headers={"If-None-Match": tag}).status_code == 304
+        assert client.get(last, headers={"If-None-Match": '"other"'}).status_code == 200
     for job_id in ids:
         wait_done(client, job_id, timeout=120)
     changed = client.get(last, headers={"If-None-Match": etag})
@@ -93,10 +112,11 @@ def test_a_client_with_the_document_gets_304_until_the_job_changes(
 def test_the_queue_position_is_current_while_the_job_itself_stands_still(
     client: httpx.Client,
 ) -> None:
-    ids = slow_jobs(client, 3)
-    path = f"/job/{ids[-1]}"
-    _, waiting = unchanged(client, path)
-    assert waiting["status"] == "queued" and waiting["queue_position"] in (1, 2)
+    with runs_held(client) as running:
+        ids = [running, *slow_jobs(client, 2)]
+        path = f"/job/{ids[-1]}"
+        _, waiting = unchanged(client, path)
+        assert waiting["status"] == "queued" and waiting["queue_position"] == 2
     long_poll = client.get(f"/job/{ids[0]}", params={"wait": 60}).json()
     assert long_poll["status"] == "done"
     moved = client.get(path).json()
@@ -160,21 +180,24 @@ def test_the_cache_makes_a_document_once_per_revision_and_base_url() -> None:
 def test_long_polls_answer_when_the_job_finishes_or_goes_or_time_is_up(
     client: httpx.Client,
 ) -> None:
-    *ahead, queued = slow_jobs(client, 4, png=True)
-    started = time.monotonic()
-    waited = client.get(f"/job/{queued}", params={"wait": 0.5})
-    assert waited.status_code == 200 and waited.json()["status"] in ("queued", "processing")
-    assert 0.4 < time.monotonic() - started < 5
-    # Cancelled while a long-poll waits on it: the long-poll answers 404 at once.
-    with ThreadPoolExecutor(1) as pool:
+    with ThreadPoolExecutor(2) as pool, runs_held(client) as running:
+        (queued,) = slow_jobs(client, 1)
+        started = time.monotonic()
+        waited = client.get(f"/job/{queued}", params={"wait": 0.5})
+        assert waited.status_code == 200 and waited.json()["status"] == "queued"
+        assert 0.4 < time.monotonic() - started < 5
+        finished = pool.submit(client.get, f"/job/{running}", params={"wait": 60})
+        # Cancelled while a long-poll waits on it: the long-poll answers 404 at once.
         pending = pool.submit(client.get, f"/job/{queued}", params={"wait": 60})
         time.sleep(0.3)
         cancelled = time.monotonic()
         assert client.delete(f"/job/{queued}").status_code == 204
         assert pending.result(timeout=10).status_code == 404
         assert time.monotonic() - cancelled < 2
-    for job_id in ahead:
-        assert client.get(f"/job/{job_id}", params={"wait": 60}).json()["status"] == "done"
+        assert not finished.done()  # its job cannot finish while runs are held
+    # Let go, the job finishes and its long-poll answers with the result.
+    answer = finished.result(timeout=60)
+    assert answer.status_code == 200 and answer.json()["status"] == "done"
     assert client.get("/job/nope", params={"wait": 60}).status_code == 404
 
 
