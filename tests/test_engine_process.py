@@ -211,6 +211,31 @@ def test_reports_of_a_worker_that_retires_at_once_are_never_lost(tmp_path: Path)
         assert server.alive
 
 
+def test_a_run_killed_before_its_worker_read_it_costs_no_other_run(tmp_path: Path) -> None:
+    # A cancel can reach a warm worker before it has read its run: its socket is then reset
+    # (it died with data unread), not closed, and the fork server must take that as the
+    # worker's end, not die of it and take every other run along.
+    source = _source(tmp_path)
+    with running_fork_server() as server:
+        assert _one_run(server, _fit_argv(tmp_path, source, "a.jpg"), tmp_path / "a").outcome is (
+            RunOutcome.ok
+        )
+        [warm] = runner_workers()
+        zygote = fork_server_pid()
+        os.kill(warm, signal.SIGSTOP)  # it cannot read the next run before it is killed
+        try:
+            run = server.run(_fit_argv(tmp_path, source, "b.jpg"), tmp_path / "b", 1024)
+            server.kill(run.run_id)  # after the run, on the same pipe: it reached the worker
+            assert run.wait(20)
+            assert run.exit_code == -signal.SIGKILL
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(warm, signal.SIGKILL)
+        after = _one_run(server, _fit_argv(tmp_path, source, "c.jpg"), tmp_path / "c")
+        assert after.outcome is RunOutcome.ok
+        assert server.alive and fork_server_pid() == zygote  # the same server: none restarted
+
+
 def test_a_dead_fork_server_takes_its_workers_along_and_restarts_by_itself(
     tmp_path: Path,
 ) -> None:

@@ -185,7 +185,10 @@ class _Server:
         """A worker reported its run (or hung up: it retired or died, and reaping tells)."""
         if self.workers.get(worker.pid) is not worker:
             return  # reaped earlier in this select() batch, which still held its key
-        line = worker.reader.readline()
+        try:
+            line = worker.reader.readline()
+        except ConnectionResetError:  # killed with its run unread (a cancel came first)
+            line = b""
         if not line:
             self.selector.unregister(worker.connection)
             if worker in self.idle:  # it died idle: no run may go to it
