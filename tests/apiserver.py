@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import io
 import math
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +31,7 @@ from smartthumb.operator.backend import Backend
 from smartthumb.operator.kube.backend import KubernetesBackend
 from smartthumb.operator.kube.settings import KubernetesBackendSettings, OperatorSettings
 from smartthumb.operator.local import EngineSettings, LocalEngine
+from test_engine_support import fork_server_pid, wait_until
 
 TERMINAL = {"done", "failed"}
 
@@ -167,6 +170,25 @@ def serve(
     else:
         with live_server(data_dir, **overrides) as server:
             yield server
+
+
+@contextmanager
+def runs_held(server: LiveServer) -> Iterator[None]:
+    """While the block runs, no run of the local engine starts or ends: this test process's
+    fork server is stopped (SIGSTOP), so a job the engine starts meanwhile stays `processing`
+    and those behind it stay queued, however fast the machine is. (On Kubernetes, where a
+    pod takes seconds to start, nothing is held.)"""
+    if server.kind != "local":
+        yield
+        return
+    wait_until(server.backend.healthy, timeout=120)  # its fork server up and ready
+    held = fork_server_pid()
+    assert held is not None
+    os.kill(held, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(held, signal.SIGCONT)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from apiserver import (
     b64,
     encode,
     file_server,
+    runs_held,
     serve,
     wait_done,
 )
@@ -358,22 +359,23 @@ def test_image_is_409_until_done_and_queue_position_is_reported(
         serve(backend_kind, request, tmp_path, workers=1) as server,
         httpx.Client(base_url=server.url, timeout=60) as client,
     ):
-        ids = [
-            client.post(
-                "/thumbnail",
-                json={
-                    "mode": "crop",
-                    "width": 200,
-                    "height": 200,
-                    "image_files": [{"filename": f"{n}.jpg", "content_base64": big}],
-                },
-            ).json()["job_id"]
-            for n in range(4)
-        ]
-        last = client.get(f"/job/{ids[-1]}").json()
-        assert last["status"] == "queued"
-        assert last["queue_position"] >= 1 and last["pending_jobs"] >= 1
-        assert_error(client.get(f"/job/{ids[-1]}/image"), 409, "job_not_finished")
+        with runs_held(server):
+            ids = [
+                client.post(
+                    "/thumbnail",
+                    json={
+                        "mode": "crop",
+                        "width": 200,
+                        "height": 200,
+                        "image_files": [{"filename": f"{n}.jpg", "content_base64": big}],
+                    },
+                ).json()["job_id"]
+                for n in range(4)
+            ]
+            last = client.get(f"/job/{ids[-1]}").json()
+            assert last["status"] == "queued"
+            assert last["queue_position"] >= 1 and last["pending_jobs"] >= 1
+            assert_error(client.get(f"/job/{ids[-1]}/image"), 409, "job_not_finished")
         for job_id in ids:
             assert wait_done(client, job_id)["status"] == "done"
         assert client.get(f"/job/{ids[-1]}/image").status_code == 200
@@ -388,18 +390,23 @@ def test_cancel_stops_a_running_job_and_forgets_a_queued_one(
         serve(backend_kind, request, tmp_path, workers=1) as server,
         httpx.Client(base_url=server.url, timeout=60) as client,
     ):
-        ids = [
-            client.post(
-                "/thumbnail",
-                json={**crop, "image_files": [{"filename": f"{n}.jpg", "content_base64": big}]},
-            ).json()["job_id"]
-            for n in range(2)
-        ]
-        poll_until = time.monotonic() + 60
-        while client.get(f"/job/{ids[0]}").json()["status"] != "processing":
-            assert time.monotonic() < poll_until, "the first job never started"
-            time.sleep(0.05)
-        assert client.get(f"/job/{ids[1]}").json()["status"] == "queued"
+        with runs_held(server):
+            ids = [
+                client.post(
+                    "/thumbnail",
+                    json={
+                        **crop,
+                        "image_files": [{"filename": f"{n}.jpg", "content_base64": big}],
+                    },
+                ).json()["job_id"]
+                for n in range(2)
+            ]
+            poll_until = time.monotonic() + 60
+            while client.get(f"/job/{ids[0]}").json()["status"] != "processing":
+                assert time.monotonic() < poll_until, "the first job never started"
+                time.sleep(0.05)
+            assert client.get(f"/job/{ids[1]}").json()["status"] == "queued"
+        # Let go: a cancel waits for its run to be killed, which a stopped server never does.
         for job_id in ids:
             assert client.delete(f"/job/{job_id}").status_code == 204
             assert_error(client.get(f"/job/{job_id}"), 404, "job_not_found")

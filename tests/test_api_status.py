@@ -5,8 +5,6 @@ URL each client used; and the per-revision document cache itself."""
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +13,7 @@ from datetime import UTC, datetime
 import httpx
 import orjson
 import pytest
-from apiserver import LiveServer, b64, encode, live_server, wait_done
+from apiserver import LiveServer, b64, encode, live_server, runs_held, wait_done
 from images import photo
 from smartthumb.api import access
 from smartthumb.api.documents import DocumentCache
@@ -24,7 +22,7 @@ from smartthumb.api.schemas.jobs import SimpleJobStatus
 from smartthumb.api.schemas.thumbnail import JobStatus
 from smartthumb.operator.models import Job
 from smartthumb.runner.spec import ThumbnailSpec
-from test_engine_support import fork_server_pid, wait_until
+from test_engine_support import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +39,7 @@ def client(server: LiveServer) -> Iterator[httpx.Client]:
 
 def slow_jobs(client: httpx.Client, count: int) -> list[str]:
     """`count` crops of a large photo on one worker: those behind the first may wait in the
-    queue (runs_held makes sure they do)."""
+    queue (started_and_held makes sure they do)."""
     big = b64(encode(photo("chelsea").resize((3000, 2000)), quality=90))
     body = {
         "mode": "crop",
@@ -53,20 +51,13 @@ def slow_jobs(client: httpx.Client, count: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def runs_held(client: httpx.Client) -> Iterator[str]:
-    """A job the engine has started while its fork server is stopped (SIGSTOP) until the
-    block ends: that job cannot finish, and those submitted meanwhile wait in the queue,
-    however fast the machine is."""
-    wait_until(lambda: fork_server_pid() is not None)
-    server = fork_server_pid()
-    assert server is not None
-    os.kill(server, signal.SIGSTOP)
-    try:
+def started_and_held(client: httpx.Client, server: LiveServer) -> Iterator[str]:
+    """A job the engine has started, held until the block ends (runs_held): it cannot
+    finish, and the jobs submitted meanwhile wait in the queue."""
+    with runs_held(server):
         (running,) = slow_jobs(client, 1)
         wait_until(lambda: client.get(f"/job/{running}").json()["status"] == "processing")
         yield running
-    finally:
-        os.kill(server, signal.SIGCONT)
 
 
 def unchanged(client: httpx.Client, path: str) -> tuple[str, dict]:
@@ -87,9 +78,9 @@ def unchanged(client: httpx.Client, path: str) -> tuple[str, dict]:
 
 @pytest.mark.parametrize("path", ["/job/{}", "/jobs/{}"])
 def test_a_client_with_the_document_gets_304_until_the_job_changes(
-    client: httpx.Client, path: str
+    client: httpx.Client, server: LiveServer, path: str
 ) -> None:
-    with runs_held(client) as running:
+    with started_and_held(client, server) as running:
         ids = [running, *slow_jobs(client, 1)]
         last = path.format(ids[-1])
         etag, queued = unchanged(client, last)
@@ -110,9 +101,9 @@ def test_a_client_with_the_document_gets_304_until_the_job_changes(
 
 
 def test_the_queue_position_is_current_while_the_job_itself_stands_still(
-    client: httpx.Client,
+    client: httpx.Client, server: LiveServer
 ) -> None:
-    with runs_held(client) as running:
+    with started_and_held(client, server) as running:
         ids = [running, *slow_jobs(client, 2)]
         path = f"/job/{ids[-1]}"
         _, waiting = unchanged(client, path)
@@ -178,9 +169,9 @@ def test_the_cache_makes_a_document_once_per_revision_and_base_url() -> None:
 
 
 def test_long_polls_answer_when_the_job_finishes_or_goes_or_time_is_up(
-    client: httpx.Client,
+    client: httpx.Client, server: LiveServer
 ) -> None:
-    with ThreadPoolExecutor(2) as pool, runs_held(client) as running:
+    with ThreadPoolExecutor(2) as pool, started_and_held(client, server) as running:
         (queued,) = slow_jobs(client, 1)
         started = time.monotonic()
         waited = client.get(f"/job/{queued}", params={"wait": 0.5})
