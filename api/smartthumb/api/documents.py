@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import orjson
 from fastapi import Request, Response
+from pydantic import BaseModel
 from smartthumb.api.links import Links
 from smartthumb.operator.models import Job
 
@@ -26,6 +27,12 @@ def dumps(content: object) -> bytes:
 
 def json_response(content: object, status_code: int = 200) -> Response:
     return Response(dumps(content), status_code=status_code, media_type=JSON)
+
+
+def model_response(model: BaseModel, status_code: int = 200) -> Response:
+    """A response model built from the backend's data, serialised once: returned as it is,
+    FastAPI would dump it, validate the dump against the same model and serialise that."""
+    return Response(model.model_dump_json(by_alias=True), status_code=status_code, media_type=JSON)
 
 
 class Rendered(NamedTuple):

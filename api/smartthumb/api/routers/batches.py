@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, File, Response, UploadFile
 from smartthumb.api.deps import BackendDep, SettingsDep
+from smartthumb.api.documents import model_response
 from smartthumb.api.errors import ApiError, documented
 from smartthumb.api.links import Links, LinksDep
 from smartthumb.api.schemas.batches import (
@@ -39,14 +40,15 @@ async def process_images(
     backend: BackendDep,
     settings: SettingsDep,
     links: LinksDep,
-) -> BatchAccepted:
+) -> Response:
     batch_id, jobs = await submit_batch(backend, settings, images, SEED_003_SPEC)
-    return BatchAccepted(
+    accepted = BatchAccepted(
         batch_id=batch_id,
         status_url=links.batch(batch_id),
         total_files=len(jobs),
         job_ids=[job.id for job in jobs],
     )
+    return model_response(accepted, status_code=202)
 
 
 @router.get(
@@ -55,7 +57,7 @@ async def process_images(
     responses=documented(401, 404),
     summary="Progress of every job of a batch",
 )
-def get_batch(batch_id: str, backend: BackendDep, links: LinksDep) -> BatchStatus:
+def get_batch(batch_id: str, backend: BackendDep, links: LinksDep) -> Response:
     jobs = backend.list_batch(batch_id)
     files = [_file(job, links) for job in jobs if job.state in FILE_STATES]
     if not files:
@@ -68,13 +70,14 @@ def get_batch(batch_id: str, backend: BackendDep, links: LinksDep) -> BatchStatu
         active=states.count(FileState.active),
         waiting=states.count(FileState.waiting),
     )
-    return BatchStatus(
+    status = BatchStatus(
         batch_id=batch_id,
         status=_batch_state(progress),
         progress=progress,
         created_at=min(job.created_at for job in jobs),
         files=files,
     )
+    return model_response(status)
 
 
 def _file(job: Job, links: Links) -> BatchFile:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request, Response
 from smartthumb.api.deps import BackendDep
+from smartthumb.api.documents import model_response
 from smartthumb.api.schemas.health import Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -12,8 +12,8 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health", response_model=Health, summary="Liveness and queue figures")
 @router.get("/healthz", response_model=Health, summary="Liveness and queue figures")
-def health(backend: BackendDep) -> Health:
-    return Health(queue=backend.stats())
+def health(backend: BackendDep) -> Response:
+    return model_response(Health(queue=backend.stats()))
 
 
 @router.get(
@@ -22,14 +22,14 @@ def health(backend: BackendDep) -> Health:
     responses={503: {"model": Readiness, "description": "Not ready."}},
     summary="Ready to accept jobs",
 )
-def ready(request: Request, backend: BackendDep) -> Readiness | JSONResponse:
+def ready(request: Request, backend: BackendDep) -> Response:
     if not request.app.state.accepting:
         return _not_ready("starting or shutting down")
     reason = backend.unready_reason()
     if reason is not None:
         return _not_ready(reason)
-    return Readiness(ready=True)
+    return model_response(Readiness(ready=True))
 
 
-def _not_ready(reason: str) -> JSONResponse:
-    return JSONResponse(Readiness(ready=False, reason=reason).model_dump(), status_code=503)
+def _not_ready(reason: str) -> Response:
+    return model_response(Readiness(ready=False, reason=reason), status_code=503)

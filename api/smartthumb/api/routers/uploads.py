@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, File, Response, UploadFile
 from smartthumb.api.access import find_job
 from smartthumb.api.deps import BackendDep, SettingsDep
+from smartthumb.api.documents import model_response
 from smartthumb.api.errors import documented
 from smartthumb.api.links import Links, LinksDep
 from smartthumb.api.schemas.uploads import (
@@ -52,11 +53,11 @@ async def upload(
     backend: BackendDep,
     settings: SettingsDep,
     links: LinksDep,
-) -> UploadAccepted:
+) -> Response:
     batch_id, jobs = await submit_batch(backend, settings, file, SEED_001_SPEC)
     files = [_uploaded(job, links) for job in jobs]
     first = files[0]
-    return UploadAccepted(
+    accepted = UploadAccepted(
         **first.model_dump(),
         task_id=first.id,
         message=f"{len(files)} file(s) uploaded; processing started in the background.",
@@ -64,6 +65,7 @@ async def upload(
         batch_url=links.batch(batch_id),
         files=files,
     )
+    return model_response(accepted, status_code=202)
 
 
 @router.get(
@@ -72,10 +74,10 @@ async def upload(
     responses=documented(401, 404),
     summary="PENDING -> PROGRESS -> SUCCESS | FAILURE",
 )
-def upload_status(job_id: str, backend: BackendDep) -> UploadStatus:
+def upload_status(job_id: str, backend: BackendDep) -> Response:
     job = find_job(backend, job_id)
-    return UploadStatus(
-        id=job.id, task_id=job.id, status=_CELERY_STATES[job.state], error=job.error
+    return model_response(
+        UploadStatus(id=job.id, task_id=job.id, status=_CELERY_STATES[job.state], error=job.error)
     )
 
 
@@ -85,7 +87,7 @@ def upload_status(job_id: str, backend: BackendDep) -> UploadStatus:
     responses=documented(401, 404),
     summary="Links to the compressed and thumbnail variants once done",
 )
-def upload_result(job_id: str, backend: BackendDep, links: LinksDep) -> UploadResult:
+def upload_result(job_id: str, backend: BackendDep, links: LinksDep) -> Response:
     job = find_job(backend, job_id)
     variants = None
     if job.state is JobState.done:
@@ -94,7 +96,9 @@ def upload_result(job_id: str, backend: BackendDep, links: LinksDep) -> UploadRe
             thumbnail=links.image(job.id, format="jpeg", width=150),
             original=links.image(job.id),
         )
-    return UploadResult(status=_CELERY_STATES[job.state], result=variants, error=job.error)
+    return model_response(
+        UploadResult(status=_CELERY_STATES[job.state], result=variants, error=job.error)
+    )
 
 
 def _uploaded(job: Job, links: Links) -> UploadedFile:
