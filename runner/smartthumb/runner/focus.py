@@ -31,19 +31,22 @@ class Focus:
     detector: str = "edges"
 
 
-def without_text(rgb: np.ndarray, interest: np.ndarray) -> np.ndarray:
-    """On a page of text, the lines of text lose most of their interest."""
-    if not is_text_page(rgb):
+def without_text(
+    rgb: np.ndarray, interest: np.ndarray, text_page: bool | None = None
+) -> np.ndarray:
+    """On a page of text, the lines of text lose most of their interest. `text_page`: what
+    `is_text_page(rgb)` says, where the caller has it already (pair mode scores each page)."""
+    if not (is_text_page(rgb) if text_page is None else text_page):
         return interest
     return normalise(interest * (1 - TEXT_DAMPING * text_lines(rgb)))
 
 
-def light_focus(rgb: np.ndarray) -> Focus:
+def light_focus(rgb: np.ndarray, text_page: bool | None = None) -> Focus:
     """No OpenCV, no models: edges and colour only (the fallback runner's view)."""
-    return Focus(interest=without_text(rgb, edge_interest(rgb)), detector="edges")
+    return Focus(interest=without_text(rgb, edge_interest(rgb), text_page), detector="edges")
 
 
-def smart_focus(rgb: np.ndarray) -> Focus:
+def smart_focus(rgb: np.ndarray, text_page: bool | None = None) -> Focus:
     """Saliency plus detected subjects; each detector that found something is named.
 
     Without OpenCV (the light image installs the runner without its `smart` extra) this is
@@ -52,7 +55,8 @@ def smart_focus(rgb: np.ndarray) -> Focus:
         import cv2  # heavy: imported only by the full runner
     except ModuleNotFoundError:  # not installed; any other ImportError (a shared library that
         # cannot be mapped under the memory limit) is an out-of-memory for the CLI to report
-        return Focus(interest=without_text(rgb, edge_interest(rgb)), detector="edges-no-opencv")
+        interest = without_text(rgb, edge_interest(rgb), text_page)
+        return Focus(interest=interest, detector="edges-no-opencv")
 
     from smartthumb.runner import subjects
 
@@ -67,7 +71,7 @@ def smart_focus(rgb: np.ndarray) -> Focus:
             0.6 * normalise(box_blur(saliency_map.astype(np.float32), blur)) + 0.4 * interest
         )
     interest = normalise((1 - TEXTURE_SHARE) * interest + TEXTURE_SHARE * texture_contrast(rgb))
-    interest = without_text(rgb, interest)
+    interest = without_text(rgb, interest, text_page)
     found, names = subjects.detect(rgb8)
     detector = "+".join(names) if names else ("saliency" if ok else "edges")
     return Focus(interest=interest, faces=found, detector=detector)

@@ -91,8 +91,8 @@ class _Run:
     fallback: bool
     clock: _Clock = field(default_factory=_Clock)
 
-    def focus(self, rgb: np.ndarray) -> Focus:
-        return light_focus(rgb) if self.fallback else smart_focus(rgb)
+    def focus(self, rgb: np.ndarray, text_page: bool | None = None) -> Focus:
+        return light_focus(rgb, text_page) if self.fallback else smart_focus(rgb, text_page)
 
     def check_output(self, size: tuple[int, int]) -> None:
         """Before any pixel is decoded: an enlarged output is held like a source."""
@@ -195,7 +195,7 @@ def _survey(index: int, path: ImageInput, count: int, panel_aspect: float, run: 
     finally:
         source.close()
     page = score_page(rgb, index, count, run.spec.skip_edges)
-    focus = run.focus(rgb)
+    focus = run.focus(rgb, page.text_heavy)
     # A face on the page makes it a better cover than a busy background.
     score = page.score * (1.25 if focus.faces else 1.0)
     return _Page(
