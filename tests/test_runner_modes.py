@@ -96,6 +96,31 @@ def test_pair_prefers_manga_pages_to_the_evaluations_text_pages(
     assert result.selected == [1, 3], [(e.index, e.score) for e in result.inputs]
 
 
+@pytest.mark.parametrize("fallback", [False, True], ids=["smart", "fallback"])
+def test_a_comic_sized_text_page_scores_as_text_in_both_runners(
+    tmp_path: Path, fallback: bool
+) -> None:
+    """A full page of prose at comic size (1600x2400) takes the text penalty in the light
+    runner too: surveyed at a smaller scale its letters blurred to grey, it stopped reading
+    as text and scored like the art pages beside it."""
+    pages = write_pages(
+        tmp_path,
+        [
+            art_page("rocket", (1600, 2400)),
+            text_page((1600, 2400)),
+            art_page("coffee", (1600, 2400)),
+        ],
+    )
+    result = make_thumbnail(
+        pages,
+        ThumbnailSpec(mode=Mode.pair, skip_edges=0),
+        tmp_path / "pages.jpg",
+        fallback=fallback,
+    )
+    scores = {entry.index: entry.score for entry in result.inputs}
+    assert scores[1] < 0.2 * min(scores[0], scores[2]), scores
+
+
 def test_pair_panels_meet_the_gap_without_a_stray_column(tmp_path: Path) -> None:
     pages = write_pages(tmp_path, [photo("coffee"), photo("chelsea")])
     out = tmp_path / "pair.png"

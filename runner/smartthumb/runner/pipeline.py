@@ -182,16 +182,14 @@ class _Page:
     window: Window
 
 
-FALLBACK_ANALYSIS_SIDE = 160
-
-
 def _survey(index: int, path: ImageInput, count: int, panel_aspect: float, run: _Run) -> _Page:
-    """Score one page and find its best panel window, holding only a small copy of it."""
-    side = FALLBACK_ANALYSIS_SIDE if run.fallback else ANALYSIS_SIDE
+    """Score one page and find its best panel window, holding only a small copy of it. Both
+    runners look at the same scale: the text test's thresholds hold at ANALYSIS_SIDE (at 160 px
+    the letters of a page of prose blur to grey and it no longer reads as text)."""
     source = open_source(path, run.limits)
     try:
-        small = decode(source, side / max(source.width, source.height))
-        rgb = analysis_copy(small, side)
+        small = decode(source, ANALYSIS_SIDE / max(source.width, source.height))
+        rgb = analysis_copy(small)
     finally:
         source.close()
     page = score_page(rgb, index, count, run.spec.skip_edges)
