@@ -11,7 +11,6 @@ from smartthumb.runner.geometry import Face
 from smartthumb.runner.interest import (
     box_blur,
     edge_interest,
-    is_text_page,
     normalise,
     text_lines,
     texture_contrast,
@@ -31,22 +30,20 @@ class Focus:
     detector: str = "edges"
 
 
-def without_text(
-    rgb: np.ndarray, interest: np.ndarray, text_page: bool | None = None
-) -> np.ndarray:
-    """On a page of text, the lines of text lose most of their interest. `text_page`: what
-    `is_text_page(rgb)` says, where the caller has it already (pair mode scores each page)."""
-    if not (is_text_page(rgb) if text_page is None else text_page):
+def without_text(rgb: np.ndarray, interest: np.ndarray, text_page: bool) -> np.ndarray:
+    """On a page of text (`text_page`: what `is_text_page(rgb)` says, taken once by the
+    caller), the lines of text lose most of their interest."""
+    if not text_page:
         return interest
     return normalise(interest * (1 - TEXT_DAMPING * text_lines(rgb)))
 
 
-def light_focus(rgb: np.ndarray, text_page: bool | None = None) -> Focus:
+def light_focus(rgb: np.ndarray, text_page: bool) -> Focus:
     """No OpenCV, no models: edges and colour only (the fallback runner's view)."""
     return Focus(interest=without_text(rgb, edge_interest(rgb), text_page), detector="edges")
 
 
-def smart_focus(rgb: np.ndarray, text_page: bool | None = None) -> Focus:
+def smart_focus(rgb: np.ndarray, text_page: bool) -> Focus:
     """Saliency plus detected subjects; each detector that found something is named.
 
     Without OpenCV (the light image installs the runner without its `smart` extra) this is

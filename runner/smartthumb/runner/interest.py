@@ -12,9 +12,9 @@ ANALYSIS_SIDE = 256
 """Longest side of the copy every measure works on: detail beyond it changes no decision."""
 
 
-def analysis_copy(image: Image.Image, side: int = ANALYSIS_SIDE) -> np.ndarray:
-    """A small float32 RGB copy in [0, 1] (aspect kept)."""
-    scale = min(1.0, side / max(image.size))
+def analysis_copy(image: Image.Image) -> np.ndarray:
+    """A small float32 RGB copy in [0, 1] (aspect kept), ANALYSIS_SIDE on its longer side."""
+    scale = min(1.0, ANALYSIS_SIDE / max(image.size))
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     small = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
     return np.asarray(small.convert("RGB"), dtype=np.float32) / 255.0

@@ -52,7 +52,7 @@ def model_dir() -> Path:
 
 @functools.cache
 def _installed_model_dir() -> Path:
-    # sysconfig rebuilds its scheme on every call (~0.3 ms): once per image in pair mode.
+    # sysconfig rebuilds its scheme on every call (~0.3 ms), and every image asks.
     return Path(sysconfig.get_path("data")) / "share" / "smartthumb" / "models"
 
 

@@ -20,7 +20,7 @@ from smartthumb.runner.geometry import (
     panel_widths,
     shrink_to_source,
 )
-from smartthumb.runner.interest import ANALYSIS_SIDE, analysis_copy, score_page
+from smartthumb.runner.interest import ANALYSIS_SIDE, analysis_copy, is_text_page, score_page
 from smartthumb.runner.limits import MAX_INPUTS, Limits
 from smartthumb.runner.load import ImageInput, Source, decode, open_source
 from smartthumb.runner.spec import Box, InputReport, Mode, ReadingOrder, RunResult, ThumbnailSpec
@@ -91,7 +91,7 @@ class _Run:
     fallback: bool
     clock: _Clock = field(default_factory=_Clock)
 
-    def focus(self, rgb: np.ndarray, text_page: bool | None = None) -> Focus:
+    def focus(self, rgb: np.ndarray, text_page: bool) -> Focus:
         return light_focus(rgb, text_page) if self.fallback else smart_focus(rgb, text_page)
 
     def check_output(self, size: tuple[int, int]) -> None:
@@ -137,7 +137,8 @@ def _single(path: ImageInput, run: _Run) -> RunResult:
             run.check_output(size)
             image = decode(source, size[0] / span_w, keep_alpha=keep_alpha)
             clock.lap("decode")
-            focus = run.focus(analysis_copy(image))
+            rgb = analysis_copy(image)
+            focus = run.focus(rgb, is_text_page(rgb))
             window = best_window(focus.interest, aspect, focus.faces)
             detector = focus.detector
             clock.lap("analyse")
