@@ -1,4 +1,5 @@
-"""Throughput of the local engine alone (no HTTP): N concurrent resize jobs to 200x200.
+"""Throughput of the local engine alone (no HTTP): N concurrent resize jobs to 200x200, and
+the engine's own CPU per job (this process's: the runners are the fork server's children).
 
     .venv/bin/python bench/bench_engine.py [--jobs 50] [--workers 2] [--size 1920x1080|1x1]
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import resource
 import statistics
 import tempfile
 import time
@@ -34,6 +36,13 @@ def source(width: int, height: int) -> InputFile:
     return InputFile(name="photo.jpg", data=buffer.getvalue())
 
 
+def _switches() -> int:
+    """This process's context switches so far: each is a thread giving up the CPU to wait
+    (voluntary) or being preempted."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_nvcsw + usage.ru_nivcsw
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=50)
@@ -52,10 +61,12 @@ def main() -> None:
         try:
             engine.wait(engine.submit(spec, [item]).id, 60)  # the fork server is warm
             for _ in range(args.rounds):
-                started = time.perf_counter()
+                started, cpu, switches = time.perf_counter(), time.process_time(), _switches()
                 ids = [engine.submit(spec, [item]).id for _ in range(args.jobs)]
                 jobs = [engine.wait(job_id, 300) for job_id in ids]
                 elapsed = time.perf_counter() - started
+                engine_ms = (time.process_time() - cpu) * 1000 / args.jobs
+                per_job = (_switches() - switches) / args.jobs
                 assert all(job.state.value == "done" for job in jobs)
                 runs = [
                     (j.runs[-1].finished_at - j.runs[-1].started_at).total_seconds() for j in jobs
@@ -63,7 +74,8 @@ def main() -> None:
                 print(
                     f"{args.jobs} jobs {args.size} -> 200x200, {settings.workers} workers: "
                     f"{elapsed:.2f} s, {args.jobs / elapsed:.1f} jobs/s, "
-                    f"median run {statistics.median(runs) * 1000:.1f} ms"
+                    f"median run {statistics.median(runs) * 1000:.1f} ms, "
+                    f"engine CPU {engine_ms:.2f} ms/job, {per_job:.1f} context switches/job"
                 )
         finally:
             engine.stop()

@@ -182,6 +182,24 @@ def test_out_of_memory_at_the_top_of_the_ladder_falls_back(tmp_path: Path):
     ]
 
 
+def test_as_many_jobs_run_at_once_as_there_are_workers_and_no_more(tmp_path: Path):
+    with running_engine(tmp_path, workers=2) as engine:
+        photo = jpeg_input(width=3000, height=2000)
+        ids = [engine.submit(RESIZE, [photo]).id for _ in range(8)]
+        jobs = [engine.wait(job_id, timeout=60) for job_id in ids]
+    assert [job.state for job in jobs] == [JobState.done] * 8
+    # Each run's start and end as +1/-1; at equal times an end counts before a start.
+    edges = sorted(
+        [(run.started_at, 1) for job in jobs for run in job.runs]
+        + [(run.finished_at, -1) for job in jobs for run in job.runs]
+    )
+    running, peak = 0, 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    assert peak == 2
+
+
 def test_a_runner_past_its_timeout_is_killed_and_failed(tmp_path: Path, big_png: Path):
     with running_engine(tmp_path, job_timeout_s=0.3) as engine:
         job = engine.submit(RESIZE, [InputFile(name="big.png", data=big_png.read_bytes())])
