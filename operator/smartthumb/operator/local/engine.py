@@ -1,27 +1,21 @@
 """The local engine: queued jobs run in runner processes under memory limits, their state in
-SQLite (and in memory, where every read is served from), webhooks, TTLs and run deadlines
-handled by a scheduler thread. Every decision comes from
-smartthumb.operator.lifecycle.decide; this module only carries the actions out.
-
-Runs are event-driven, with no thread per slot: a job starts on the thread that queued it or
-freed its slot, and a run's end is handled on the fork server's reader thread, which applies
-the outcome and starts what comes next. Each hand-off between threads is a wake-up the API
-process pays for on every job."""
+SQLite (and in memory, where every read is served from), webhooks and TTLs handled by a
+scheduler thread. Every decision comes from
+smartthumb.operator.lifecycle.decide; this module only carries the actions out."""
 
 from __future__ import annotations
 
 import fcntl
 import logging
 import os
+import queue
 import re
 import secrets
 import shutil
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
@@ -52,7 +46,7 @@ from smartthumb.operator.lifecycle import (
     current_run,
     decide,
 )
-from smartthumb.operator.local.process import KILL_WAIT_S, ForkServer, RunnerProcess, runner_argv
+from smartthumb.operator.local.process import ForkServer, RunnerProcess, runner_argv
 from smartthumb.operator.local.settings import EngineSettings
 from smartthumb.operator.local.store import JobStore
 from smartthumb.operator.metrics import METRICS, Metrics
@@ -77,9 +71,11 @@ YOLO_MIN_MEMORY_MB = 4096
 """The optional YOLO detector (torch) maps about 3.5 GB of address space by itself."""
 SCHEDULER_ERROR_PAUSE_S = 1.0
 """After a failed sweep: the next one may fail the same way, and must not spin."""
+RUNNER_WAIT_POLL_S = 0.5
+"""A worker waiting for the fork server's restart looks this often whether the engine stops."""
 STOP_JOIN_S = 10.0
-"""How long stop() waits for its runs' ends and its thread once every run is killed: a stuck
-one must not hang the shutdown."""
+"""How long stop() waits for its threads once every run is killed: a stuck one must not hang
+the shutdown (they are daemon threads)."""
 
 
 class EngineConfigError(ValueError):
@@ -125,18 +121,6 @@ def finished_output(jobs_dir: Path, job: Job) -> Path | None:
         return None
     path = output_path(jobs_dir, job)
     return path if path.is_file() else None
-
-
-@dataclass
-class _Slot:
-    """A job holding one of the `workers` places, from its start to its last run's end."""
-
-    process: RunnerProcess | None = None
-    """Its run in progress; None between runs."""
-    deadline: float = float("inf")
-    """time.monotonic() past which the run is killed (job_timeout_s)."""
-    killed_at: float | None = None
-    """When the scheduler killed it for its deadline: its report is awaited KILL_WAIT_S."""
 
 
 class DataDirInUse(BackendStartError):
@@ -186,20 +170,16 @@ class LocalEngine:
         self._lock = threading.RLock()
         self._waiters = Waiters(self._lock)
         self._followers: list[Callable[[str, Job | None], None]] = []
-        self._queue: deque[str] = deque()  # under self._lock
-        self._slots: dict[str, _Slot] = {}  # under self._lock; at most settings.workers
-        self._slots_changed = threading.Condition(self._lock)  # a slot freed (stop() waits)
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._processes: dict[str, RunnerProcess] = {}
         self._interrupted: set[str] = set()
         self._delivering: set[str] = set()
         self._started = False
         self._aborting = False
         self._stopping = threading.Event()
         self._wake = threading.Event()
-        self._scheduler_wakes_at = float("inf")  # time.monotonic(); an earlier deadline wakes it
         self._threads: list[threading.Thread] = []
-        self._forkserver = ForkServer(
-            settings.worker_max_runs, settings.runner_start_timeout_s, on_restart=self._pump
-        )
+        self._forkserver = ForkServer(settings.worker_max_runs, settings.runner_start_timeout_s)
         self._senders = ThreadPoolExecutor(WEBHOOK_SENDERS, thread_name_prefix="smartthumb-webhook")
         metrics.watch(self.stats)
 
@@ -222,10 +202,11 @@ class LocalEngine:
         with self._lock:
             for job in self._index.jobs():
                 if job.state is JobState.queued:
-                    self._queue.append(job.id)
+                    self._queue.put(job.id)
             self._started = True
+        for index in range(self.settings.workers):
+            self._spawn(self._work, f"smartthumb-worker-{index}")
         self._spawn(self._schedule, "smartthumb-scheduler")
-        self._pump()
 
     def unready_reason(self) -> str | None:
         try:
@@ -249,21 +230,21 @@ class LocalEngine:
     def stop(self, graceful: bool = True, timeout: float = 30) -> None:
         """Let running jobs finish for up to `timeout` seconds (0 when not graceful), then kill
         what still runs and put it back in the queue, where the next start() finds it."""
-        self._stopping.set()  # no job starts from now on; a started one runs to its end
-        with self._slots_changed:
-            self._slots_changed.wait_for(lambda: not self._slots, timeout if graceful else 0)
+        self._stopping.set()
+        workers = [
+            thread for thread in self._threads if thread.name.startswith("smartthumb-worker")
+        ]
+        for _ in workers:
+            self._queue.put(None)
+        deadline = time.monotonic() + (timeout if graceful else 0)
+        for thread in workers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
             self._aborting = True
-            self._interrupted.update(self._slots)
-        # Kills what still runs (each run's end puts its job back in the queue, for the next
-        # start()) and a restart in progress.
-        self._forkserver.close()
+            self._interrupted.update(self._processes)
+        self._forkserver.close()  # kills what still runs, and a restart in progress
         self._wake.set()
         joined_by = time.monotonic() + STOP_JOIN_S
-        with self._slots_changed:
-            if not self._slots_changed.wait_for(lambda: not self._slots, STOP_JOIN_S):
-                log.warning(
-                    "jobs still hold slots %g s after stop(): %s", STOP_JOIN_S, sorted(self._slots)
-                )
         for thread in self._threads:
             thread.join(max(0.0, joined_by - time.monotonic()))
             if thread.is_alive():
@@ -330,10 +311,8 @@ class LocalEngine:
                 self._index.put(job)
                 self._changed(job.id)
                 if self._started:
-                    self._queue.append(job.id)
-            queued = [self._index.positioned(job) for job, _ in ready]
-        self._pump()
-        return queued
+                    self._queue.put(job.id)
+            return [self._index.positioned(job) for job, _ in ready]
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
@@ -458,14 +437,13 @@ class LocalEngine:
         return transition
 
     def _carry_out(self, job_id: str, actions: list[Action]) -> None:
-        """Every action but RunRunner, which _next_run() carries out for the job's slot."""
+        """Every action but RunRunner, which the worker that applied the event runs itself."""
         for action in actions:
             if isinstance(action, StopRunner):
                 with self._lock:
-                    slot = self._slots.get(job_id)
-                    process = None if slot is None else slot.process
+                    process = self._processes.get(job_id)
                 if process is not None:
-                    process.kill()  # its end then finds the job gone and frees the slot
+                    process.kill()  # its worker then finds the job gone and moves on
             elif isinstance(action, DeliverWebhook):
                 if action.at <= _now():
                     self._dispatch_webhook(job_id)
@@ -479,97 +457,34 @@ class LocalEngine:
             elif isinstance(action, DeleteArtifacts):
                 shutil.rmtree(self._job_dir(job_id), ignore_errors=True)
 
-    def _pump(self) -> None:
-        """Start queued jobs while a slot is free, on the calling thread: the one that queued
-        them, freed a slot or restarted the fork server."""
+    def _work(self) -> None:
         while True:
-            with self._lock:
-                if (
-                    self._stopping.is_set()
-                    or not self._forkserver.alive  # its restart pumps again
-                    or len(self._slots) >= self.settings.workers
-                    or not self._queue
-                ):
-                    return
-                job_id = self._queue.popleft()
-                if job_id in self._slots:
-                    continue
-                self._slots[job_id] = _Slot()
+            job_id = self._queue.get()
+            if job_id is None or self._stopping.is_set() or not self._runner_up():
+                return  # a job taken stays queued in the store, for the next start()
             try:
-                self._next_run(job_id, self._apply(job_id, Started()))
-            except Exception as error:  # noqa: BLE001 - logged there; one job must not stop the rest
-                self._broke_down(job_id, error)
+                self._run_job(job_id)
+            except Exception as error:  # one job must not end the worker
+                log.exception("job %s: the engine failed while running it", job_id)
+                self._fail(job_id, error)
 
-    def _next_run(self, job_id: str, transition: Transition | None) -> None:
-        """Start the run the transition asks for, or free the job's slot."""
-        run = None
-        if transition is not None:
+    def _runner_up(self) -> bool:
+        """Wait, holding no lock, while the fork server restarts; False once the engine stops."""
+        while not self._forkserver.wait_running(RUNNER_WAIT_POLL_S):
+            if self._stopping.is_set():
+                return False
+        return True
+
+    def _run_job(self, job_id: str) -> None:
+        transition = self._apply(job_id, Started())
+        while transition is not None:
             run = next((a for a in transition.actions if isinstance(a, RunRunner)), None)
-        if run is None or transition is None:
-            requeued = transition is not None and transition.state is JobState.queued
-            self._free(job_id, requeue=requeued)  # requeued: its run was lost with the server
-            return
-        job, settings = transition.job, self.settings
-        inputs = self._store.inputs(job.id)
-        argv = runner_argv(job.spec, inputs, self._output(job), run)
-        log_stem = self._job_dir(job.id) / ("fallback" if run.fallback else "main")
-        limit = run.memory_mb or (
-            settings.fallback_memory_limit_mb if run.fallback else settings.memory_limit_mb
-        )
-
-        def ended(process: RunnerProcess) -> None:
-            self._ended(job, run, inputs, process)
-
-        with self._lock:
-            if self._aborting:
-                interrupted = Interrupted(reason="the engine stopped before the job ran")
-                self._next_run(job_id, self._apply(job_id, interrupted))
-                return
-            slot = self._slots[job_id]
-            slot.deadline = time.monotonic() + settings.job_timeout_s
-            slot.killed_at = None
-            if slot.deadline < self._scheduler_wakes_at:
-                self._wake.set()  # the scheduler sleeps past this run's deadline
-            slot.process = self._forkserver.run(argv, log_stem, limit, on_exit=ended)
-
-    def _ended(self, job: Job, run: RunRunner, inputs: list[str], process: RunnerProcess) -> None:
-        """A run has ended (on the fork server's reader thread, mostly): apply its outcome and
-        go on with what the lifecycle says next."""
-        try:
-            with self._lock:
-                slot = self._slots[job.id]
-                slot.process = None
-                timed_out = slot.killed_at is not None
-                interrupted = job.id in self._interrupted
-                self._interrupted.discard(job.id)
-            event: RunnerExited | Interrupted
-            if interrupted:
-                event = Interrupted(reason="the engine stopped while the job ran")
-            elif timed_out:
-                event = RunnerExited(
-                    attempt=run.attempt,
-                    outcome=RunOutcome.timeout,
-                    message=f"the runner did not finish within {self.settings.job_timeout_s:g} s",
-                )
-            else:
-                outcome = process.outcome(run.attempt)
-                event = _with_client_names(outcome, inputs, job.input_names)
-            self._next_run(job.id, self._apply(job.id, event))
-        except Exception as error:  # noqa: BLE001 - logged there; the slot must not leak
-            self._broke_down(job.id, error)
-
-    def _broke_down(self, job_id: str, error: Exception) -> None:
-        log.exception("job %s: the engine failed while running it", job_id)
-        self._fail(job_id, error)
-        self._free(job_id, requeue=False)
-
-    def _free(self, job_id: str, *, requeue: bool) -> None:
-        with self._slots_changed:
-            self._slots.pop(job_id, None)
-            if requeue and not self._stopping.is_set():  # stopping: the next start() finds it
-                self._queue.append(job_id)
-            self._slots_changed.notify_all()
-        self._pump()
+            if run is None:
+                break
+            transition = self._apply(job_id, self._run(transition.job, run))
+        requeued = transition is not None and transition.state is JobState.queued
+        if requeued and not self._stopping.is_set():  # stopping: the next start() finds it
+            self._queue.put(job_id)  # its run was lost with the fork server: it runs again
 
     def _fail(self, job_id: str, error: Exception) -> None:
         """Fail a job the engine broke down on while it ran (a queued one stays queued)."""
@@ -585,46 +500,43 @@ class LocalEngine:
         except Exception:  # the store itself may be what failed
             log.exception("job %s: could not record the engine's failure", job_id)
 
-    def _enforce_deadlines(self) -> float:
-        """Kill runs past job_timeout_s (their end reports the timeout); give up on a killed
-        run's report after KILL_WAIT_S (a wedged fork server). The seconds until the next."""
-        now = time.monotonic()
-        kill, forget = [], []
-        next_at = float("inf")
+    def _run(self, job: Job, run: RunRunner) -> RunnerExited | Interrupted:
+        settings = self.settings
+        inputs = self._store.inputs(job.id)
+        argv = runner_argv(job.spec, inputs, self._output(job), run)
+        log_stem = self._job_dir(job.id) / ("fallback" if run.fallback else "main")
+        limit = run.memory_mb or (
+            settings.fallback_memory_limit_mb if run.fallback else settings.memory_limit_mb
+        )
         with self._lock:
-            for slot in self._slots.values():
-                if slot.process is None:
-                    continue
-                if slot.killed_at is None and slot.deadline <= now:
-                    slot.killed_at = now
-                    kill.append(slot.process)
-                elif slot.killed_at is not None and slot.killed_at + KILL_WAIT_S <= now:
-                    forget.append(slot.process)
-                    continue
-                next_at = min(
-                    next_at,
-                    slot.deadline if slot.killed_at is None else slot.killed_at + KILL_WAIT_S,
-                )
-        for process in kill:
-            self._forkserver.kill(process.run_id)
-        for process in forget:
-            log.warning("run %d: no exit report %g s after SIGKILL", process.run_id, KILL_WAIT_S)
-            self._forkserver.forget(process.run_id)
-        return max(0.0, next_at - now)
+            if self._aborting:
+                return Interrupted(reason="the engine stopped before the job ran")
+            process = self._forkserver.run(argv, log_stem, limit)
+            self._processes[job.id] = process
+        finished = process.wait(settings.job_timeout_s)
+        with self._lock:
+            del self._processes[job.id]
+            if job.id in self._interrupted:
+                self._interrupted.discard(job.id)
+                return Interrupted(reason="the engine stopped while the job ran")
+        if not finished:
+            process.kill()
+            return RunnerExited(
+                attempt=run.attempt,
+                outcome=RunOutcome.timeout,
+                message=f"the runner did not finish within {settings.job_timeout_s:g} s",
+            )
+        return _with_client_names(process.outcome(run.attempt), inputs, job.input_names)
 
     def _schedule(self) -> None:
         """Apply Tick to jobs whose TTL or webhook retry is due; sleep until the next one."""
         while not self._stopping.is_set():
             self._wake.clear()
-            with self._lock:
-                self._scheduler_wakes_at = float("inf")  # a run started meanwhile wakes it
             try:
-                pause = min(self._sweep(), self._enforce_deadlines())
+                pause = self._sweep()
             except Exception:  # the scheduler must outlive a bad sweep
                 log.exception("the scheduler's sweep failed")
                 pause = SCHEDULER_ERROR_PAUSE_S
-            with self._lock:
-                self._scheduler_wakes_at = time.monotonic() + pause
             self._wake.wait(pause)
 
     def _sweep(self) -> float:

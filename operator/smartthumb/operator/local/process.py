@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -122,16 +122,10 @@ def classify(
 
 
 class RunnerProcess:
-    """One run: stdout and stderr go to `<log_stem>.out` / `.err`. `on_exit` is called once
-    when it has ended, on the thread that learnt it (usually the fork server's reader)."""
+    """One run: stdout and stderr go to `<log_stem>.out` / `.err`."""
 
     def __init__(
-        self,
-        server: ForkServer,
-        run_id: int,
-        log_stem: Path,
-        memory_limit_mb: int,
-        on_exit: Callable[[RunnerProcess], None] | None = None,
+        self, server: ForkServer, run_id: int, log_stem: Path, memory_limit_mb: int
     ) -> None:
         self._server = server
         self.memory_limit_mb = memory_limit_mb
@@ -140,17 +134,6 @@ class RunnerProcess:
         self.stderr = log_stem.with_suffix(".err")
         self.exit_code: int | None = None
         self.ended = threading.Event()
-        self._on_exit = on_exit
-
-    def end(self, exit_code: int | None) -> None:
-        """Record how it ended (None: lost) and tell whoever waits; called once."""
-        self.exit_code = exit_code
-        self.ended.set()
-        if self._on_exit is not None:
-            try:
-                self._on_exit(self)
-            except Exception:  # the reader must go on routing the other runs' reports
-                log.exception("run %d: its exit handler failed", self.run_id)
 
     def wait(self, timeout: float) -> bool:
         """True when the process has ended within `timeout` seconds."""
@@ -164,10 +147,7 @@ class RunnerProcess:
 
     def outcome(self, attempt: int) -> RunnerExited:
         def read(path: Path) -> str:
-            try:
-                return path.read_text(errors="replace")
-            except FileNotFoundError:  # never written, or deleted with a cancelled job
-                return ""
+            return path.read_text(errors="replace") if path.exists() else ""
 
         return classify(
             self.exit_code, read(self.stdout), read(self.stderr), self.memory_limit_mb, attempt
@@ -177,19 +157,11 @@ class RunnerProcess:
 class ForkServer:
     """The engine's side of zygote.py: sends run/kill requests, routes exit reports. A server
     that dies is started again in the background, with no lock held: runs given meanwhile end
-    at once (lost, exit code None), wait_running() waits for the new server, and `on_restart`
-    is called once it runs."""
+    at once (lost, exit code None), and wait_running() waits for the new server."""
 
-    def __init__(
-        self,
-        max_runs_per_worker: int = 500,
-        start_timeout_s: float = 120,
-        on_restart: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, max_runs_per_worker: int = 500, start_timeout_s: float = 120) -> None:
         self._max_runs = max_runs_per_worker
         self._start_timeout_s = start_timeout_s
-        self._on_restart = on_restart
-        self._reader: threading.Thread | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._starting: subprocess.Popen[bytes] | None = None  # not ready yet: close() kills it
         self._lock = threading.Lock()
@@ -213,49 +185,36 @@ class ForkServer:
             self._changed.wait_for(lambda: self._alive or self._closed, timeout)
             return self._alive
 
-    def close(self, timeout: float = KILL_WAIT_S) -> None:
+    def close(self) -> None:
         """Kill the server (its workers die with it) or its start in progress; what still runs
-        ends lost, its exit handlers called before this returns (within `timeout`)."""
+        ends lost."""
         with self._changed:
             self._closed = True
             self._changed.notify_all()
-            process, starting, reader = self._process, self._starting, self._reader
+            process, starting = self._process, self._starting
         if starting is not None:
             starting.kill()  # its launcher reads EOF instead of "ready" and gives up
         if process is not None:
             _kill(process)
-        if reader is not None and reader is not threading.current_thread():
-            reader.join(timeout)
 
-    def run(
-        self,
-        argv: list[str],
-        log_stem: Path,
-        memory_limit_mb: int,
-        on_exit: Callable[[RunnerProcess], None] | None = None,
-    ) -> RunnerProcess:
-        """Start a run; `on_exit(run)` once it has ended (at once, lost, with no server)."""
+    def run(self, argv: list[str], log_stem: Path, memory_limit_mb: int) -> RunnerProcess:
         with self._lock:
-            run = RunnerProcess(self, next(self._ids), log_stem, memory_limit_mb, on_exit)
-            alive = self._alive
-            if alive:
-                self._runs[run.run_id] = run
-                self._send_run(run, argv)
-        if not alive:
-            run.end(None)  # lost, as if the server had died under it; no lock held
+            run = RunnerProcess(self, next(self._ids), log_stem, memory_limit_mb)
+            if not self._alive:
+                run.ended.set()  # exit code None: lost, as if the server had died under it
+                return run
+            self._runs[run.run_id] = run
+            self._send(
+                {
+                    "op": "run",
+                    "id": run.run_id,
+                    "argv": argv,
+                    "stdout": str(run.stdout),
+                    "stderr": str(run.stderr),
+                    "memory_limit_mb": run.memory_limit_mb,
+                }
+            )
         return run
-
-    def _send_run(self, run: RunnerProcess, argv: list[str]) -> None:
-        self._send(
-            {
-                "op": "run",
-                "id": run.run_id,
-                "argv": argv,
-                "stdout": str(run.stdout),
-                "stderr": str(run.stderr),
-                "memory_limit_mb": run.memory_limit_mb,
-            }
-        )
 
     def kill(self, run_id: int) -> None:
         with self._lock:
@@ -267,7 +226,7 @@ class ForkServer:
         with self._lock:
             run = self._runs.pop(run_id, None)
         if run is not None:
-            run.end(None)
+            run.ended.set()
 
     def _launch(self) -> None:
         """Start a server and wait for its ready line with no lock held (a warm-up takes
@@ -293,12 +252,9 @@ class ForkServer:
             assert process.stdout is not None
             process.stdout.close()  # no reader thread owns it
             raise ForkServerError(f"the runner fork server {failure} (exit {process.returncode})")
-        reader = threading.Thread(
+        threading.Thread(
             target=self._serve, args=(process,), name="smartthumb-forkserver", daemon=True
-        )
-        with self._lock:
-            self._reader = reader
-        reader.start()
+        ).start()
 
     def _serve(self, process: subprocess.Popen[bytes]) -> None:
         """Route the reports of `process`; once it is gone, start its successor."""
@@ -320,8 +276,6 @@ class ForkServer:
                     self._changed.wait_for(lambda: self._closed, RESTART_PAUSE_S)
             else:
                 log.warning("restarted the runner fork server")
-                if self._on_restart is not None:
-                    self._on_restart()
                 return
 
     def _send(self, message: dict[str, Any]) -> None:
@@ -347,7 +301,8 @@ class ForkServer:
                 if run is None:  # a duplicate, or a run given up by forget()
                     log.warning("fork server: report for unknown run %r ignored", run_id)
                     continue
-                run.end(exit_code)
+                run.exit_code = exit_code
+                run.ended.set()
         finally:
             orphans: list[RunnerProcess] = []
             with self._lock:  # this server is gone: no exit report will come
@@ -356,7 +311,7 @@ class ForkServer:
                     orphans = list(self._runs.values())
                     self._runs.clear()
             for run in orphans:
-                run.end(None)
+                run.ended.set()
             process.stdout.close()  # EOF reached: the pipe is this thread's to close
 
 
