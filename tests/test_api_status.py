@@ -5,10 +5,14 @@ URL each client used; and the per-revision document cache itself."""
 from __future__ import annotations
 
 import contextlib
+import re
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -225,3 +229,95 @@ def test_larger_images_are_streamed_with_ranges(
     assert streamed.headers["etag"] == whole.headers["etag"]
     part = client.get(f"/jobs/{job_id}/download", headers={"Range": "bytes=0-9"})
     assert part.status_code == 206 and part.content == whole.content[:10]
+
+
+SIMPLE_JOB = {
+    "image_data": b64(encode(photo("chelsea").resize((64, 48)), "PNG")),
+    "operation": "resize",
+    "width": 32,
+    "height": 32,
+}
+"""Seed 002's POST /jobs body: a small resize."""
+
+
+def _raw_exchange(server: LiveServer, requests: list[bytes], answers: int) -> list[bytes]:
+    """Send `requests` in one write on one connection (pipelined) and read `answers`
+    responses back, each as its head (status line and headers)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(b"".join(requests))
+        stream = connection.makefile("rb")
+        heads = []
+        for _ in range(answers):
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                head += stream.readline()
+            length = re.search(rb"(?im)^content-length: *(\d+)", head)
+            stream.read(int(length[1]) if length else 0)
+            heads.append(head)
+        return heads
+
+
+def _get(path: str, *headers: str) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", "Host: test", *headers, "", ""]
+    return "\r\n".join(lines).encode()
+
+
+def test_an_unchanged_poll_is_answered_304_in_order_and_the_connection_goes_on(
+    client: httpx.Client, server: LiveServer
+) -> None:
+    job_id = client.post("/jobs", json=SIMPLE_JOB).json()["job_id"]
+    wait_done(client, job_id, timeout=60)
+    path = f"/jobs/{job_id}"
+    etag = client.get(path, headers={"Host": "test"}).headers["etag"]
+    conditional = _get(path, f"If-None-Match: {etag}")
+    # 304, then on the same connection a 200 and a 304 again; pipelined behind a request
+    # still being answered (a 200 with its body), a 304 keeps its place.
+    heads = _raw_exchange(server, [conditional, _get(path), conditional], 3)
+    assert [head.split(b" ")[1] for head in heads] == [b"304", b"200", b"304"]
+    assert all(f"etag: {etag}".encode() in head.lower() for head in heads)
+    assert b"cache-control: no-cache" in heads[0].lower()
+
+
+def test_an_early_304_needs_the_token_like_any_request(tmp_path: Path) -> None:
+    with live_server(tmp_path, api_tokens="alpha") as server:
+        auth = {"Authorization": "Bearer alpha"}
+        with httpx.Client(base_url=server.url, timeout=60, headers=auth) as client:
+            job_id = client.post("/jobs", json=SIMPLE_JOB).json()["job_id"]
+            wait_done(client, job_id, timeout=60)
+            path = f"/jobs/{job_id}"
+            etag = client.get(path, headers={"Host": "test"}).headers["etag"]
+        conditional = f"If-None-Match: {etag}"
+        heads = _raw_exchange(
+            server,
+            [
+                _get(path, conditional, "Authorization: Bearer alpha"),
+                _get(path, conditional, "Authorization: Bearer beta"),
+            ],
+            2,
+        )
+        assert [head.split(b" ")[1] for head in heads] == [b"304", b"401"]
+        (refused,) = _raw_exchange(server, [_get(path, conditional)], 1)
+        assert refused.split(b" ")[1] == b"401"
+
+
+def test_an_unchanged_poll_never_reaches_the_app(client: httpx.Client, server: LiveServer) -> None:
+    job_id = client.post("/jobs", json=SIMPLE_JOB).json()["job_id"]
+    wait_done(client, job_id, timeout=60)
+    path = f"/jobs/{job_id}"
+    etag = client.get(path).headers["etag"]
+    seen: list[str] = []
+    inner = server.server.config.loaded_app
+
+    async def spy(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope.get("path", ""))
+        await inner(scope, receive, send)
+
+    server.server.config.loaded_app = spy  # for the connections made from now on
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as fresh:
+            assert fresh.get(path, headers={"If-None-Match": etag}).status_code == 304
+            assert fresh.get(path, headers={"If-None-Match": '"other"'}).status_code == 200
+    finally:
+        server.server.config.loaded_app = inner
+    assert seen == [path]  # only the poll whose tag did not match

@@ -33,6 +33,22 @@ def is_open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
+def refusal(scope: Scope, tokens: list[bytes]) -> str | None:
+    """Why the request may not have `scope["path"]` (None: it may): no tokens configured, an
+    open path, or `Authorization: Bearer <one of tokens>` let it through."""
+    if not tokens or is_open(scope["path"]):
+        return None
+    authorization = header(scope, b"authorization")
+    if authorization is None:
+        return "missing bearer token"
+    scheme, _, offered = authorization.partition(b" ")
+    if scheme.lower() != b"bearer" or not offered.strip():
+        return "the Authorization header must be `Bearer <token>`"
+    # Compare against every token so the time taken does not reveal which one matched.
+    matches = [hmac.compare_digest(offered.strip(), token) for token in tokens]
+    return None if any(matches) else "invalid bearer token"
+
+
 class TokenAuth:
     """401 unless `Authorization: Bearer <one of tokens>`; everything is open without tokens."""
 
@@ -40,20 +56,9 @@ class TokenAuth:
         self.app = app
         self.tokens = [token.encode() for token in tokens]
 
-    def _problem(self, scope: Scope) -> str | None:
-        authorization = header(scope, b"authorization")
-        if authorization is None:
-            return "missing bearer token"
-        scheme, _, offered = authorization.partition(b" ")
-        if scheme.lower() != b"bearer" or not offered.strip():
-            return "the Authorization header must be `Bearer <token>`"
-        # Compare against every token so the time taken does not reveal which one matched.
-        matches = [hmac.compare_digest(offered.strip(), token) for token in self.tokens]
-        return None if any(matches) else "invalid bearer token"
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.tokens and not is_open(scope["path"]):
-            problem = self._problem(scope)
+        if scope["type"] == "http":
+            problem = refusal(scope, self.tokens)
             if problem is not None:
                 response = error_response(
                     401, "unauthorized", problem, headers={"WWW-Authenticate": "Bearer"}

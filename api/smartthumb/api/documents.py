@@ -92,7 +92,7 @@ class DocumentCache:
         return rendered
 
 
-def _matches(if_none_match: str, etag: str) -> bool:
+def etag_matches(if_none_match: str, etag: str) -> bool:
     """RFC 9110's weak comparison against every tag the client listed, or `*`."""
     for tag in if_none_match.split(","):
         tag = tag.strip()
@@ -106,6 +106,6 @@ def conditional_response(request: Request, rendered: Rendered) -> Response:
     # no-cache: a cache may keep it, but asks again (with If-None-Match) before reusing it.
     headers = {"ETag": rendered.etag, "Cache-Control": "no-cache"}
     if_none_match = request.headers.get("if-none-match")
-    if if_none_match is not None and _matches(if_none_match, rendered.etag):
+    if if_none_match is not None and etag_matches(if_none_match, rendered.etag):
         return Response(status_code=304, headers=headers)
     return Response(rendered.body, media_type=JSON, headers=headers)

@@ -2,7 +2,9 @@
 anything. A head must arrive within SMARTTHUMB_HEADER_TIMEOUT_S (else 408) and stay within
 MAX_HEAD_BYTES and MAX_HEADERS (431) with a URL of at most MAX_URL_BYTES (414); a head that
 does not parse gets 400. Every one of these answers is the API's JSON error shape, sent with
-`Connection: close`: uvicorn's own are plain text and it sets no head limit or deadline."""
+`Connection: close`: uvicorn's own are plain text and it sets no head limit or deadline.
+
+A poll of an unchanged job (fastpath.NotModified) is answered 304 right here, from the head."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ import ctypes
 import ctypes.util
 from typing import Any
 
+import httptools
 import uvicorn
 from smartthumb.api.errors import error_response
+from smartthumb.api.fastpath import NotModified
 from smartthumb.api.settings import ApiSettings
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
@@ -26,10 +30,22 @@ class _HeadRefused(Exception):
     """Raised in a parser callback to stop parsing; the refusal is already recorded."""
 
 
+class _Answered:
+    """In uvicorn's place for the request cycle of a request the protocol answered itself:
+    complete, so the parser's body callbacks and the next request take it as done."""
+
+    response_complete = True
+
+    def __init__(self) -> None:
+        self.message_event = asyncio.Event()
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline and size limits on each request head."""
 
     header_timeout_s: float = 10.0
+    not_modified: NotModified | None = None
+    """The ETag to answer a request's head 304 with, else None (server_config sets it)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -74,7 +90,46 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._end_head()
-        super().on_headers_complete()
+        if not self._answered_not_modified():
+            super().on_headers_complete()
+
+    def _answered_not_modified(self) -> bool:
+        """Answer 304 from the head when not_modified says so: only a plain keep-alive
+        HTTP/1.1 GET while no earlier request on the connection is still being answered
+        (pipelined answers keep their order)."""
+        parser = self.parser
+        if (
+            self.not_modified is None
+            or parser.get_method() != b"GET"
+            or parser.get_http_version() != "1.1"
+            or not parser.should_keep_alive()
+            or parser.should_upgrade()
+            or self.pipeline
+            or not (self.cycle is None or self.cycle.response_complete)
+        ):
+            return False
+        url = httptools.parse_url(self.url)
+        if b"%" in url.path or url.query:
+            return False
+        path = url.path.decode("ascii")
+        scope: dict[str, Any] = self.scope  # type: ignore[assignment]
+        scope.update(
+            method="GET",
+            path=self.root_path + path,
+            raw_path=self.root_path.encode("ascii") + url.path,
+            query_string=b"",
+        )
+        etag = self.not_modified(scope)
+        if etag is None:
+            return False
+        head = [b"HTTP/1.1 304 Not Modified\r\n"]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head.append(b"etag: %s\r\ncache-control: no-cache\r\n\r\n" % etag.encode("ascii"))
+        self.transport.write(b"".join(head))
+        self.cycle = _Answered()  # type: ignore[assignment]
+        self.on_response_complete()
+        return True
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn calls this for every parser error, ours (_refuse_parsing) included.
@@ -121,11 +176,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def _protocol(header_timeout_s: float) -> type[GuardedHttpToolsProtocol]:
+def _protocol(
+    header_timeout_s: float, not_modified: NotModified | None
+) -> type[GuardedHttpToolsProtocol]:
     return type(
         "GuardedHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),
-        {"header_timeout_s": header_timeout_s},
+        {"header_timeout_s": header_timeout_s, "not_modified": not_modified},
     )
 
 
@@ -134,7 +191,11 @@ def server_config(app: Any, settings: ApiSettings, **overrides: Any) -> uvicorn.
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
-        "http": _protocol(settings.header_timeout_s),
+        # An access log lists every request: the protocol's own 304s would be missing from it.
+        "http": _protocol(
+            settings.header_timeout_s,
+            None if settings.access_log else NotModified(app, settings.api_tokens),
+        ),
         "proxy_headers": True,
         "timeout_graceful_shutdown": 60,
         "access_log": settings.access_log,

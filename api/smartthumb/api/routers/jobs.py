@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 from smartthumb.api.access import find_job, finished_output, image_response, redirect_to_output
 from smartthumb.api.deps import BackendDep
-from smartthumb.api.documents import conditional_response, json_response
+from smartthumb.api.documents import Rendered, conditional_response, json_response
 from smartthumb.api.errors import documented
 from smartthumb.api.inputs import decode_base64, inline_input
 from smartthumb.api.jsonbody import OrjsonRoute
@@ -85,10 +85,13 @@ async def get_simple_job(job_id: str, request: Request) -> Response:
 async def simple_job_answer(request: Request, job_id: str) -> Response:
     """GET /jobs/{id}, also served by fastpath.FastPath (which skips FastAPI's routing).
     From the backend's memory: no thread hop."""
-    state = request.app.state
-    job = find_job(state.backend, job_id)
-    rendered = state.documents.render("simple", job, links_for(request), _simple_status)
-    return conditional_response(request, rendered)
+    job = find_job(request.app.state.backend, job_id)
+    return conditional_response(request, simple_document(request, job))
+
+
+def simple_document(request: Request, job: Job) -> Rendered:
+    """GET /jobs/{id}'s document of `job`, made once per revision (and links base)."""
+    return request.app.state.documents.render("simple", job, links_for(request), _simple_status)
 
 
 def _simple_status(job: Job, links: Links) -> dict[str, Any]:
