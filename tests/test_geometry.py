@@ -44,3 +44,14 @@ def test_a_person_box_is_not_grown_like_a_face() -> None:
     face = Face(0.3, 0.3, 0.4, 0.45)
     grown = face.with_hair_and_chin()
     assert grown.y0 < face.y0 and grown.y1 > face.y1 and grown.x0 < face.x0 < face.x1 < grown.x1
+
+
+def test_the_window_is_placed_finer_than_the_interest_map() -> None:
+    """A person box just narrower than the window, between the map's samples (a 50-sample
+    map: samples 0.02 apart). Placed only on whole samples, the window would cut 3 % of it;
+    it holds it whole."""
+    interest = np.full((25, 50), 0.1, np.float32)
+    person = Face(0.51, 0.2, 0.808, 0.9, person=True)
+    window = best_window(interest, 0.6, [person])  # 0.3 of the width
+    assert window.width == 0.3
+    assert window.x <= person.x0 and window.x + window.width >= person.x1, window
