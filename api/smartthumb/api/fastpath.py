@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 
 _STATUS_PATH = re.compile(r"/(jobs?)/([^/]+)")
 _SUBMIT_PATH = "/jobs"
+INLINE_SUBMIT_BYTES = 64 * 1024
+"""A submit body up to this size, to a backend that submits locally, is decoded and queued
+on the event loop: well under a millisecond, less than the hop to a thread and back costs
+(with one API process, API CPU per job of seed 002's 1x1 PNG: 3.45 -> 2.7 ms)."""
 
 
 def _wait(query: bytes) -> float | None:
@@ -141,9 +145,13 @@ class FastPath:
             return
         request = Request(scope, receive)
         try:
-            # One thread hop, as FastAPI makes for the route: decoding and the backend's
-            # submit (files, a row, or a request to the engine's process) may block.
-            response = await run_in_threadpool(accept_simple_job, request, parsed)
+            if len(body) <= INLINE_SUBMIT_BYTES and request.app.state.backend.submits_locally:
+                response = accept_simple_job(request, parsed)
+            else:
+                # One thread hop, as FastAPI makes for the route: decoding a large body and
+                # the backend's submit (a request to the engine's process, or to the
+                # Kubernetes API server) may take a while.
+                response = await run_in_threadpool(accept_simple_job, request, parsed)
         except ApiError as error:
             response = _error(error)
         await response(scope, receive, send)

@@ -77,6 +77,10 @@ class Backend(Protocol):
 
     ttl_s: float
     """A finished job and its files are deleted this many seconds after it ends."""
+    submits_locally: bool
+    """True when `submit` only writes local files and memory (no network round trip, no
+    wait on another process): the API may then call it for a small body on its event loop,
+    where the thread hop would cost more than the submit."""
 
     def start(self) -> None:
         """Ready the backend (recover state, start threads); raises on unusable settings."""

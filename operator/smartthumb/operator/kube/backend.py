@@ -85,6 +85,7 @@ def _safe_suffix(name: str) -> str:
 
 
 class KubernetesBackend:
+    submits_locally = False  # a create on the API server
     first_sync_s = FIRST_SYNC_S
 
     def __init__(

@@ -149,6 +149,8 @@ def _lock_data_dir(data_dir: Path) -> IO[str]:
 
 
 class LocalEngine:
+    submits_locally = True  # the job's folder, a SQLite row, the queue
+
     def __init__(self, settings: EngineSettings, metrics: Metrics = METRICS) -> None:
         self.settings = settings
         self.ttl_s = settings.ttl_s

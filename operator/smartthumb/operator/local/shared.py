@@ -240,6 +240,7 @@ class EngineServer:
 
 
 class RemoteEngine:
+    submits_locally = False  # a request to the engine's process
     """The Backend of an API process: the engine of another process (EngineServer)."""
 
     def __init__(self, data_dir: Path) -> None:
