@@ -386,16 +386,17 @@ def test_helm_upgrade_changes_a_setting_and_keeps_the_jobs(release: Release) -> 
     image = b64(encode(photo("coffee")))
     files = [{"filename": f"{n}.jpg", "content_base64": image} for n in ("a", "b")]
     with release.api() as api:
-        refused = poll(
-            "the new API pod behind the Service",
-            lambda: (
-                (
-                    answer := api.post("/thumbnail", json={"mode": "pair", "image_files": files})
-                ).status_code
-                != 202
-                and answer
-            ),
-        )
+
+        def new_pod_answers() -> httpx.Response | None:
+            try:
+                answer = api.post(
+                    "/thumbnail", json={"mode": "pair", "image_files": files}, timeout=5
+                )
+            except httpx.TransportError:  # the Service still routes to the old pod, now gone
+                return None
+            return answer if answer.status_code != 202 else None
+
+        refused = poll("the new API pod behind the Service", new_pod_answers, timeout=120)
     assert_error(refused, 400, "too_many_images")
 
 
