@@ -18,6 +18,7 @@ from apiserver import (
     b64,
     encode,
     live_server,
+    runs_held,
     serve,
     wait_done,
 )
@@ -307,6 +308,7 @@ def test_queue_full_is_429(
     with (
         serve(backend_kind, request, tmp_path, workers=1, queue_capacity=1) as server,
         httpx.Client(base_url=server.url, timeout=60) as client,
+        runs_held(server),  # the first job cannot finish and free the queue meanwhile
     ):
         statuses = [
             client.post("/thumbnail", json=inline(slow, mode="crop", width=100, height=100))
