@@ -49,6 +49,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._answered = _Answered()  # one per connection: it is never waited on, only set
         self._refusal: tuple[int, str, str] | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         self._start_head()  # a connection that never sends a head is closed at the deadline
@@ -127,7 +128,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             head += [name, b": ", value, b"\r\n"]
         head.append(b"etag: %s\r\ncache-control: no-cache\r\n\r\n" % etag.encode("ascii"))
         self.transport.write(b"".join(head))
-        self.cycle = _Answered()  # type: ignore[assignment]
+        self.cycle = self._answered  # type: ignore[assignment]
         self.on_response_complete()
         return True
 
