@@ -151,8 +151,8 @@ def run_with_ladder(tmp_path: Path, max_mb: int) -> tuple[Job, CollectorRegistry
 
 
 def test_out_of_memory_retries_the_main_runner_with_double_the_limit(tmp_path: Path):
-    # The limit doubles until the preloaded runner (~410 MiB mapped) fits: where that happens
-    # depends on the machine, but the 1024 MiB default is enough (every other test runs in it).
+    # The limit doubles until the preloaded runner (all it maps) fits: where that happens
+    # depends on the machine, but 1024 MiB is enough (every other test runs in the 1152 default).
     done, registry = run_with_ladder(tmp_path, max_mb=2048)
     assert done.state is JobState.done, done.error
     assert done.result.fallback_used is False and done.fallback_reason is None

@@ -55,3 +55,27 @@ def test_the_window_is_placed_finer_than_the_interest_map() -> None:
     window = best_window(interest, 0.6, [person])  # 0.3 of the width
     assert window.width == 0.3
     assert window.x <= person.x0 and window.x + window.width >= person.x1, window
+
+
+def test_of_two_groups_of_heads_the_larger_face_area_is_kept() -> None:
+    """One large head on the left, two small ones on the right; the window holds either the
+    large one or both small ones. Counting whole heads would pick the pair; the crop keeps
+    the most face, the large head."""
+    interest = np.full((100, 400), 0.05, np.float32)
+    large = Face(0.08, 0.30, 0.20, 0.60)
+    small = [Face(0.62, 0.45, 0.66, 0.52), Face(0.72, 0.45, 0.76, 0.52)]
+    window = best_window(interest, 1.0, [large, *small])  # a quarter of the width
+    head = large.with_hair_and_chin()
+    assert holds(window, head.x0, head.x1), window
+    assert window.x + window.width < small[0].x0, window
+
+
+def test_a_small_subject_is_framed_in_the_middle_of_the_window() -> None:
+    """A small object left of centre on a flat background: every window that holds it holds
+    the same interest. The window is centred on the object, not pushed towards the image's
+    centre until the object touches its edge."""
+    interest = np.full((100, 400), 0.05, np.float32)
+    blob(interest, 100, 140, 40, 60, 1.0)  # 0.25..0.35 of the width
+    window = best_window(interest, 1.0, [])  # 0.25 of the width
+    middle = window.x + window.width / 2
+    assert abs(middle - 0.30) < 0.02, window

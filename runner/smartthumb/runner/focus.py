@@ -1,5 +1,5 @@
 """Where the subject is: an interest map plus face/person boxes, from the best detector
-available (YOLO if the operator supplied weights, BlazeFace faces, OpenCV saliency), with
+available (YOLO if the operator supplied weights, CenterFace faces, OpenCV saliency), with
 a numpy-only edge measure for the light fallback runner."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 from smartthumb.runner.geometry import Face
 from smartthumb.runner.interest import (
     box_blur,
@@ -43,8 +44,9 @@ def light_focus(rgb: np.ndarray, text_page: bool) -> Focus:
     return Focus(interest=without_text(rgb, edge_interest(rgb), text_page), detector="edges")
 
 
-def smart_focus(rgb: np.ndarray, text_page: bool) -> Focus:
-    """Saliency plus detected subjects; each detector that found something is named.
+def smart_focus(rgb: np.ndarray, text_page: bool, image: Image.Image) -> Focus:
+    """Saliency plus detected subjects; each detector that found something is named. `rgb`
+    is the analysis copy of `image`, the decoded image the face detector looks at.
 
     Without OpenCV (the light image installs the runner without its `smart` extra) this is
     the edge measure, and the detector name says why."""
@@ -69,6 +71,6 @@ def smart_focus(rgb: np.ndarray, text_page: bool) -> Focus:
         )
     interest = normalise((1 - TEXTURE_SHARE) * interest + TEXTURE_SHARE * texture_contrast(rgb))
     interest = without_text(rgb, interest, text_page)
-    found, names = subjects.detect(rgb8)
+    found, names = subjects.detect(rgb8, image)
     detector = "+".join(names) if names else ("saliency" if ok else "edges")
     return Focus(interest=interest, faces=found, detector=detector)

@@ -14,20 +14,23 @@ SUBJECT_THRESHOLD = 0.4
 """Interest above this share of the peak is the subject: what a crop must keep whole."""
 INTEREST_SHARE = 0.4
 """The rest of a window's score is the share of the subject it holds."""
-HEAD_SIDES = 0.2
+HEAD_SIDES = 0.3
 """A head is wider than the face a detector boxes: ears and hair, on each side."""
 HEAD_TOP = 0.8
-"""The crown is this share of the face box's height above it (forehead, hair, a hat)."""
-CHIN = 0.2
-"""The chin is this share of the face box's height below it."""
+"""The crown is this share of the face box's height above it (hair, a hat)."""
+CHIN = 0.15
+"""The chin and jaw are this share of the face box's height below it."""
+FACE_AREA_TOLERANCE = 0.01
+"""Heads first: the windows that hold within this share of the most face area compete."""
 WHOLE_SUBJECT = 0.2
 """Bonus, per share of the subjects' extent, for a subject held whole."""
 CUT_SUBJECT = 0.2
 """Cost, per share of the subjects' extent, of cutting a subject."""
 RUN_FLOOR = 0.05
 """Subject-profile values below this share of its peak separate two subjects."""
-CENTRE_BIAS = 0.02
-"""Between equally interesting windows, prefer the central one."""
+CENTRE_BIAS = 0.04
+"""Between equally interesting windows, prefer the one centred on the subjects (the middle
+of the span from the first subject to the last): a subject is framed, not pushed to an edge."""
 STEPS_PER_SAMPLE = 4
 """The window slides in quarters of an interest-map sample, so that its start and length are
 the crop's to within 0.1 % of the image side (a whole sample is 0.4 % at 256 px: enough to
@@ -128,9 +131,9 @@ def best_window(
 
     The subject is the interest above SUBJECT_THRESHOLD of its peak: a window scores the
     share of it it holds (and, less, of all interest), a bonus for each subject held whole
-    and a cost for each one cut, and the same for faces (grown to whole heads). The window
-    spans the image fully along one axis and slides along the other, so the search is
-    one-dimensional and exact. `avoid` steers away from a window already used
+    and a cost for each one cut, and the same for faces (grown to whole heads); only the
+    windows holding the most face area compete. The window spans the image fully along one
+    axis and slides along the other, so the search is one-dimensional and exact. `avoid` steers away from a window already used
     (a single page used for both panels gets two different views).
     """
     map_h, map_w = interest.shape
@@ -154,25 +157,31 @@ def best_window(
     )
     # Whole subjects first: a window that holds a subject (a run of the subject profile)
     # whole beats one that holds as much interest in pieces of two.
-    for lo, hi, weight in _runs(mask_profile):
+    runs = _runs(mask_profile)
+    for lo, hi, weight in runs:
         share, cut = _held(starts, length, lo, hi)
         scores = scores + weight * (WHOLE_SUBJECT * (share >= 0.98) - CUT_SUBJECT * cut)
-    whole_heads = np.zeros(starts.size)
+    # The biases below are shares of the best score without faces: a face's bonus must not
+    # make them stronger.
+    best_plain = max(float(scores.max()), 0.0)
+    face_area = np.zeros(starts.size)
     for face in faces:
-        grown = face.with_hair_and_chin()
-        lo, hi = (grown.x0, grown.x1) if slide_horizontally else (grown.y0, grown.y1)
+        head = face.with_hair_and_chin()
+        lo, hi = (head.x0, head.x1) if slide_horizontally else (head.y0, head.y1)
         share, cut = _held(starts, length, lo, hi)
-        scores = scores + face.confidence * (FACE_WEIGHT * share - CUT_FACE_PENALTY * cut)
-        whole_heads += share >= 0.98
+        scores = scores + head.confidence * (FACE_WEIGHT * share - CUT_FACE_PENALTY * cut)
+        face_area += share * (head.x1 - head.x0) * (head.y1 - head.y0)
     if sums.size > 1:
-        centre = (starts + length / 2 - 0.5) / 0.5
-        scores = scores - CENTRE_BIAS * np.abs(centre) * max(float(scores.max()), 0.0)
+        middle = (runs[0][0] + runs[-1][1]) / 2 if runs else 0.5
+        off_centre = (starts + length / 2 - middle) / 0.5
+        scores = scores - CENTRE_BIAS * np.abs(off_centre) * best_plain
     if avoid is not None:
         overlaps = _overlaps_with(avoid, starts, length, slide_horizontally)
         scores = scores - 2.0 * np.clip(overlaps - 0.5, 0, None) * max(float(scores.max()), 0.0)
-    # Heads first: only the windows that hold the most faces whole compete, so no salient
-    # background outweighs a face.
-    scores = np.where(whole_heads == whole_heads.max(), scores, -np.inf)
+    # Heads first: only the windows that hold the most face area compete, so no salient
+    # background outweighs a face (and of two groups of heads, the larger is kept).
+    most = float(face_area.max())
+    scores = np.where(face_area >= (1 - FACE_AREA_TOLERANCE) * most, scores, -np.inf)
     start = float(starts[int(np.argmax(scores))])
     return _window(start, length, slide_horizontally)
 

