@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from smartthumb.operator.lifecycle import RunRunner
 from smartthumb.operator.local.process import ForkServer, ForkServerError, classify, runner_argv
 from smartthumb.operator.models import RunOutcome
@@ -104,8 +105,6 @@ def _fit_argv(tmp_path: Path, source: Path, name: str) -> list[str]:
 
 
 def _source(tmp_path: Path) -> Path:
-    from PIL import Image
-
     source = tmp_path / "in.png"
     Image.radial_gradient("L").convert("RGB").resize((800, 600)).save(source)
     return source
@@ -166,7 +165,11 @@ def test_warm_workers_survive_bad_input_and_are_replaced_after_oom_and_retiremen
         bad = _one_run(server, _fit_argv(tmp_path, broken, "f.jpg"), tmp_path / "f")
         assert bad.outcome is RunOutcome.bad_input
         assert runner_workers() == [warm]  # bad input does not cost the worker
-        starved = _one_run(server, _fit_argv(tmp_path, source, "s.jpg"), tmp_path / "oom", 64)
+        # A source that needs fresh memory: a small one can be served from the heap the warm
+        # worker already maps (the face detector's warm-up leaves enough free there).
+        big = tmp_path / "big.png"
+        Image.radial_gradient("L").resize((4000, 3000)).save(big)
+        starved = _one_run(server, _fit_argv(tmp_path, big, "s.jpg"), tmp_path / "oom", 64)
         assert starved.outcome is RunOutcome.oom
         after = _one_run(server, _fit_argv(tmp_path, source, "g.jpg"), tmp_path / "after")
         assert after.outcome is RunOutcome.ok, after
