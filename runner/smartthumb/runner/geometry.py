@@ -133,8 +133,9 @@ def best_window(
     share of it it holds (and, less, of all interest), a bonus for each subject held whole
     and a cost for each one cut, and the same for faces (grown to whole heads); only the
     windows holding the most face area compete. The window spans the image fully along one
-    axis and slides along the other, so the search is one-dimensional and exact. `avoid` steers away from a window already used
-    (a single page used for both panels gets two different views).
+    axis and slides along the other, so the search is one-dimensional and exact. `avoid`
+    steers away from a window already used (a single page used for both panels gets two
+    different views).
     """
     map_h, map_w = interest.shape
     image_aspect = map_w / map_h
@@ -161,8 +162,8 @@ def best_window(
     for lo, hi, weight in runs:
         share, cut = _held(starts, length, lo, hi)
         scores = scores + weight * (WHOLE_SUBJECT * (share >= 0.98) - CUT_SUBJECT * cut)
-    # The biases below are shares of the best score without faces: a face's bonus must not
-    # make them stronger.
+    # The centre bias is a share of the best score without faces: a face's bonus must not
+    # make it stronger.
     best_plain = max(float(scores.max()), 0.0)
     face_area = np.zeros(starts.size)
     for face in faces:
