@@ -23,8 +23,8 @@ def centre_in(face: Face, box: Box, size: tuple[int, int]) -> bool:
 
 
 def test_every_head_of_a_wide_group_shot_is_found_once() -> None:
-    """Six people in a row on a 2400x900 image, heads a nineteenth of its width (a 128 px
-    detector pass over the whole width would see them 7 px wide)."""
+    """Six people in a row on a 2400x1200 image, heads a nineteenth of its width (the two
+    128 px squares the previous detector looked at saw them 14 px wide)."""
     heads, faces, size = found("group-03-6")
     assert len(faces) == len(heads) == 6
     assert all(sum(centre_in(face, head, size) for face in faces) == 1 for head in heads)

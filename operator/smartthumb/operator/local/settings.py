@@ -35,8 +35,8 @@ class EngineSettings(WebhookSettings, BaseSettings):
         ge=64,
         description=(
             "Address-space limit (RLIMIT_AS) of one runner process, in MiB. It counts virtual "
-            "memory, including what the preloaded runner (numpy, OpenCV, the face detector's "
-            "network and its buffers, ~125 MiB of them) already maps."
+            "memory: what the preloaded runner (numpy, OpenCV, the face detector) already maps, "
+            "and the ~125 MiB the face detector's buffers add while it looks at a large image."
         ),
     )
     fallback_memory_limit_mb: int = Field(
