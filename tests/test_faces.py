@@ -56,3 +56,20 @@ def test_the_detector_sees_a_bounded_copy_whose_sides_are_multiples_of_32() -> N
         assert w % 32 == 0 and h % 32 == 0
         assert w * h <= FACE_PIXELS * 1.2 and abs(w / h - width / height) < 0.15 * width / height
         assert w <= max(32, width + 16) and h <= max(32, height + 16)
+
+
+def test_a_small_face_is_found_by_a_closer_look_at_a_weak_peak(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A head 30 px wide in the whole-image copy of a 900x1500 picture shows there as a peak
+    of 0.26, under the threshold: the closer look at three times the scale finds it."""
+    import smartthumb.runner.faces as faces
+
+    small_head = (135, 19, 241, 142)
+    heads, found_faces, size = found("faces-07-4")
+    assert small_head in heads
+    assert sum(centre_in(face, small_head, size) for face in found_faces) == 1
+    monkeypatch.setattr(faces, "CLOSER_LOOKS", 0)
+    _, first_look, _ = found("faces-07-4")
+    assert not any(centre_in(face, small_head, size) for face in first_look)
+    assert len(first_look) < len(found_faces)
