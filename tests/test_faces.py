@@ -63,7 +63,7 @@ def test_a_small_face_is_found_by_a_closer_look_at_a_weak_peak(
 ) -> None:
     """A head 30 px wide in the whole-image copy of a 900x1500 picture shows there as a peak
     of 0.26, under the threshold: the closer look at three times the scale finds it."""
-    import smartthumb.runner.faces as faces
+    from smartthumb.runner import faces
 
     small_head = (135, 19, 241, 142)
     heads, found_faces, size = found("faces-07-4")
