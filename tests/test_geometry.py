@@ -79,3 +79,28 @@ def test_a_small_subject_is_framed_in_the_middle_of_the_window() -> None:
     window = best_window(interest, 1.0, [])  # 0.25 of the width
     middle = window.x + window.width / 2
     assert abs(middle - 0.30) < 0.02, window
+
+
+def test_a_subject_longer_than_the_window_is_not_avoided() -> None:
+    """A small object, then a long one (wider than the window) holding far more interest.
+    Every window over the long one cuts it, so none is blamed for it: the window goes over
+    the long subject instead of squeezing into the margin beside the small one to stay off
+    it."""
+    interest = np.full((100, 400), 0.05, np.float32)
+    blob(interest, 40, 100, 40, 60, 1.0)  # 0.10..0.25 of the width
+    blob(interest, 120, 380, 30, 70, 0.8)  # 0.30..0.95
+    window = best_window(interest, 1.0, [])  # 0.25 of the width
+    inside = min(window.x + window.width, 0.95) - max(window.x, 0.30)
+    assert inside >= 0.9 * window.width, window
+
+
+def test_the_window_is_centred_on_the_subjects_mass() -> None:
+    """A large object and a small one that fit in the window together, on a flat
+    background: every window holding both holds the same interest. The window's middle is
+    their centre of mass (near the large one), not the middle of the span they cover."""
+    interest = np.full((100, 400), 0.05, np.float32)
+    blob(interest, 100, 160, 20, 80, 1.0)  # 0.25..0.40, 60x60
+    blob(interest, 190, 200, 45, 55, 1.0)  # 0.475..0.50, 10x10
+    window = best_window(interest, 1.5, [])  # 0.375 of the width
+    middle = window.x + window.width / 2
+    assert abs(middle - 0.33) < 0.02, window

@@ -29,8 +29,8 @@ CUT_SUBJECT = 0.2
 RUN_FLOOR = 0.05
 """Subject-profile values below this share of its peak separate two subjects."""
 CENTRE_BIAS = 0.04
-"""Between equally interesting windows, prefer the one centred on the subjects (the middle
-of the span from the first subject to the last): a subject is framed, not pushed to an edge."""
+"""Between equally interesting windows, prefer the one centred on the subjects (their centre
+of mass along the sliding axis): a subject is framed, not pushed to an edge."""
 STEPS_PER_SAMPLE = 4
 """The window slides in quarters of an interest-map sample, so that its start and length are
 the crop's to within 0.1 % of the image side (a whole sample is 0.4 % at 256 px: enough to
@@ -131,7 +131,7 @@ def best_window(
 
     The subject is the interest above SUBJECT_THRESHOLD of its peak: a window scores the
     share of it it holds (and, less, of all interest), a bonus for each subject held whole
-    and a cost for each one cut, and the same for faces (grown to whole heads); only the
+    and a cost for each one cut that it could have held, and the same for faces (grown to whole heads); only the
     windows holding the most face area compete. The window spans the image fully along one
     axis and slides along the other, so the search is one-dimensional and exact. `avoid`
     steers away from a window already used (a single page used for both panels gets two
@@ -158,9 +158,12 @@ def best_window(
     )
     # Whole subjects first: a window that holds a subject (a run of the subject profile)
     # whole beats one that holds as much interest in pieces of two.
+    # A subject longer than the window is cut by every window over it: no fault of any one.
     runs = _runs(mask_profile)
     for lo, hi, weight in runs:
         share, cut = _held(starts, length, lo, hi)
+        if hi - lo > length:
+            cut = np.zeros_like(cut)
         scores = scores + weight * (WHOLE_SUBJECT * (share >= 0.98) - CUT_SUBJECT * cut)
     # The centre bias is a share of the best score without faces: a face's bonus must not
     # make it stronger.
@@ -173,7 +176,7 @@ def best_window(
         scores = scores + head.confidence * (FACE_WEIGHT * share - CUT_FACE_PENALTY * cut)
         face_area += share * (head.x1 - head.x0) * (head.y1 - head.y0)
     if sums.size > 1:
-        middle = (runs[0][0] + runs[-1][1]) / 2 if runs else 0.5
+        middle = _centre_of(mask_profile)
         off_centre = (starts + length / 2 - middle) / 0.5
         scores = scores - CENTRE_BIAS * np.abs(off_centre) * best_plain
     if avoid is not None:
@@ -225,6 +228,14 @@ def _runs(profile: np.ndarray) -> list[tuple[float, float, float]]:
     return [
         (begin / profile.size, end / profile.size, (end - begin) / extent) for begin, end in spans
     ]
+
+
+def _centre_of(profile: np.ndarray) -> float:
+    """The profile's centre of mass in 0..1 (the middle where it is empty)."""
+    total = float(profile.sum())
+    if total <= 0:
+        return 0.5
+    return float((np.arange(profile.size) + 0.5) @ profile) / total / profile.size
 
 
 def _window_sums(profile: np.ndarray, span: int) -> np.ndarray:
