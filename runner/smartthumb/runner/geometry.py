@@ -131,11 +131,11 @@ def best_window(
 
     The subject is the interest above SUBJECT_THRESHOLD of its peak: a window scores the
     share of it it holds (and, less, of all interest), a bonus for each subject held whole
-    and a cost for each one cut that it could have held, and the same for faces (grown to whole heads); only the
-    windows holding the most face area compete. The window spans the image fully along one
-    axis and slides along the other, so the search is one-dimensional and exact. `avoid`
-    steers away from a window already used (a single page used for both panels gets two
-    different views).
+    and a cost for each one cut that it could have held whole, and the same for faces (grown
+    to whole heads; any cut one costs); only the windows holding the most face area compete.
+    The window spans the image fully along one axis and slides along the other, so the search
+    is one-dimensional and exact. `avoid` steers away from a window already used (a single
+    page used for both panels gets two different views).
     """
     map_h, map_w = interest.shape
     image_aspect = map_w / map_h
@@ -158,11 +158,10 @@ def best_window(
     )
     # Whole subjects first: a window that holds a subject (a run of the subject profile)
     # whole beats one that holds as much interest in pieces of two.
-    # A subject longer than the window is cut by every window over it: no fault of any one.
     runs = _runs(mask_profile)
     for lo, hi, weight in runs:
         share, cut = _held(starts, length, lo, hi)
-        if hi - lo > length:
+        if hi - lo > length:  # cut by every window over it: no fault of any one
             cut = np.zeros_like(cut)
         scores = scores + weight * (WHOLE_SUBJECT * (share >= 0.98) - CUT_SUBJECT * cut)
     # The centre bias is a share of the best score without faces: a face's bonus must not
