@@ -31,7 +31,7 @@ HINT_THRESHOLD = 0.04
 whole-image copy often shows as one, and a closer look at it (below) decides."""
 CLOSER_LOOKS = 3
 """At most this many hints, the strongest, get a closer look: together they cost at most about
-as much as the first look (on the evaluation: none for most images, half of it or less for
+as much as the first look (on the evaluation: none for most images, about half of it or less for
 nine in ten)."""
 SMALL_HINT = 32
 """Only hints at most this many pixels across in the whole-image copy get one: a larger face
